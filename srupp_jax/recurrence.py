@@ -1,0 +1,281 @@
+"""The elementwise SRU recurrence (paper eq. 2-5) and its backends.
+
+One public function, `sru_recurrence`, computes for every batch row and hidden unit
+
+    f[t] = sigmoid(U_f[t] + v_f * c[t-1] + b_f)
+    r[t] = sigmoid(U_r[t] + v_r * c[t-1] + b_r)
+    c[t] = f[t] * c[t-1] + (1 - f[t]) * U_c[t]
+    h[t] = x'[t] + (c[t] - x'[t]) * mask_c * r[t]     (= r c + (1 - r) x' when mask_c = 1)
+
+with the details of the PyTorch package `sru` 3.0.0.dev6: `mask_c` is a dropout mask fixed over
+time, padded steps keep `c[t] = c[t-1]` and output `h[t] = 0`, and the reverse direction runs the
+same recurrence from the last step to the first.
+
+Backends (`impl`):
+  "scan"   `jax.lax.scan`, one step at a time: the exact reference.
+  "assoc"  `jax.lax.associative_scan`. The c-recurrence is nonlinear in c when v != 0, so it is
+           solved by Newton iterations over the whole sequence (DEER, Lim et al. 2023): each
+           iteration linearises c[t] = F_t(c[t-1]) around the current guess and solves the
+           resulting diagonal linear recurrence with one associative scan. With v = 0 the first
+           iteration is exact. Gradients come from one reverse associative scan at the solution
+           (custom_vjp), not from differentiating the iterations.
+  "pallas" the fused GPU kernel in `pallas_kernels/` (Triton lowering; interpret mode on CPU).
+  "auto"   "pallas" on GPU, "scan" elsewhere (see BENCHMARKS.md for the CPU measurements).
+
+State, gates and the solve run in float32 whatever the input dtype; `h` comes back in U's dtype.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLS = ("auto", "scan", "assoc", "pallas")
+
+# Newton stopping rule: stop once max |c_new - c_old| / (1 + |c_new|) <= NEWTON_TOL.
+# Newton converges quadratically near the solution, so the iterate returned after an update of
+# 1e-5 is at float32 rounding; tests hold it to the scan reference.
+NEWTON_TOL = 1e-5
+NEWTON_MAX_ITERS = 64
+
+
+class NewtonInfo(NamedTuple):
+    """Diagnostics of one Newton solve: iterations used, last relative update, converged flag."""
+    iterations: jax.Array
+    error: jax.Array
+    converged: jax.Array
+
+
+# ----------------------------------------------------------------------------------------------
+# One step, shared by every backend.
+# ----------------------------------------------------------------------------------------------
+
+def _c_step(c_prev, u_c, u_f, v_f, b_f, keep):
+    """c[t] from c[t-1] (eq. 2 and 4); where `keep` is False (padding) c[t] = c[t-1]."""
+    f = jax.nn.sigmoid(u_f + v_f * c_prev + b_f)
+    c = u_c + (c_prev - u_c) * f
+    return c if keep is None else jnp.where(keep, c, c_prev)
+
+
+def _h_from_c(c, c_prev, u_r, v_r, b_r, x_skip, mask_c, keep):
+    """h[t] (eq. 3 and 5) from c[t] and c[t-1]; zero where `keep` is False."""
+    r = jax.nn.sigmoid(u_r + v_r * c_prev + b_r)
+    g = r if mask_c is None else r * mask_c
+    h = c * g if x_skip is None else x_skip + (c - x_skip) * g
+    return h if keep is None else jnp.where(keep, h, 0.0)
+
+
+def _shift(c, c0):
+    """c[t-1] for every t, time-major: [c0, c[0], ..., c[L-2]]."""
+    return jnp.concatenate([c0[None], c[:-1]], axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Solvers for the c sequence, time-major [L, B, d] float32.
+# ----------------------------------------------------------------------------------------------
+
+def _solve_scan(u_c, u_f, v_f, b_f, c0, keep):
+    """The reference: one `lax.scan` step per time step."""
+    def body(c_prev, xs):
+        u_c_t, u_f_t, keep_t = xs
+        c = _c_step(c_prev, u_c_t, u_f_t, v_f, b_f, keep_t)
+        return c, c
+
+    _, c = lax.scan(body, c0, (u_c, u_f, keep))
+    return c
+
+
+def _combine(first, second):
+    """Compose two affine maps c -> a c + b (first applied first)."""
+    a1, b1 = first
+    a2, b2 = second
+    return a1 * a2, a2 * b1 + b2
+
+
+def linear_recurrence(a, b, c0=None, reverse=False):
+    """Solve c[t] = a[t] * c[t-1] + b[t] over axis 0 with one associative scan.
+
+    a, b: [L, ...]; c0: initial state [...] (zero when None). With reverse=True the recurrence
+    runs from the end: c[t] = a[t] * c[t+1] + b[t].
+    """
+    if c0 is not None:
+        i = -1 if reverse else 0
+        b = b.at[i].add(a[i] * c0)
+    _, c = lax.associative_scan(_combine, (a, b), reverse=reverse, axis=0)
+    return c
+
+
+def _jacobian_diag(c_prev, u_c, u_f, v_f, b_f, keep):
+    """F_t(c[t-1]) and its (diagonal) derivative dc[t]/dc[t-1], for all t at once."""
+    step = functools.partial(_c_step, u_c=u_c, u_f=u_f, v_f=v_f, b_f=b_f, keep=keep)
+    return jax.jvp(step, (c_prev,), (jnp.ones_like(c_prev),))
+
+
+def _newton(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters):
+    """Newton (DEER) iterations for the c sequence. Returns (c, NewtonInfo)."""
+    def update(c):
+        c_prev = _shift(c, c0)
+        fc, a = _jacobian_diag(c_prev, u_c, u_f, v_f, b_f, keep)
+        return linear_recurrence(a, fc - a * c_prev, c0)
+
+    def cond(state):
+        i, _, err = state
+        return (i < max_iters) & (err > tol)
+
+    def body(state):
+        i, c, _ = state
+        c_new = update(c)
+        err = jnp.max(jnp.abs(c_new - c) / (1.0 + jnp.abs(c_new)))
+        return i + 1, c_new, err
+
+    c_init = jnp.broadcast_to(c0, u_c.shape)
+    init = (jnp.int32(0), c_init, jnp.float32(jnp.inf))
+    iters, c, err = lax.while_loop(cond, body, init)
+    converged = err <= tol  # False for NaN too
+    return c, NewtonInfo(iters, err, converged)
+
+
+def _warn_fallback(iters, err):
+    warnings.warn(
+        f"sru_recurrence(impl='assoc'): Newton did not converge (iterations={int(iters)}, "
+        f"last relative update={float(err):.3g}); fell back to the sequential scan.",
+        RuntimeWarning, stacklevel=2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _solve_assoc(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters):
+    """Newton solve with a visible fallback to the scan when it does not converge."""
+    c, info = _newton(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters)
+
+    def fallback(_):
+        jax.debug.callback(_warn_fallback, info.iterations, info.error)
+        return _solve_scan(u_c, u_f, v_f, b_f, c0, keep)
+
+    return lax.cond(info.converged, lambda c_: c_, fallback, c)
+
+
+def _solve_assoc_fwd(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters):
+    c = _solve_assoc(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters)
+    return c, (u_c, u_f, v_f, b_f, c0, keep, c)
+
+
+def _solve_assoc_bwd(tol, max_iters, res, g):
+    """Adjoint at the solution: lam[t] = g[t] + a[t+1] lam[t+1], one reverse associative scan."""
+    del tol, max_iters
+    u_c, u_f, v_f, b_f, c0, keep, c = res
+    c_prev = _shift(c, c0)
+    _, a = _jacobian_diag(c_prev, u_c, u_f, v_f, b_f, keep)
+    a_next = jnp.concatenate([a[1:], jnp.zeros_like(a[:1])], axis=0)
+    lam = linear_recurrence(a_next, g, reverse=True)
+    step = lambda cp, uc, uf, vf, bf: _c_step(cp, uc, uf, vf, bf, keep)
+    _, vjp = jax.vjp(step, c_prev, u_c, u_f, v_f, b_f)
+    d_c_prev, d_uc, d_uf, d_vf, d_bf = vjp(lam)
+    d_keep = None if keep is None else jnp.zeros(keep.shape, jax.dtypes.float0)
+    return d_uc, d_uf, d_vf, d_bf, d_c_prev[0], d_keep
+
+
+_solve_assoc.defvjp(_solve_assoc_fwd, _solve_assoc_bwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API.
+# ----------------------------------------------------------------------------------------------
+
+def default_impl() -> str:
+    """The backend "auto" resolves to on the current default device."""
+    return "pallas" if jax.default_backend() == "gpu" else "scan"
+
+
+def _check_inputs(U, v, b, x, c0, mask_c, mask_pad, impl):
+    if impl not in IMPLS:
+        raise ValueError(f"impl={impl!r}; expected one of {IMPLS}")
+    if U.ndim != 4 or U.shape[2] not in (3, 4):
+        raise ValueError(f"U has shape {U.shape}; expected [batch, length, k, d] with k = 3 "
+                         "(candidate, forget, reset) or 4 (plus the skip term x')")
+    batch, length, k, d = U.shape
+    if length < 1 or batch < 1 or d < 1:
+        raise ValueError(f"U has shape {U.shape}; batch, length and d must be >= 1")
+    for name, arr in (("v", v), ("b", b)):
+        if arr.shape != (2, d):
+            raise ValueError(f"{name} has shape {arr.shape}; expected (2, {d}) "
+                             "(forget row, reset row)")
+    if x is not None:
+        if k == 4:
+            raise ValueError("x must be None when U carries the skip term (k = 4)")
+        if x.shape != (batch, length, d):
+            raise ValueError(f"x has shape {x.shape}; expected {(batch, length, d)}")
+    for name, arr in (("c0", c0), ("mask_c", mask_c)):
+        if arr is not None and arr.shape != (batch, d):
+            raise ValueError(f"{name} has shape {arr.shape}; expected {(batch, d)}")
+    if mask_pad is not None and mask_pad.shape != (batch, length):
+        raise ValueError(f"mask_pad has shape {mask_pad.shape}; expected {(batch, length)}")
+
+
+def _time_major(U, x, mask_pad, reverse):
+    """Split U into float32 time-major gate arrays [L, B, d], flipping time when reverse."""
+    f32 = lambda a: jnp.swapaxes(a.astype(jnp.float32), 0, 1)
+    flip = (lambda a: jnp.flip(a, 0)) if reverse else (lambda a: a)
+    u = [flip(f32(U[:, :, i])) for i in range(U.shape[2])]
+    x_skip = u[3] if len(u) == 4 else (None if x is None else flip(f32(x)))
+    keep = None if mask_pad is None else flip(jnp.swapaxes(~mask_pad.astype(bool), 0, 1)[..., None])
+    return u[0], u[1], u[2], x_skip, keep
+
+
+def sru_recurrence(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None, reverse=False,
+                   impl="auto", tol=NEWTON_TOL, max_iters=NEWTON_MAX_ITERS):
+    """The elementwise SRU recurrence for one direction.
+
+    Args:
+      U: [batch, length, k, d], slices (candidate U_c, forget U_f, reset U_r[, skip x']).
+      v: [2, d] peephole weights (v_f, v_r).
+      b: [2, d] biases (b_f, b_r).
+      x: [batch, length, d] skip term x' when k = 3; None for no skip term.
+      c0: [batch, d] initial state (zeros when None).
+      mask_c: [batch, d] dropout mask on the hidden path (already scaled by 1/(1-p)).
+      mask_pad: [batch, length] bool, True at padded steps.
+      reverse: run from the last step to the first (backward direction).
+      impl: "auto" | "scan" | "assoc" | "pallas".
+      tol, max_iters: Newton stopping rule for impl="assoc".
+
+    Returns:
+      h: [batch, length, d] in U's dtype; c: [batch, d] float32, the state after the last
+      processed step (the first step when reverse).
+    """
+    _check_inputs(U, v, b, x, c0, mask_c, mask_pad, impl)
+    if impl == "auto":
+        impl = default_impl()
+    if impl == "pallas":
+        from pallas_kernels import sru_recurrence_pallas
+        return sru_recurrence_pallas(U, v, b, x, c0=c0, mask_c=mask_c, mask_pad=mask_pad,
+                                     reverse=reverse)
+    batch, _, _, d = U.shape
+    v = v.astype(jnp.float32)
+    b = b.astype(jnp.float32)
+    c0 = jnp.zeros((batch, d), jnp.float32) if c0 is None else c0.astype(jnp.float32)
+    mask_c = None if mask_c is None else mask_c.astype(jnp.float32)
+    u_c, u_f, u_r, x_skip, keep = _time_major(U, x, mask_pad, reverse)
+
+    if impl == "scan":
+        c = _solve_scan(u_c, u_f, v[0], b[0], c0, keep)
+    else:
+        c = _solve_assoc(u_c, u_f, v[0], b[0], c0, keep, float(tol), int(max_iters))
+    h = _h_from_c(c, _shift(c, c0), u_r, v[1], b[1], x_skip, mask_c, keep)
+    if reverse:
+        h = jnp.flip(h, 0)
+    return jnp.swapaxes(h, 0, 1).astype(U.dtype), c[-1]
+
+
+def newton_info(U, v, b, *, c0=None, mask_pad=None, reverse=False, tol=NEWTON_TOL,
+                max_iters=NEWTON_MAX_ITERS) -> NewtonInfo:
+    """How the Newton solve of impl="assoc" went on these inputs (for tests and benchmarks)."""
+    _check_inputs(U, v, b, None, c0, None, mask_pad, "assoc")
+    batch, _, _, d = U.shape
+    c0 = jnp.zeros((batch, d), jnp.float32) if c0 is None else c0.astype(jnp.float32)
+    u_c, u_f, _, _, keep = _time_major(U, None, mask_pad, reverse)
+    v = v.astype(jnp.float32)
+    b = b.astype(jnp.float32)
+    return _newton(u_c, u_f, v[0], b[0], c0, keep, float(tol), int(max_iters))[1]
