@@ -1,0 +1,176 @@
+"""The transforms that compute U for an SRU++ layer (paper eq. 5-7 and Figure 2).
+
+  SRUppAttention   Q = x W_q;  K, V = Q W_k, Q W_v over [memory ; segment];
+                   U = layernorm(Q + alpha * A) W_o  with A = softmax(Q K^T / sqrt(d') + mask) V
+  ProjectedLinear  U = layernorm(x W_1) W_2           (layers without attention, Figure 2b)
+
+Both map [batch, length, d_in] -> [batch, length, out_features] with d' = d_proj inner features.
+Initialisation follows `sru.SRUppAttention` / `sru.SRUppProjectedLinear`: Xavier-uniform matrices,
+alpha = 0, and the last matrix scaled by sqrt(1 - dropout).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LN_EPS = 1e-5  # torch.nn.LayerNorm's default, so converted models match.
+
+
+def xavier_uniform(scale: float = 1.0):
+    """Xavier/Glorot uniform init of a [fan_in, fan_out] matrix, optionally scaled."""
+    base = jax.nn.initializers.glorot_uniform()
+    return lambda key, shape, dtype=jnp.float32: scale * base(key, shape, dtype)
+
+
+def linear(d_in: int, d_out: int, *, scale: float = 1.0, dtype=None, rngs: nnx.Rngs):
+    """Bias-free linear layer with Xavier-uniform init (as the reference's nn.Linear + init)."""
+    return nnx.Linear(d_in, d_out, use_bias=False, kernel_init=xavier_uniform(scale),
+                      dtype=dtype, rngs=rngs)
+
+
+def attention_mask(q_len: int, mem_len: int, *, causal: bool = True,
+                   same_length: bool = False) -> Optional[jax.Array]:
+    """Boolean mask [q_len, mem_len + q_len], True where query i may attend to key j.
+
+    Keys are [memory ; segment]; query i sits at key position p = mem_len + i.
+      causal:      j <= p.
+      same_length: additionally j >= p - q_len, so every query sees the same number (q_len + 1)
+                   of keys once memory is full, as in the reference's evaluation mask.
+    Returns None when nothing is masked (causal=False, same_length=False).
+    """
+    if not causal and not same_length:
+        return None
+    p = mem_len + jnp.arange(q_len)[:, None]
+    j = jnp.arange(mem_len + q_len)[None, :]
+    mask = j <= p
+    if same_length:
+        mask = mask & (j >= p - q_len)
+    return mask
+
+
+def attention_reference(q, k, v, mask=None, bias=None, *, dropout_rate=0.0, dropout_rng=None):
+    """Plain softmax attention, the reference for the fused path (and the path with dropout).
+
+    q: [batch, T, heads, head_dim]; k, v: [batch, S, heads, head_dim];
+    mask: bool broadcastable to [batch, heads, T, S]; bias: additive float, same broadcast.
+    Returns [batch, T, heads, head_dim].
+    """
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bthd,bshd->bhts", q * scale, k).astype(jnp.float32)
+    if bias is not None:
+        logits = logits + bias
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    if dropout_rate > 0.0:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    return jnp.einsum("bhts,bshd->bthd", weights.astype(v.dtype), v)
+
+
+def _combine_masks(attn_mask, mask_pad, memory_mask_pad, batch, q_len, mem_len):
+    """Bool mask [batch, 1, T, S] and additive bias [T, S] from the caller's masks (or None)."""
+    bias = None
+    mask = None
+    if attn_mask is not None:
+        if attn_mask.shape != (q_len, mem_len + q_len):
+            raise ValueError(f"attn_mask has shape {attn_mask.shape}; expected "
+                             f"{(q_len, mem_len + q_len)} (queries, memory + queries)")
+        if attn_mask.dtype == jnp.bool_:
+            mask = attn_mask[None, None]
+        else:
+            bias = attn_mask.astype(jnp.float32)[None, None]
+    if mask_pad is not None or memory_mask_pad is not None:
+        pad = jnp.zeros((batch, q_len), bool) if mask_pad is None else mask_pad.astype(bool)
+        if mem_len:
+            mem_pad = (jnp.zeros((batch, mem_len), bool) if memory_mask_pad is None
+                       else memory_mask_pad.astype(bool))
+            pad = jnp.concatenate([mem_pad, pad], axis=1)
+        key_ok = ~pad[:, None, None, :]
+        mask = key_ok if mask is None else mask & key_ok
+    return mask, bias
+
+
+class SRUppAttention(nnx.Module):
+    """Single- or multi-head attention transform of an SRU++ layer.
+
+    Args:
+      d_in: input features; out_features: size of U (k * d per direction);
+      d_proj: attention size d'; num_heads: heads (d' must divide); dropout: applied before W_o;
+      attn_dropout: on the attention weights; layer_norm: use the layer norm at all;
+      normalize_after: post-LN (paper) on Q + alpha A, else pre-LN on Q before K, V.
+    """
+
+    def __init__(self, d_in: int, out_features: int, d_proj: int, *, num_heads: int = 1,
+                 dropout: float = 0.0, attn_dropout: float = 0.0, layer_norm: bool = True,
+                 normalize_after: bool = True, dtype=None, rngs: nnx.Rngs):
+        if d_proj % num_heads:
+            raise ValueError(f"d_proj={d_proj} is not divisible by num_heads={num_heads}")
+        self.d_proj, self.num_heads = d_proj, num_heads
+        self.attn_dropout = attn_dropout
+        self.normalize_after = normalize_after
+        self.deterministic = False
+        self.w_q = linear(d_in, d_proj, dtype=dtype, rngs=rngs)
+        self.w_kv = linear(d_proj, 2 * d_proj, dtype=dtype, rngs=rngs)
+        self.w_o = linear(d_proj, out_features, scale=(1.0 - dropout) ** 0.5, dtype=dtype,
+                          rngs=rngs)
+        self.alpha = nnx.Param(jnp.zeros((), jnp.float32))
+        self.layer_norm = (nnx.LayerNorm(d_proj, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+                           if layer_norm else None)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.rngs = rngs["dropout"].fork() if attn_dropout > 0 else None
+
+    def __call__(self, x, *, memory=None, mask_pad=None, memory_mask_pad=None,
+                 attn_mask=None):
+        """x: [batch, L, d_in]; memory: [batch, M, d_in] or None; mask_pad: [batch, L] bool
+        (True = pad; padded keys are ignored); memory_mask_pad: [batch, M];
+        attn_mask: [L, M + L], bool (True = attend) or additive float. Returns U [batch, L, out].
+        """
+        batch, q_len, _ = x.shape
+        mem_len = 0 if memory is None else memory.shape[1]
+        if memory is not None and (memory.ndim != 3 or memory.shape[0] != batch
+                                   or memory.shape[2] != x.shape[2]):
+            raise ValueError(f"memory has shape {memory.shape}; expected "
+                             f"[{batch}, M, {x.shape[2]}]")
+        xs = x if memory is None else jnp.concatenate([memory.astype(x.dtype), x], axis=1)
+        z = self.w_q(xs)
+        residual = z[:, mem_len:]
+        if self.layer_norm is not None and not self.normalize_after:
+            z = self.layer_norm(z)
+        q = z[:, mem_len:]
+        k, v = jnp.split(self.w_kv(z), 2, axis=-1)
+        heads = lambda a: a.reshape(a.shape[0], a.shape[1], self.num_heads, -1)
+        mask, bias = _combine_masks(attn_mask, mask_pad, memory_mask_pad, batch, q_len, mem_len)
+        if self.attn_dropout > 0 and not self.deterministic:
+            a = attention_reference(heads(q), heads(k), heads(v), mask, bias,
+                                    dropout_rate=self.attn_dropout, dropout_rng=self.rngs())
+        else:
+            a = jax.nn.dot_product_attention(heads(q), heads(k), heads(v), bias=bias, mask=mask)
+        a = a.reshape(batch, q_len, self.d_proj)
+        out = residual + self.alpha.value.astype(a.dtype) * a
+        if self.layer_norm is not None and self.normalize_after:
+            out = self.layer_norm(out)
+        return self.w_o(self.dropout(out))
+
+
+class ProjectedLinear(nnx.Module):
+    """U = W_2 dropout(layernorm(W_1 x)): the SRU++ layer without attention (Figure 2b)."""
+
+    def __init__(self, d_in: int, out_features: int, d_proj: int, *, dropout: float = 0.0,
+                 layer_norm: bool = True, dtype=None, rngs: nnx.Rngs):
+        self.w_1 = linear(d_in, d_proj, dtype=dtype, rngs=rngs)
+        self.w_2 = linear(d_proj, out_features, scale=(1.0 - dropout) ** 0.5, dtype=dtype,
+                          rngs=rngs)
+        self.layer_norm = (nnx.LayerNorm(d_proj, epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+                           if layer_norm else None)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x, **unused_attention_inputs):
+        """x: [batch, L, d_in] -> U [batch, L, out_features]; attention inputs are ignored."""
+        z = self.w_1(x)
+        if self.layer_norm is not None:
+            z = self.layer_norm(z)
+        return self.w_2(self.dropout(z))

@@ -1,0 +1,287 @@
+"""SRU and SRU++ layers and stacks as Flax NNX modules.
+
+  SRULayer  one layer: a transform x -> U, then the elementwise recurrence (per direction).
+            The transform is a plain matrix (SRU), a factorised one (SRU with projection),
+            ProjectedLinear or SRUppAttention (SRU++).
+  SRU       a stack of plain SRU layers (as `sru.SRU`).
+  SRUpp     a stack of SRU++ layers with attention every k layers or in the last n layers,
+            carrying recurrent state and per-layer attention memory (as `sru.SRUpp`).
+
+Shapes are batch-major ([batch, length, features]); the recurrent state c of a stack is
+[num_layers, batch, dirs * d]. U's features are laid out as [k, dirs, d] with slices
+(candidate, forget, reset[, skip]).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from srupp_jax.attention import LN_EPS, ProjectedLinear, SRUppAttention, attention_mask, linear
+from srupp_jax.recurrence import sru_recurrence
+
+
+class Factorized(nnx.Module):
+    """x W_1 W_2 with an inner dimension (SRU's `projection_size`, Figure 2b without norm)."""
+
+    def __init__(self, d_in: int, out_features: int, d_proj: int, *, dtype=None,
+                 rngs: nnx.Rngs):
+        self.w_1 = linear(d_in, d_proj, dtype=dtype, rngs=rngs)
+        self.w_2 = linear(d_proj, out_features, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, **unused_attention_inputs):
+        return self.w_2(self.w_1(x))
+
+
+class Linear(nnx.Module):
+    """U = x W (the plain SRU transform, eq. 1)."""
+
+    def __init__(self, d_in: int, out_features: int, *, dtype=None, rngs: nnx.Rngs):
+        self.w = linear(d_in, out_features, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, **unused_attention_inputs):
+        return self.w(x)
+
+
+class SRULayer(nnx.Module):
+    """One SRU / SRU++ layer: U = transform(x), then the recurrence in each direction.
+
+    Args:
+      d_in: input features; d: hidden size per direction; transform: "linear", "projected"
+        (SRU with projection_size), "projected_ln" (SRU++ without attention) or "attention";
+      d_proj: inner size d' of the projected / attention transforms;
+      dropout: rate of the hidden-path mask (one mask per sequence) and inside the transform;
+      bidirectional; highway_bias: initial reset-gate bias (SRU++: -2);
+      layer_norm / normalize_after: optional layer norm of the layer (pre on x, or post on h);
+      attn_layer_norm: layer norm inside the SRU++ transform; rescale: scale the skip term by
+        sqrt(1 + 2 exp(highway_bias)); weight_c_init: v ~ U[-weight_c_init, weight_c_init];
+      impl: recurrence backend ("auto", "scan", "assoc", "pallas").
+    """
+
+    def __init__(self, d_in: int, d: int, *, transform: str = "linear", d_proj: int = 0,
+                 num_heads: int = 1, dropout: float = 0.0, transform_dropout: float = 0.0,
+                 attn_dropout: float = 0.0, bidirectional: bool = False,
+                 highway_bias: float = 0.0, layer_norm: bool = False,
+                 normalize_after: bool = True, attn_layer_norm: bool = True,
+                 has_skip_term: bool = True, rescale: bool = False, weight_c_init: float = 1.0,
+                 impl: str = "auto", dtype=None, rngs: nnx.Rngs):
+        self.d_in, self.d = d_in, d
+        self.dirs = 2 if bidirectional else 1
+        self.out_size = self.dirs * d
+        self.k = 4 if has_skip_term and d_in != self.out_size else 3
+        self.has_skip_term = has_skip_term
+        self.scale_x = (math.sqrt(1 + 2 * math.exp(highway_bias))
+                        if rescale and has_skip_term else 1.0)
+        self.impl = impl
+        self.normalize_after = normalize_after
+        out_features = self.k * self.out_size
+        if transform == "linear":
+            self.transform = Linear(d_in, out_features, dtype=dtype, rngs=rngs)
+        elif transform == "projected":
+            self.transform = Factorized(d_in, out_features, d_proj, dtype=dtype, rngs=rngs)
+        elif transform == "projected_ln":
+            self.transform = ProjectedLinear(d_in, out_features, d_proj,
+                                             dropout=transform_dropout,
+                                             layer_norm=attn_layer_norm, dtype=dtype, rngs=rngs)
+        elif transform == "attention":
+            self.transform = SRUppAttention(d_in, out_features, d_proj, num_heads=num_heads,
+                                            dropout=transform_dropout,
+                                            attn_dropout=attn_dropout,
+                                            layer_norm=attn_layer_norm, dtype=dtype, rngs=rngs)
+        else:
+            raise ValueError(f"transform={transform!r}; expected 'linear', 'projected', "
+                             "'projected_ln' or 'attention'")
+        key = rngs.params()
+        # v (the reference's weight_c): rows (forget, reset), then directions.
+        self.v = nnx.Param(jax.random.uniform(key, (2, self.dirs, d), jnp.float32,
+                                              -weight_c_init, weight_c_init))
+        self.b = nnx.Param(jnp.zeros((2, self.dirs, d), jnp.float32).at[1].set(highway_bias))
+        self.layer_norm = (nnx.LayerNorm(self.out_size if normalize_after else d_in,
+                                         epsilon=LN_EPS, dtype=dtype, rngs=rngs)
+                           if layer_norm else None)
+        self.hidden_dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x, c0=None, *, mask_pad=None, memory=None, memory_mask_pad=None,
+                 attn_mask=None):
+        """x: [batch, L, d_in]; c0: [batch, dirs * d] or None; mask_pad: [batch, L] bool;
+        memory / memory_mask_pad / attn_mask: see SRUppAttention (ignored by other transforms).
+        Returns h [batch, L, dirs * d] and c [batch, dirs * d] (float32).
+        """
+        if x.ndim != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(f"x has shape {x.shape}; expected [batch, length, {self.d_in}]")
+        batch, length, _ = x.shape
+        residual = x
+        if self.layer_norm is not None and not self.normalize_after:
+            x = self.layer_norm(x)
+        U = self.transform(x, memory=memory, mask_pad=mask_pad,
+                           memory_mask_pad=memory_mask_pad, attn_mask=attn_mask)
+        U = U.reshape(batch, length, self.k, self.dirs, self.d)
+        mask_c = None
+        if not self.hidden_dropout.deterministic and self.hidden_dropout.rate > 0:
+            mask_c = self.hidden_dropout(jnp.ones((batch, self.out_size), jnp.float32))
+        skip = None
+        if self.has_skip_term and self.k == 3:
+            skip = residual * self.scale_x if self.scale_x != 1.0 else residual
+        hs, cs = [], []
+        for i in range(self.dirs):
+            cols = slice(i * self.d, (i + 1) * self.d)
+            h, c = sru_recurrence(
+                U[:, :, :, i], self.v.value[:, i], self.b.value[:, i],
+                None if skip is None else skip[..., cols],
+                c0=None if c0 is None else c0[:, cols],
+                mask_c=None if mask_c is None else mask_c[:, cols],
+                mask_pad=mask_pad, reverse=i == 1, impl=self.impl)
+            hs.append(h)
+            cs.append(c)
+        h = hs[0] if self.dirs == 1 else jnp.concatenate(hs, axis=-1)
+        c = cs[0] if self.dirs == 1 else jnp.concatenate(cs, axis=-1)
+        if self.layer_norm is not None and self.normalize_after:
+            h = self.layer_norm(h)
+        return h, c
+
+
+def _check_state(c0, num_layers, batch, out_size):
+    if c0 is not None and c0.shape != (num_layers, batch, out_size):
+        raise ValueError(f"c0 has shape {c0.shape}; expected {(num_layers, batch, out_size)} "
+                         "(num_layers, batch, dirs * d)")
+
+
+class SRU(nnx.Module):
+    """A stack of SRU layers (the plain SRU of the reference package, eq. 1-5).
+
+    Dropout on the hidden path applies to every layer but the last, as in `sru.SRU`.
+    """
+
+    def __init__(self, d_in: int, d: int, num_layers: int = 2, *, dropout: float = 0.0,
+                 bidirectional: bool = False, projection_size: int = 0,
+                 highway_bias: float = 0.0, layer_norm: bool = False,
+                 normalize_after: bool = False, has_skip_term: bool = True,
+                 rescale: bool = False, weight_c_init: float = 1.0, impl: str = "auto",
+                 dtype=None, rngs: nnx.Rngs):
+        if num_layers < 1:
+            raise ValueError(f"num_layers={num_layers}; expected >= 1")
+        self.num_layers = num_layers
+        self.out_size = (2 if bidirectional else 1) * d
+        self.layers = nnx.List([
+            SRULayer(d_in if i == 0 else self.out_size, d,
+                     transform="projected" if projection_size else "linear",
+                     d_proj=projection_size, dropout=dropout if i + 1 < num_layers else 0.0,
+                     bidirectional=bidirectional, highway_bias=highway_bias,
+                     layer_norm=layer_norm, normalize_after=normalize_after,
+                     has_skip_term=has_skip_term, rescale=rescale,
+                     weight_c_init=weight_c_init, impl=impl, dtype=dtype, rngs=rngs)
+            for i in range(num_layers)])
+
+    def __call__(self, x, c0=None, *, mask_pad=None):
+        """x: [batch, L, d_in]; c0: [num_layers, batch, dirs * d]; mask_pad: [batch, L] bool.
+        Returns h [batch, L, dirs * d] and c [num_layers, batch, dirs * d]."""
+        _check_state(c0, self.num_layers, x.shape[0], self.out_size)
+        cs = []
+        for i, layer in enumerate(self.layers):
+            x, c = layer(x, None if c0 is None else c0[i], mask_pad=mask_pad)
+            cs.append(c)
+        return x, jnp.stack(cs)
+
+
+def attention_layers(num_layers: int, k: int = 1, last_n: Optional[int] = None) -> list[bool]:
+    """Which layers have attention: every k-th (k=1: all) or only the last `last_n`."""
+    if last_n is not None:
+        if not 0 <= last_n <= num_layers:
+            raise ValueError(f"attention_last_n={last_n}; expected 0..{num_layers}")
+        return [num_layers - i <= last_n for i in range(num_layers)]
+    if k < 1:
+        raise ValueError(f"k={k}; expected >= 1 (attention every k layers)")
+    return [(i + 1) % k == 0 for i in range(num_layers)]
+
+
+class SRUpp(nnx.Module):
+    """A stack of SRU++ layers (paper section 3; `sru.SRUpp`).
+
+    Args (paper notation; the reference's names in brackets):
+      d_in [input_size], d [hidden_size], d_proj = d' [proj_size], num_layers,
+      k: attention every k layers [attention_every_n_layers]; attention_last_n: attention only
+        in the last n layers [attention_last_n_layers] (exclusive with k != 1);
+      num_heads, dropout, attn_dropout, bidirectional, layer_norm / normalize_after (the layer's
+      own optional norm), attn_layer_norm (the post-LN of eq. 7), highway_bias (-2),
+      rescale, weight_c_init, proj_input_to_hidden_first;
+      causal: apply the causal mask itself when no attn_mask is given (language models).
+        The reference applies no mask unless one is passed; converted modules use causal=False.
+      impl: recurrence backend.
+    """
+
+    def __init__(self, d_in: int, d: int, d_proj: int, num_layers: int = 2, *, k: int = 1,
+                 attention_last_n: Optional[int] = None, num_heads: int = 1,
+                 dropout: float = 0.0, attn_dropout: float = 0.0,
+                 bidirectional: bool = False, layer_norm: bool = False,
+                 normalize_after: bool = False, attn_layer_norm: bool = True,
+                 highway_bias: float = -2.0, rescale: bool = False,
+                 weight_c_init: float = 1.0, proj_input_to_hidden_first: bool = False,
+                 causal: bool = True, impl: str = "auto", dtype=None, rngs: nnx.Rngs):
+        if num_layers < 1:
+            raise ValueError(f"num_layers={num_layers}; expected >= 1")
+        if k != 1 and attention_last_n is not None:
+            raise ValueError("set either k (attention every k layers) or attention_last_n, "
+                             f"not both (got k={k}, attention_last_n={attention_last_n})")
+        if d_proj < 1 or d_proj % num_heads:
+            raise ValueError(f"d_proj={d_proj} must be >= 1 and divisible by "
+                             f"num_heads={num_heads}")
+        self.d_in, self.d, self.d_proj = d_in, d, d_proj
+        self.num_layers = num_layers
+        self.out_size = (2 if bidirectional else 1) * d
+        self.causal = causal
+        self.has_attention = attention_layers(num_layers, k, attention_last_n)
+        to_hidden = proj_input_to_hidden_first and d_in != self.out_size
+        self.input_to_hidden = (linear(d_in, self.out_size, dtype=dtype, rngs=rngs)
+                                if to_hidden else None)
+        first_in = self.out_size if to_hidden else d_in
+        self.layers = nnx.List([
+            SRULayer(first_in if i == 0 else self.out_size, d,
+                     transform="attention" if attn else "projected_ln", d_proj=d_proj,
+                     num_heads=num_heads, dropout=dropout if i + 1 < num_layers else 0.0,
+                     transform_dropout=dropout, attn_dropout=attn_dropout,
+                     bidirectional=bidirectional, highway_bias=highway_bias,
+                     layer_norm=layer_norm, normalize_after=normalize_after,
+                     attn_layer_norm=attn_layer_norm, rescale=rescale,
+                     weight_c_init=weight_c_init, impl=impl, dtype=dtype, rngs=rngs)
+            for i, attn in enumerate(self.has_attention)])
+
+    def __call__(self, x, c0=None, *, mask_pad=None, memory: Optional[Sequence] = None,
+                 memory_mask_pad=None, attn_mask=None, same_length: bool = False):
+        """Run the stack on one segment.
+
+        x: [batch, L, d_in]; c0: [num_layers, batch, dirs * d] or None;
+        mask_pad: [batch, L] bool (True = pad); memory: list of num_layers arrays
+          [batch, M, d_in_i] (the layer inputs of the previous segment) or None entries;
+        memory_mask_pad: [batch, M] bool; attn_mask: [L, M + L] bool (True = attend) or
+          additive float, overriding the built-in mask; same_length: use the evaluation mask in
+          which every position sees L + 1 keys.
+        Returns (h [batch, L, dirs * d], c [num_layers, batch, dirs * d],
+                 memory: list of the layer inputs [batch, L, d_in_i], gradient stopped).
+        """
+        if x.ndim != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(f"x has shape {x.shape}; expected [batch, length, {self.d_in}]")
+        batch, length, _ = x.shape
+        _check_state(c0, self.num_layers, batch, self.out_size)
+        if mask_pad is not None and mask_pad.shape != (batch, length):
+            raise ValueError(f"mask_pad has shape {mask_pad.shape}; expected {(batch, length)}")
+        if memory is not None and len(memory) != self.num_layers:
+            raise ValueError(f"memory has {len(memory)} entries; expected one per layer "
+                             f"({self.num_layers})")
+        if self.input_to_hidden is not None:
+            x = self.input_to_hidden(x)
+        saved, cs = [], []
+        for i, layer in enumerate(self.layers):
+            saved.append(jax.lax.stop_gradient(x))
+            mem = None if memory is None else memory[i]
+            mask = attn_mask
+            if mask is None and self.has_attention[i]:
+                mem_len = 0 if mem is None else mem.shape[1]
+                mask = attention_mask(length, mem_len, causal=self.causal,
+                                      same_length=same_length)
+            x, c = layer(x, None if c0 is None else c0[i], mask_pad=mask_pad, memory=mem,
+                         memory_mask_pad=memory_mask_pad, attn_mask=mask)
+            cs.append(c)
+        return x, jnp.stack(cs), saved
