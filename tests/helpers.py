@@ -1,0 +1,60 @@
+"""Shared test helpers: random recurrence inputs (never zeros) and tolerances."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def random_recurrence_inputs(seed, batch, length, k, d, *, skip=True, pad=False,
+                             dropout=False, dtype=jnp.float32, v_scale=1.0, u_scale=1.0,
+                             b_scale=1.0):
+    """Keyword arguments for sru_recurrence on random inputs.
+
+    v ~ U[-v_scale, v_scale] (the reference init is v_scale = 1), U ~ N(0, u_scale^2),
+    b ~ N(0, b_scale^2), c0 ~ N(0, 1); optional padding (about 1 step in 4) and dropout mask.
+    """
+    keys = jax.random.split(jax.random.PRNGKey(seed), 7)
+    kw = dict(
+        U=(u_scale * jax.random.normal(keys[0], (batch, length, k, d))).astype(dtype),
+        v=jax.random.uniform(keys[1], (2, d), minval=-v_scale, maxval=v_scale),
+        b=b_scale * jax.random.normal(keys[2], (2, d)),
+        x=(jax.random.normal(keys[3], (batch, length, d)).astype(dtype)
+           if skip and k == 3 else None),
+        c0=jax.random.normal(keys[4], (batch, d)),
+    )
+    if pad:
+        kw["mask_pad"] = jax.random.bernoulli(keys[5], 0.25, (batch, length))
+    if dropout:
+        kw["mask_c"] = jax.random.bernoulli(keys[6], 0.7, (batch, d)) / 0.7
+    return kw
+
+
+def assert_close(actual, expected, rtol, name=""):
+    """|actual - expected| <= rtol * max|expected| elementwise (scale-aware relative check)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (name, actual.shape, expected.shape)
+    scale = max(np.max(np.abs(expected)), 1e-30)
+    err = np.max(np.abs(actual - expected)) / scale
+    assert err <= rtol, f"{name}: relative error {err:.3g} > {rtol:.3g}"
+
+
+def numpy_recurrence(U, v, b, x=None, c0=None, mask_c=None, mask_pad=None, reverse=False):
+    """The SRU recurrence written out step by step in float64 NumPy (DESIGN section 1)."""
+    U = np.asarray(U, np.float64)
+    batch, length, k, d = U.shape
+    v, b = np.asarray(v, np.float64), np.asarray(b, np.float64)
+    x_skip = U[:, :, 3] if k == 4 else (None if x is None else np.asarray(x, np.float64))
+    c = np.zeros((batch, d)) if c0 is None else np.asarray(c0, np.float64)
+    m = np.ones((batch, d)) if mask_c is None else np.asarray(mask_c, np.float64)
+    pad = np.zeros((batch, length), bool) if mask_pad is None else np.asarray(mask_pad, bool)
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))
+    h = np.zeros((batch, length, d))
+    for t in (reversed(range(length)) if reverse else range(length)):
+        f = sig(U[:, t, 1] + v[0] * c + b[0])
+        r = sig(U[:, t, 2] + v[1] * c + b[1])
+        c_new = f * c + (1 - f) * U[:, t, 0]
+        h_t = c_new * m * r if x_skip is None else x_skip[:, t] + (c_new - x_skip[:, t]) * m * r
+        keep = ~pad[:, t, None]
+        h[:, t] = np.where(keep, h_t, 0.0)
+        c = np.where(keep, c_new, c)
+    return h, c
