@@ -150,7 +150,7 @@ class SRUppAttention(nnx.Module):
         else:
             a = jax.nn.dot_product_attention(heads(q), heads(k), heads(v), bias=bias, mask=mask)
         a = a.reshape(batch, q_len, self.d_proj)
-        out = residual + self.alpha.value.astype(a.dtype) * a
+        out = residual + self.alpha[...].astype(a.dtype) * a
         if self.layer_norm is not None and self.normalize_after:
             out = self.layer_norm(out)
         return self.w_o(self.dropout(out))

@@ -40,10 +40,11 @@ def _u_matrix(weight, k: int, dirs: int, d: int) -> jnp.ndarray:
 
 def _set(param, value) -> None:
     value = jnp.asarray(_np(value) if not isinstance(value, jnp.ndarray) else value)
-    if param.value.shape != value.shape:
-        raise ValueError(f"shape mismatch converting a parameter: ours {param.value.shape}, "
+    ours = param[...]
+    if ours.shape != value.shape:
+        raise ValueError(f"shape mismatch converting a parameter: ours {ours.shape}, "
                          f"theirs {value.shape}")
-    param.value = value.astype(param.value.dtype)
+    param[...] = value.astype(ours.dtype)
 
 
 def _set_layer_norm(ln, sd, prefix) -> None:

@@ -129,7 +129,7 @@ class SRULayer(nnx.Module):
         for i in range(self.dirs):
             cols = slice(i * self.d, (i + 1) * self.d)
             h, c = sru_recurrence(
-                U[:, :, :, i], self.v.value[:, i], self.b.value[:, i],
+                U[:, :, :, i], self.v[:, i], self.b[:, i],
                 None if skip is None else skip[..., cols],
                 c0=None if c0 is None else c0[:, cols],
                 mask_c=None if mask_c is None else mask_c[:, cols],
