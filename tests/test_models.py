@@ -1,0 +1,120 @@
+"""Language models: losses, carried state and memory, adaptive heads, dropout, gradients."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from helpers import assert_close
+from srupp_jax.models import SRUppLM
+
+VOCAB = 29
+
+
+def _model(cutoffs=None, k=1, dropout=0.0, impl="scan", seed=0):
+    return SRUppLM(VOCAB, 16, 4, num_layers=3, k=k, dropout=dropout, attn_dropout=dropout,
+                   cutoffs=cutoffs, adaptive_factor=2.0, impl=impl, rngs=nnx.Rngs(seed))
+
+
+def _tokens(batch, length, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, VOCAB, (batch, length)))
+
+
+@pytest.mark.parametrize("cutoffs,k", [(None, 1), (None, 2), ([7, 15], 1), ([7, 15], 3)])
+def test_segments_with_carried_state_equal_one_pass(cutoffs, k):
+    """Segment by segment with state + memory == the whole sequence at once (eval mode).
+
+    With memory of M >= one segment, segment 2 attends to segment 1 exactly as one causal pass
+    over both does, and c carries the recurrence across the boundary.
+    """
+    model = _model(cutoffs, k)
+    # alpha starts at 0 (attention off); turn it on so memory matters
+    for layer in model.rnn.layers:
+        if hasattr(layer.transform, "alpha"):
+            layer.transform.alpha[...] = jnp.asarray(0.8)
+    model.eval()
+    tok = _tokens(2, 10)
+    tgt = _tokens(2, 10, seed=1)
+    full, _ = model.nll(tok, tgt)
+    state = model.init_state(2, 5)
+    part1, state = model.nll(tok[:, :5], tgt[:, :5], state)
+    part2, state = model.nll(tok[:, 5:], tgt[:, 5:], state)
+    assert_close(jnp.concatenate([part1, part2], axis=1), full, 2e-6, "nll")
+    assert state.c.shape == (3, 2, 16)
+    assert not np.any(np.asarray(state.memory_pad))
+
+
+@pytest.mark.parametrize("cutoffs", [None, [7, 15]])
+def test_nll_is_the_log_distribution(cutoffs):
+    model = _model(cutoffs)
+    model.eval()
+    tok, tgt = _tokens(2, 6), _tokens(2, 6, seed=2)
+    logp, _ = model.log_probs(tok)
+    np.testing.assert_allclose(np.exp(np.asarray(logp)).sum(-1), 1.0, rtol=1e-5)
+    nll, _ = model.nll(tok, tgt)
+    expected = -np.take_along_axis(np.asarray(logp), np.asarray(tgt)[..., None], -1)[..., 0]
+    assert_close(nll, expected, 1e-6)
+    assert nll.dtype == jnp.float32
+
+
+def test_memory_gets_no_gradient_and_params_do():
+    model = _model(k=1)
+    for layer in model.rnn.layers:
+        layer.transform.alpha[...] = jnp.asarray(0.5)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    state = model.init_state(2, 4)
+    state = state._replace(memory=tuple(jax.random.normal(jax.random.PRNGKey(i), m.shape)
+                                        for i, m in enumerate(state.memory)),
+                           memory_pad=jnp.zeros_like(state.memory_pad))
+
+    def loss(params, memory):
+        m = nnx.merge(graphdef, params, rest)
+        m.eval()
+        nll, _ = m.nll(_tokens(2, 4), _tokens(2, 4, 1), state._replace(memory=memory))
+        return nll.mean()
+
+    g_params, g_mem = jax.grad(loss, argnums=(0, 1))(params, state.memory)
+    flat = jax.tree.leaves(g_params)
+    assert all(np.all(np.isfinite(g)) for g in flat)
+    assert sum(float(jnp.sum(jnp.abs(g))) > 0 for g in flat) == len(flat)
+    # memory is a function input, so it does get a gradient through attention; what must not
+    # is the memory the model *returns*: it is stop_gradient'ed layer inputs.
+    assert any(float(jnp.sum(jnp.abs(g))) > 0 for g in g_mem)
+
+    def returned_memory_sum(params):
+        m = nnx.merge(graphdef, params, rest)
+        _, new = m.nll(_tokens(2, 4), _tokens(2, 4, 1), state)
+        return sum(jnp.sum(x) for x in new.memory)
+
+    g = jax.grad(returned_memory_sum)(params)
+    assert all(float(jnp.sum(jnp.abs(x))) == 0 for x in jax.tree.leaves(g))
+
+
+def test_dropout_is_random_in_training_and_off_in_eval():
+    model = _model(dropout=0.3)
+    tok, tgt = _tokens(2, 6), _tokens(2, 6, 1)
+    a, _ = model.nll(tok, tgt)
+    b, _ = model.nll(tok, tgt)
+    assert not np.allclose(a, b)
+    model.eval()
+    c, _ = model.nll(tok, tgt)
+    d, _ = model.nll(tok, tgt)
+    np.testing.assert_array_equal(c, d)
+
+
+def test_char_lm_init_matches_reference_script():
+    model = _model()
+    limit = np.sqrt(3.0 / 16)
+    emb = np.asarray(model.embed.embedding[...])
+    assert emb.shape == (VOCAB, 16) and np.abs(emb).max() <= limit
+    assert np.all(np.asarray(model.head.bias[...]) == 0)
+
+
+def test_bad_inputs_are_named():
+    model = _model()
+    with pytest.raises(ValueError, match=r"tokens has shape \(5,\)"):
+        model.nll(jnp.zeros((5,), jnp.int32), jnp.zeros((5,), jnp.int32))
+    with pytest.raises(ValueError, match=r"targets has shape \(2, 3\); expected \(2, 4\)"):
+        model.nll(jnp.zeros((2, 4), jnp.int32), jnp.zeros((2, 3), jnp.int32))
+    with pytest.raises(ValueError, match="vocab_size=1"):
+        SRUppLM(1, 8, 2, rngs=nnx.Rngs(0))
