@@ -1,0 +1,384 @@
+"""Fused Pallas kernels (Triton lowering) for the elementwise SRU recurrence, forward and backward.
+
+`sru_recurrence_pallas` has exactly the arguments, semantics and results of
+`srupp_jax.recurrence.sru_recurrence` (its reference is `impl="scan"`):
+
+    f[t] = sigmoid(U_f[t] + v_f * c[t-1] + b_f)
+    r[t] = sigmoid(U_r[t] + v_r * c[t-1] + b_r)
+    c[t] = f[t] * c[t-1] + (1 - f[t]) * U_c[t]            (c[t] = c[t-1] at padded steps)
+    h[t] = x'[t] + (c[t] - x'[t]) * mask_c * r[t]          (h[t] = 0 at padded steps)
+
+Kernel design (one program per (batch row, block of `block_d` columns)):
+  grid      (batch, cdiv(d, block_d)); block_d is a power of two (Triton block shapes must be),
+            default min(256, next_pow2(d)) and at least 32, num_warps = min(4, block_d / 32);
+            the columns past d in the last block are masked in every load and store. These
+            defaults are not tuned on a GPU yet.
+  time      a `fori_loop` over the length inside the kernel, carrying c in float32; the reverse
+            direction walks t = L-1 .. 0 by index arithmetic (no flipped copies).
+  memory    the kernels get whole arrays and index them themselves: U[b, t, j, cols] for the
+            k slices, so every load and store is one contiguous row of block_d elements.
+  backward  a second kernel behind `jax.custom_vjp`, walking time in the opposite order with the
+            adjoint dL/dc carried in float32. Saved for it: the inputs (already live) and the
+            float32 state sequence c [batch, length, d]. The gates f and r are recomputed from
+            c[t-1] and U (two sigmoids per step: cheaper than storing two more [B, L, d] float32
+            arrays and reading them back), but c itself is saved because recomputing it would
+            mean rerunning the sequential forward (or inverting the recurrence, which is
+            unstable where f is near 1). The primal call (no gradient) does not write c.
+  v, b      their gradients are sums over batch and time: each program accumulates its own
+            (batch row, columns) partial over time in registers and writes it once to a
+            [batch, 4, d] array (dv_f, dv_r, db_f, db_r); the batch sum is one `jnp.sum` outside
+            (deterministic, no atomics).
+  mask_c    its gradient (sum over time of dL/dh * (c - x') * r) is computed the same way; in
+            practice it is a constant dropout mask. mask_pad gets no gradient.
+
+State, gates and all gradients are float32 in registers whatever the input dtype; h, dU and dx
+are stored in the dtype of U and x.
+
+On CPU (or with interpret=True) the same kernels run in Pallas interpret mode; that is how the
+tests check them.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+
+# ----------------------------------------------------------------------------------------------
+# The one place that knows which Pallas version it talks to. jax 0.10 and 0.11 have masked
+# loads and stores as `jax.experimental.pallas.triton.load(ref.at[idx], mask=, other=)` (and
+# `.store`) and `triton.CompilerParams`; older releases (jax 0.4.x) had `pl.load(ref, idx, ...)`
+# and `triton.TritonCompilerParams` (that branch is untested).
+# ----------------------------------------------------------------------------------------------
+
+def _index(idx):
+    """Python int indices as int32 scalars (the interpret-mode discharge of jax 0.10 rejects
+    plain Python ints here); slices (`pl.ds`) and traced indices pass through."""
+    return tuple(np.int32(i) if isinstance(i, int) else i for i in idx)
+
+
+try:
+    from jax.experimental.pallas.triton import CompilerParams as _TritonParams
+    from jax.experimental.pallas.triton import load as _triton_load
+    from jax.experimental.pallas.triton import store as _triton_store
+
+    def _load(ref, idx, mask=None, other=None):
+        return _triton_load(ref.at[_index(idx)], mask=mask, other=other)
+
+    def _store(ref, idx, val, mask=None):
+        _triton_store(ref.at[_index(idx)], val, mask=mask)
+
+except ImportError:  # jax 0.4.x
+    from jax.experimental.pallas.triton import TritonCompilerParams as _TritonParams
+
+    def _load(ref, idx, mask=None, other=None):
+        return pl.load(ref, _index(idx), mask=mask, other=other)
+
+    def _store(ref, idx, val, mask=None):
+        pl.store(ref, _index(idx), val, mask=mask)
+
+
+MAX_BLOCK_D = 256
+MIN_BLOCK_D = 32
+
+
+def default_block_d(d: int) -> int:
+    """min(256, next power of two >= d), at least 32 (one warp)."""
+    return min(MAX_BLOCK_D, max(MIN_BLOCK_D, pl.next_power_of_2(d)))
+
+
+# ----------------------------------------------------------------------------------------------
+# One step of the recurrence and its derivative, shared by the forward and backward kernels.
+# All arguments are float32 [block_d] vectors; `m` (mask_c), `x` (skip term) and `keep` (not
+# padded, a scalar bool) may be None.
+# ----------------------------------------------------------------------------------------------
+
+def _gates(c_prev, u_f, u_r, p):
+    """f[t], r[t] from c[t-1]; p = (v_f, v_r, b_f, b_r)."""
+    v_f, v_r, b_f, b_r = p
+    f = jax.nn.sigmoid(u_f + v_f * c_prev + b_f)
+    r = jax.nn.sigmoid(u_r + v_r * c_prev + b_r)
+    return f, r
+
+
+def _step(c_prev, u_c, u_f, u_r, x, m, keep, p):
+    """(c[t], h[t]) from c[t-1]."""
+    f, r = _gates(c_prev, u_f, u_r, p)
+    c = u_c + (c_prev - u_c) * f
+    g = r if m is None else r * m
+    h = c * g if x is None else x + (c - x) * g
+    if keep is not None:
+        c = jnp.where(keep, c, c_prev)
+        h = jnp.where(keep, h, 0.0)
+    return c, h
+
+
+def _step_vjp(c_prev, c, u_c, u_f, u_r, x, m, keep, p, dh, dc):
+    """Adjoint of `_step` at (c[t-1], c[t]): dh = dL/dh[t], dc = dL/dc[t] from later steps.
+
+    Returns dL/dc[t-1] and the local gradients (du_c, du_f, du_r, dx, dm) where dx, dm are None
+    when x, m are. The gates are recomputed from c[t-1] (see the module docstring).
+    """
+    v_f, v_r, _, _ = p
+    f, r = _gates(c_prev, u_f, u_r, p)
+    if keep is not None:
+        dh = jnp.where(keep, dh, 0.0)
+    g = r if m is None else r * m
+    c_minus_x = c if x is None else c - x
+    dc = dc + dh * g                               # h depends on c[t] through c * g
+    dr = dh * c_minus_x if m is None else dh * c_minus_x * m
+    du_r = dr * r * (1.0 - r)
+    du_c = dc * (1.0 - f)
+    du_f = dc * (c_prev - u_c) * f * (1.0 - f)
+    if keep is not None:                           # padded step: c[t] = c[t-1], no gate path
+        du_c = jnp.where(keep, du_c, 0.0)
+        du_f = jnp.where(keep, du_f, 0.0)
+        dc_prev = jnp.where(keep, dc * f, dc)
+    else:
+        dc_prev = dc * f
+    dc_prev = dc_prev + du_f * v_f + du_r * v_r
+    dx = None if x is None else dh * (1.0 - g)
+    dm = None if m is None else dh * c_minus_x * r
+    return dc_prev, (du_c, du_f, du_r, dx, dm)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels. Static configuration shared by both kernels.
+# ----------------------------------------------------------------------------------------------
+
+class _Config(NamedTuple):
+    """Static configuration of both kernels (hashable: a nondiff argument of the custom_vjp)."""
+    length: int
+    d: int
+    k: int              # 3 or 4 slices in U (4: the skip term is U's 4th slice)
+    has_x: bool         # skip term given as a separate x input (k = 3)
+    has_m: bool         # mask_c given
+    has_pad: bool       # mask_pad given
+    reverse: bool
+    block_d: int
+
+
+def _columns(cfg):
+    """This program's batch row, column slice and in-bounds column mask."""
+    b = pl.program_id(0)
+    col0 = pl.program_id(1) * cfg.block_d
+    cols = pl.ds(col0, cfg.block_d)
+    ok = col0 + jnp.arange(cfg.block_d, dtype=jnp.int32) < cfg.d
+    return b, cols, ok
+
+
+def _time(cfg, s):
+    """Time index of the s-th processed step (s = 0 .. L-1 in processing order)."""
+    return cfg.length - 1 - s if cfg.reverse else s
+
+
+def _split_inputs(cfg, refs):
+    """Name the kernel's input refs: (U, x, v, b, c0, m, keep), absent ones None."""
+    refs = list(refs)
+    u_ref = refs.pop(0)
+    x_ref = refs.pop(0) if cfg.has_x else None
+    v_ref, b_ref, c0_ref = refs.pop(0), refs.pop(0), refs.pop(0)
+    m_ref = refs.pop(0) if cfg.has_m else None
+    keep_ref = refs.pop(0) if cfg.has_pad else None
+    return (u_ref, x_ref, v_ref, b_ref, c0_ref, m_ref, keep_ref), refs
+
+
+def _common(cfg, in_refs):
+    """What both kernels need: program position, parameters, c0, mask_c (loaded once) and a
+    loader of the per-step inputs (U_c, U_f, U_r, x', keep) at time t, as float32."""
+    u_ref, x_ref, v_ref, b_ref, c0_ref, m_ref, keep_ref = in_refs
+    b, cols, ok = _columns(cfg)
+    row = lambda ref, *idx: _load(ref, (*idx, cols), mask=ok, other=0.0).astype(jnp.float32)
+    p = (row(v_ref, 0), row(v_ref, 1), row(b_ref, 0), row(b_ref, 1))
+    c0 = row(c0_ref, b)
+    m = None if m_ref is None else row(m_ref, b)
+
+    def step_inputs(t):
+        u = [row(u_ref, b, t, j) for j in range(cfg.k)]
+        x = row(x_ref, b, t) if cfg.has_x else (u[3] if cfg.k == 4 else None)
+        keep = None if keep_ref is None else _load(keep_ref, (b, t)) != 0
+        return u[0], u[1], u[2], x, keep
+
+    return b, cols, ok, p, c0, m, step_inputs
+
+
+def _forward_kernel(cfg, save_c, *refs):
+    in_refs, out_refs = _split_inputs(cfg, refs)
+    h_ref, c_last_ref = out_refs[:2]
+    c_ref = out_refs[2] if save_c else None
+    b, cols, ok, p, c0, m, step_inputs = _common(cfg, in_refs)
+
+    def body(s, c_prev):
+        t = _time(cfg, s)
+        u_c, u_f, u_r, x, keep = step_inputs(t)
+        c, h = _step(c_prev, u_c, u_f, u_r, x, m, keep, p)
+        _store(h_ref, (b, t, cols), h.astype(h_ref.dtype), mask=ok)
+        if c_ref is not None:
+            _store(c_ref, (b, t, cols), c, mask=ok)
+        return c
+
+    c_last = lax.fori_loop(0, cfg.length, body, c0)
+    _store(c_last_ref, (b, cols), c_last, mask=ok)
+
+
+def _backward_kernel(cfg, *refs):
+    in_refs, refs = _split_inputs(cfg, refs)
+    c_ref, dh_ref, dc_last_ref = refs[:3]
+    du_ref, rest = refs[3], refs[4:]
+    dx_ref = rest.pop(0) if cfg.has_x else None
+    dp_ref, dc0_ref = rest.pop(0), rest.pop(0)
+    dm_ref = rest.pop(0) if cfg.has_m else None
+    b, cols, ok, p, c0, m, step_inputs = _common(cfg, in_refs)
+    L = cfg.length
+    zeros = jnp.zeros((cfg.block_d,), jnp.float32)
+    load_c = lambda t: _load(c_ref, (b, t, cols), mask=ok, other=0.0)
+
+    def body(i, carry):
+        dc, c, dv_f, dv_r, db_f, db_r, dm_acc = carry
+        s = L - 1 - i                                   # processing order, walked backwards
+        t = _time(cfg, s)
+        t_prev = _time(cfg, jnp.maximum(s - 1, 0))      # clamped; unused when s = 0
+        c_prev = jnp.where(s > 0, load_c(t_prev), c0)
+        u_c, u_f, u_r, x, keep = step_inputs(t)
+        dh = _load(dh_ref, (b, t, cols), mask=ok, other=0.0).astype(jnp.float32)
+        dc_prev, (du_c, du_f, du_r, dx, dm) = _step_vjp(
+            c_prev, c, u_c, u_f, u_r, x, m, keep, p, dh, dc)
+        for j, du in enumerate((du_c, du_f, du_r)):
+            _store(du_ref, (b, t, j, cols), du.astype(du_ref.dtype), mask=ok)
+        if cfg.k == 4:
+            _store(du_ref, (b, t, 3, cols), dx.astype(du_ref.dtype), mask=ok)
+        elif dx_ref is not None:
+            _store(dx_ref, (b, t, cols), dx.astype(dx_ref.dtype), mask=ok)
+        dv_f = dv_f + du_f * c_prev
+        dv_r = dv_r + du_r * c_prev
+        db_f = db_f + du_f
+        db_r = db_r + du_r
+        if dm is not None:
+            dm_acc = dm_acc + dm
+        return dc_prev, c_prev, dv_f, dv_r, db_f, db_r, dm_acc
+
+    dc_last = _load(dc_last_ref, (b, cols), mask=ok, other=0.0)
+    c_last = load_c(_time(cfg, L - 1))
+    init = (dc_last, c_last, zeros, zeros, zeros, zeros, zeros)
+    dc0, _, dv_f, dv_r, db_f, db_r, dm_acc = lax.fori_loop(0, L, body, init)
+    for j, val in enumerate((dv_f, dv_r, db_f, db_r)):      # dp rows: dv_f, dv_r, db_f, db_r
+        _store(dp_ref, (b, j, cols), val, mask=ok)
+    _store(dc0_ref, (b, cols), dc0, mask=ok)
+    if dm_ref is not None:
+        _store(dm_ref, (b, cols), dm_acc, mask=ok)
+
+
+# ----------------------------------------------------------------------------------------------
+# pallas_call wrappers.
+# ----------------------------------------------------------------------------------------------
+
+def _call(kernel, cfg, batch, out_shape, interpret, args):
+    """Run `kernel` over the (batch, column-block) grid with whole-array refs."""
+    grid = (batch, pl.cdiv(cfg.d, cfg.block_d))
+    whole = lambda a: pl.BlockSpec(a.shape, lambda i, j, n=a.ndim: (0,) * n)
+    num_warps = max(1, min(4, cfg.block_d // 32))
+    return pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=grid,
+        in_specs=[whole(a) for a in args],
+        out_specs=[whole(o) for o in out_shape],
+        interpret=interpret,
+        compiler_params=None if interpret else _TritonParams(num_warps=num_warps),
+        name=kernel.__name__,
+    )(*args)
+
+
+def _present(*arrays):
+    return [a for a in arrays if a is not None]
+
+
+def _forward(cfg, interpret, save_c, U, x, v, b, c0, m, keep):
+    batch, length, _, d = U.shape
+    out_shape = [jax.ShapeDtypeStruct((batch, length, d), U.dtype),
+                 jax.ShapeDtypeStruct((batch, d), jnp.float32)]
+    if save_c:
+        out_shape.append(jax.ShapeDtypeStruct((batch, length, d), jnp.float32))
+    kernel = functools.partial(_forward_kernel, cfg, save_c)
+    kernel.__name__ = "sru_recurrence_fwd"
+    return _call(kernel, cfg, batch, out_shape, interpret, _present(U, x, v, b, c0, m, keep))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _recurrence(cfg, interpret, U, x, v, b, c0, m, keep):
+    h, c_last = _forward(cfg, interpret, False, U, x, v, b, c0, m, keep)
+    return h, c_last
+
+
+def _recurrence_fwd(cfg, interpret, U, x, v, b, c0, m, keep):
+    h, c_last, c = _forward(cfg, interpret, True, U, x, v, b, c0, m, keep)
+    return (h, c_last), (U, x, v, b, c0, m, keep, c)
+
+
+def _recurrence_bwd(cfg, interpret, res, cts):
+    U, x, v, b, c0, m, keep, c = res
+    dh, dc_last = cts
+    batch, length, k, d = U.shape
+    out_shape = [jax.ShapeDtypeStruct(U.shape, U.dtype)]
+    if x is not None:
+        out_shape.append(jax.ShapeDtypeStruct(x.shape, x.dtype))
+    out_shape += [jax.ShapeDtypeStruct((batch, 4, d), jnp.float32),   # dv_f, dv_r, db_f, db_r
+                  jax.ShapeDtypeStruct((batch, d), jnp.float32)]      # dc0
+    if m is not None:
+        out_shape.append(jax.ShapeDtypeStruct((batch, d), jnp.float32))
+    kernel = functools.partial(_backward_kernel, cfg)
+    kernel.__name__ = "sru_recurrence_bwd"
+    args = _present(U, x, v, b, c0, m, keep) + [c, dh, dc_last.astype(jnp.float32)]
+    outs = list(_call(kernel, cfg, batch, out_shape, interpret, args))
+    dU = outs.pop(0)
+    dx = outs.pop(0) if x is not None else None
+    dp = jnp.sum(outs.pop(0), axis=0)          # the batch reduction, outside the kernel
+    dc0 = outs.pop(0)
+    dm = outs.pop(0) if m is not None else None
+    return dU, dx, dp[0:2].astype(v.dtype), dp[2:4].astype(b.dtype), dc0, dm, None
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API.
+# ----------------------------------------------------------------------------------------------
+
+def sru_recurrence_pallas(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None,
+                          reverse=False, interpret: Optional[bool] = None,
+                          block_d: Optional[int] = None):
+    """The elementwise SRU recurrence as fused Pallas kernels (forward and backward).
+
+    Same arguments and results as `srupp_jax.recurrence.sru_recurrence` (see there), plus:
+      interpret: run the kernels in Pallas interpret mode; None means interpret unless the
+        default backend is "gpu".
+      block_d: columns per program, a power of two (default `default_block_d(d)`).
+
+    Returns:
+      h: [batch, length, d] in U's dtype; c: [batch, d] float32, the state after the last
+      processed step (the first step when reverse).
+    """
+    from srupp_jax.recurrence import _check_inputs
+    _check_inputs(U, v, b, x, c0, mask_c, mask_pad, "pallas")
+    batch, length, k, d = U.shape
+    if block_d is None:
+        block_d = default_block_d(d)
+    if (isinstance(block_d, bool) or not isinstance(block_d, (int, np.integer))
+            or block_d < 1 or block_d & (block_d - 1)):
+        raise ValueError(f"block_d={block_d!r}; expected a positive power of two "
+                         "(Triton block shapes must be powers of two)")
+    if interpret is None:
+        interpret = jax.default_backend() != "gpu"
+    cfg = _Config(length, d, k, x is not None, mask_c is not None, mask_pad is not None,
+                  bool(reverse), int(block_d))
+    v = v.astype(jnp.float32)
+    b = b.astype(jnp.float32)
+    c0 = jnp.zeros((batch, d), jnp.float32) if c0 is None else c0.astype(jnp.float32)
+    m = None if mask_c is None else mask_c.astype(jnp.float32)
+    keep = None if mask_pad is None else (~mask_pad.astype(bool)).astype(jnp.int32)
+    return _recurrence(cfg, bool(interpret), U, x, v, b, c0, m, keep)

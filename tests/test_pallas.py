@@ -1,0 +1,135 @@
+"""The fused Pallas recurrence kernels (interpret mode on CPU) against the scan reference."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import assert_close, random_recurrence_inputs
+from pallas_kernels import sru_recurrence_pallas
+from pallas_kernels.sru_recurrence import default_block_d
+from srupp_jax.recurrence import sru_recurrence
+
+# (batch, length, k, d, skip, pad, dropout, reverse, block_d)
+CASES = [
+    (2, 7, 3, 5, True, False, False, False, None),
+    (1, 1, 3, 1, True, False, False, False, None),     # length 1, batch 1, d 1
+    (3, 1, 4, 6, True, True, True, True, None),        # length 1 reversed, with masks
+    (1, 9, 4, 33, True, True, False, False, 8),        # odd d over 5 blocks, last one partial
+    (2, 6, 3, 33, True, False, True, True, 16),        # odd d, 3 blocks, reversed
+    (4, 5, 3, 7, False, False, True, True, None),      # no skip term, dropout, reverse
+    (2, 11, 3, 12, False, True, False, False, 4),      # no skip term, padding, 3 full blocks
+    (2, 12, 3, 17, True, True, True, False, None),
+    (2, 10, 4, 9, True, True, True, True, 8),
+]
+# bf16 inputs: a subset covering k = 3 with/without x, k = 4, both directions, masks.
+BF16_CASES = [CASES[3], CASES[4], CASES[5]]
+
+F32_RTOL = 1e-5
+BF16_RTOL = 2e-2   # h, dU and dx are stored in bf16 (8 bits of mantissa) by both implementations
+
+
+# Compile these small test programs with LLVM's optimisations off: the XLA:CPU backend
+# optimisations, not the work, dominate this file's runtime (threefry for the random inputs, the
+# interpreted Pallas grid loops). Same HLO, so the numbers compared are computed the same way.
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+@functools.lru_cache(maxsize=None)
+def _input_maker(batch, length, k, d, skip, pad, dropout, dtype):
+    """The shared helper as one jitted program per shape (compiled once per shape)."""
+    return _jit(functools.partial(random_recurrence_inputs, batch=batch, length=length, k=k, d=d,
+                                  skip=skip, pad=pad, dropout=dropout, dtype=dtype))
+
+
+def _inputs(batch, length, k, d, skip, pad, dropout, reverse, dtype):
+    """Random inputs (never zeros) for one case, as keyword arguments of sru_recurrence."""
+    kw = _input_maker(batch, length, k, d, skip, pad, dropout, dtype)(1000 * k + 10 * length + d)
+    return dict(kw, reverse=reverse)
+
+
+def _diff_keys(kw):
+    """The float inputs to differentiate: U, v, b and, where given, x, c0, mask_c."""
+    return [n for n in ("U", "v", "b", "x", "c0", "mask_c") if kw.get(n) is not None]
+
+
+def _run(fn, kw):
+    """Outputs (h, c) and the gradients of a scalar loss with respect to every float input,
+    from one jitted program (one compile per implementation and case)."""
+    keys = _diff_keys(kw)
+
+    def loss(*vals):  # depends on h and c nonlinearly, with a different weight per column
+        h, c = fn(**dict(kw, **dict(zip(keys, vals))))
+        value = (jnp.sum(jnp.sin(h.astype(jnp.float32)) * jnp.arange(1, h.shape[-1] + 1))
+                 + jnp.sum(jnp.tanh(c)))
+        return value, (h, c)
+
+    grad_fn = jax.value_and_grad(loss, argnums=tuple(range(len(keys))), has_aux=True)
+    (_, (h, c)), grads = _jit(grad_fn)(*[kw[n] for n in keys])
+    return h, c, dict(zip(keys, grads))
+
+
+def _scan(**kw):
+    return sru_recurrence(**kw, impl="scan")
+
+
+def _check(case, dtype, rtol):
+    *shape_flags, block_d = case
+    kw = _inputs(*shape_flags, dtype)
+    pallas = lambda **a: sru_recurrence_pallas(**a, block_d=block_d)
+    h, c, g = _run(pallas, kw)
+    h_ref, c_ref, g_ref = _run(_scan, kw)
+    assert h.dtype == kw["U"].dtype and h.shape == h_ref.shape
+    assert c.dtype == jnp.float32
+    assert_close(h, h_ref, rtol, "h")
+    assert_close(c, c_ref, rtol, "c")
+    if "mask_pad" in kw:  # padded steps output exact zeros
+        assert np.all(np.asarray(h, np.float32)[np.asarray(kw["mask_pad"])] == 0)
+    for name in g_ref:
+        assert g[name].dtype == g_ref[name].dtype, name
+        assert_close(g[name], g_ref[name], rtol, f"grad {name}")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_scan_f32(case):
+    _check(case, jnp.float32, F32_RTOL)
+
+
+@pytest.mark.parametrize("case", BF16_CASES)
+def test_matches_scan_bf16(case):
+    _check(case, jnp.bfloat16, BF16_RTOL)
+
+
+def test_dispatch_from_sru_recurrence():
+    """sru_recurrence(impl="pallas") runs this kernel (same numbers) and matches the scan."""
+    kw = _inputs(2, 6, 3, 5, True, True, True, True, jnp.float32)
+    h, c = sru_recurrence(**kw, impl="pallas")
+    h_direct, c_direct = sru_recurrence_pallas(**kw)
+    np.testing.assert_array_equal(h, h_direct)
+    np.testing.assert_array_equal(c, c_direct)
+    h_ref, c_ref = _scan(**kw)
+    assert_close(h, h_ref, F32_RTOL, "h")
+    assert_close(c, c_ref, F32_RTOL, "c")
+
+
+def test_block_size_does_not_change_results():
+    kw = _inputs(2, 5, 4, 20, True, True, False, False, jnp.float32)
+    h1, c1 = sru_recurrence_pallas(**kw, block_d=4)
+    h2, c2 = sru_recurrence_pallas(**kw, block_d=32)
+    np.testing.assert_array_equal(h1, h2)
+    np.testing.assert_array_equal(c1, c2)
+
+
+def test_default_block_d():
+    assert default_block_d(1) == 32
+    assert default_block_d(33) == 64
+    assert default_block_d(256) == 256
+    assert default_block_d(3000) == 256
+
+
+@pytest.mark.parametrize("block_d", [0, 3, 24, 8.0])
+def test_bad_block_d(block_d):
+    kw = _inputs(1, 2, 3, 5, True, False, False, False, jnp.float32)
+    with pytest.raises(ValueError, match="block_d"):
+        sru_recurrence_pallas(**kw, block_d=block_d)
