@@ -1,0 +1,1 @@
+"""Data pipelines: contiguous language-model streams (`streams`)."""
