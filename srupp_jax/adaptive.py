@@ -58,22 +58,12 @@ def cluster_bounds(vocab_size: int, cutoffs: Sequence[int]) -> tuple[tuple[int, 
     Raises ValueError unless vocab_size > 0 and the cutoffs are integers with
     0 < c_1 < c_2 < ... < vocab_size.
     """
-    try:
-        vocab_size = operator.index(vocab_size)
-    except TypeError:
-        raise ValueError(f"vocab_size must be an integer, got {vocab_size!r}") from None
-    if vocab_size <= 0:
-        raise ValueError(f"vocab_size must be > 0, got {vocab_size}")
+    vocab_size = _positive_int("vocab_size", vocab_size)
     if isinstance(cutoffs, (str, bytes)) or not isinstance(cutoffs, Sequence):
         raise ValueError(f"cutoffs must be a sequence of integers, got {cutoffs!r}")
     bounds, prev = [], 0
     for i, c in enumerate(cutoffs):
-        if isinstance(c, bool):
-            raise ValueError(f"cutoffs[{i}] must be an integer, got {c!r}")
-        try:
-            c = operator.index(c)
-        except TypeError:
-            raise ValueError(f"cutoffs[{i}] must be an integer, got {c!r}") from None
+        c = _as_int(f"cutoffs[{i}]", c)
         if c <= 0:
             raise ValueError(f"cutoffs[{i}] = {c}: cutoffs must be > 0")
         if c <= prev:
@@ -100,13 +90,18 @@ def cluster_dims(d_embed: int, factor: float, n_clusters: int) -> tuple[int, ...
     return dims
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _as_int(name: str, value, what: str = "an integer") -> int:
+    """`value` as a Python int (numpy ints too; bools and floats are refused)."""
     try:
-        value = operator.index(value)
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+
+
+def _positive_int(name: str, value) -> int:
+    value = _as_int(name, value, "a positive integer")
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return value
