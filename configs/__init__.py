@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections), one file per paper setting."""
