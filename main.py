@@ -1,30 +1,26 @@
-"""srupp_jax entry point: python main.py --config=configs/default.py [--config.model.d=128].
+"""srupp_jax entry point.
+
+    python main.py --config=configs/default.py --workdir=DIR               # train, then dev eval
+    python main.py --config=configs/enwik8.py:k5 --workdir=DIR             # a config variant
+    python main.py --config=configs/default.py --config.model.d=128 ...    # override any key
+    python main.py --config=... --workdir=DIR --mode=eval                  # dev + test of best
 
 Modes:
-  smoke  build the configured SRU++ LM, run one forward and backward pass on random tokens with
-         carried state, and print the loss (the training and evaluation modes arrive with the
-         training issue).
+  train  train (resuming from DIR's checkpoints), evaluating on dev as configured.
+  eval   restore the best checkpoint (else the latest) and report dev and test BPC / PPL over
+         the whole splits (eval.max_tokens = 0) or their first eval.max_tokens tokens.
+  smoke  one forward and backward pass of the configured model on random tokens.
 """
+import json
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file.")
-flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
-flags.DEFINE_enum("mode", "smoke", ["smoke"], "What to run.")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "smoke"], "What to run.")
 FLAGS = flags.FLAGS
-
-
-def build_model(config, rngs):
-    """The SRU++ LM that `config.model` describes."""
-    from srupp_jax.models import SRUppLM
-    m = config.model
-    return SRUppLM(m.vocab_size, m.d, m.d_proj, m.num_layers, k=m.k,
-                   attention_last_n=None if m.attention_last_n < 0 else m.attention_last_n,
-                   num_heads=m.num_heads, dropout=m.dropout, attn_dropout=m.attn_dropout,
-                   highway_bias=m.highway_bias, layer_norm=m.layer_norm,
-                   cutoffs=list(m.cutoffs) if m.cutoffs else None, impl=m.impl, rngs=rngs)
 
 
 def smoke(config) -> float:
@@ -33,6 +29,9 @@ def smoke(config) -> float:
     import jax.numpy as jnp
     from flax import nnx
 
+    from srupp_jax.train import build_model, global_norm, validate_config
+
+    validate_config(config, 1)
     model = build_model(config, nnx.Rngs(config.seed))
     graphdef, variables = nnx.split(model)
     n_params = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
@@ -44,26 +43,35 @@ def smoke(config) -> float:
     def loss_and_grad(variables, state):
         m = nnx.merge(graphdef, variables)
         loss_fn = lambda m: m.nll(tokens[:, :-1], tokens[:, 1:], state)[0].mean()
-        loss, grads = nnx.value_and_grad(loss_fn)(m)
-        return loss, grads
+        return nnx.value_and_grad(loss_fn)(m)
 
     start = time.time()
     loss, grads = loss_and_grad(variables, state)
-    gnorm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))
-    loss = float(loss)
+    gnorm = global_norm(grads)
     print(f"SRU++ LM: {n_params:,} parameters, {config.model.num_layers} layers, "
           f"d={config.model.d}, d'={config.model.d_proj}, k={config.model.k}, "
           f"backend {jax.default_backend()}")
-    print(f"random tokens B={B} M={M}: loss {loss:.4f} nats (ln V = {jnp.log(V):.4f}), "
+    print(f"random tokens B={B} M={M}: loss {float(loss):.4f} nats (ln V = {jnp.log(V):.4f}), "
           f"grad norm {float(gnorm):.4f}, {time.time() - start:.1f}s incl. compile")
-    return loss
+    return float(loss)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    smoke(FLAGS.config)
+    logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
+    config = FLAGS.config
+    if FLAGS.mode == "smoke":
+        smoke(config)
+        return
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required for --mode=train and --mode=eval")
+    from srupp_jax import train
+    if FLAGS.mode == "train":
+        metrics = train.train_and_evaluate(config, FLAGS.workdir)
+    else:
+        metrics = train.evaluate_checkpoint(config, FLAGS.workdir)
+    print(json.dumps({"mode": FLAGS.mode, **metrics}, sort_keys=True))
 
 
 if __name__ == "__main__":

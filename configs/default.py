@@ -37,18 +37,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 16        # B streams, global (split over devices and hosts)
     config.train.unroll = 64            # M tokens per step; attention memory of M tokens
-    config.train.steps = 600
+    config.train.steps = 2000
     config.train.stop_at = 0            # stop (checkpointed) after this step; 0 = train.steps
     config.train.lr = 3e-3              # the paper's 3e-4 is for 400K steps of large models
-    config.train.warmup_steps = 50
+    config.train.warmup_steps = 100
     config.train.weight_decay = 0.1
     config.train.clip_norm = 1.0
     config.train.grad_accum_steps = 1
     config.train.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
     config.train.max_bad_steps = 5      # consecutive NaN/inf losses before stopping
-    config.train.log_every = 50
-    config.train.eval_every = 200
-    config.train.checkpoint_every = 200
+    config.train.log_every = 100
+    config.train.eval_every = 500
+    config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3
 
     config.eval = ml_collections.ConfigDict()

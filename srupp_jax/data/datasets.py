@@ -1,0 +1,217 @@
+"""The one entry point from a dataset name to token arrays: `load_tokens`.
+
+  default      embedded corpus (Python stdlib source, `corpus.py`), bytes, 90/5/5; never TFDS.
+  enwik8       our TFDS builder, bytes, 90M/5M/5M.                          unit "byte" -> BPC
+  wikitext103  our TFDS builder, words + `<eos>` per line, vocab of train.  unit "word" -> PPL
+  lm1b         TFDS `lm1b` (sentences already shuffled), `<eos> s <eos>` per sentence
+               (Transformer-XL's add_double_eos), vocab of train with min_count 3; TFDS has no
+               validation split, so valid is the test split (held-out shard 0), as in
+               Transformer-XL.
+
+Token arrays (int32, documents in order) are cached as .npy under
+`cache_dir/<name>-<key>/` (default `~/.cache/srupp_jax`, or $SRUPP_JAX_CACHE) and opened with
+`mmap_mode='r'`; the key hashes the dataset fingerprint (for TFDS: the prepared splits of its
+`dataset_info.json`; for default: Python version, file list and sizes, max_bytes) and the
+tokenization settings. TensorFlow Datasets is imported only for the TFDS names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from srupp_jax.data import corpus
+from srupp_jax.data.vocab import ByteVocab, WordVocab
+
+NAMES = ("default", "enwik8", "wikitext103", "lm1b")
+PIPELINE_VERSION = 1  # bump when tokenization changes, invalidates caches
+SPLITS = ("train", "valid", "test")
+# TFDS name, version, our split -> TFDS split, unit, word-vocab settings
+_TFDS = {
+    "enwik8": dict(version="1.0.0", splits=dict(train="train", valid="validation", test="test"),
+                   unit="byte"),
+    "wikitext103": dict(version="1.0.0",
+                        splits=dict(train="train", valid="validation", test="test"),
+                        unit="word", min_count=1, add_bos=False),
+    "lm1b": dict(version="1.1.0", splits=dict(train="train", valid="test", test="test"),
+                 unit="word", min_count=3, add_bos=True),
+}
+
+
+@dataclasses.dataclass
+class LMData:
+    """Token arrays of one dataset.
+
+    train, valid, test: [N] int32 token ids (np.memmap when cached), documents in order.
+    vocab: ByteVocab or WordVocab (`decode(ids) -> str`); unit: "byte" (report BPC) or "word"
+    (report perplexity); info: fingerprint and provenance.
+    """
+    name: str
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    vocab_size: int
+    vocab: Any
+    unit: str
+    info: Dict[str, Any]
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("SRUPP_JAX_CACHE",
+                          os.path.join(os.path.expanduser("~"), ".cache", "srupp_jax"))
+
+
+def default_data_dir() -> str:
+    """TFDS's default: $TFDS_DATA_DIR or ~/tensorflow_datasets (without importing TFDS)."""
+    return os.environ.get("TFDS_DATA_DIR",
+                          os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
+
+
+def prepare_command(name: str, data_dir: Optional[str] = None,
+                    cache_dir: Optional[str] = None) -> str:
+    cmd = f"python -m srupp_jax.data.prepare --dataset={name}"
+    if data_dir:
+        cmd += f" --data_dir={data_dir}"
+    if cache_dir:
+        cmd += f" --cache_dir={cache_dir}"
+    if name in ("enwik8", "wikitext103"):
+        cmd += " [--manual_dir=DIR_WITH_THE_ZIP_FOR_OFFLINE]"
+    return cmd
+
+
+def _check_name(name: str) -> None:
+    if name not in NAMES:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(NAMES)}")
+
+
+def _tfds_dir(name: str, data_dir: str) -> str:
+    return os.path.join(data_dir, name, _TFDS[name]["version"])
+
+
+def _tfds_fingerprint(name: str, data_dir: str) -> str:
+    path = os.path.join(_tfds_dir(name, data_dir), "dataset_info.json")
+    if not os.path.exists(path):
+        extra = ""
+        if name == "lm1b":
+            extra = (" (building TFDS's lm1b needs TensorFlow at prepare time: "
+                     "pip install tensorflow; reading it afterwards does not)")
+        raise FileNotFoundError(
+            f"dataset {name!r} is not prepared: {path} does not exist. Prepare it once with:\n"
+            f"  {prepare_command(name, data_dir)}\n{extra}")
+    with open(path, "r", encoding="utf-8") as f:
+        info = json.load(f)
+    splits = sorted((s.get("name"), s.get("numBytes"), s.get("shardLengths"))
+                    for s in info.get("splits", []))
+    return hashlib.sha256(json.dumps([name, info.get("version"), splits],
+                                     sort_keys=True).encode()).hexdigest()
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps([PIPELINE_VERSION, *parts], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:16]
+
+
+def _load_cached(path: str):
+    meta_path = os.path.join(path, "meta.json")
+    if not os.path.exists(meta_path):
+        return None
+    with open(meta_path, "r", encoding="utf-8") as f:
+        meta = json.load(f)
+    arrays = {s: np.load(os.path.join(path, f"{s}.npy"), mmap_mode="r") for s in SPLITS}
+    vocab = (WordVocab.load(os.path.join(path, "vocab.txt")) if meta["unit"] == "word"
+             else ByteVocab())
+    return arrays, vocab, meta
+
+
+def _save_cache(path: str, arrays, vocab, meta) -> None:
+    """Writes into a temporary sibling directory, then renames (atomic for readers)."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp", dir=parent)
+    try:
+        for s in SPLITS:
+            np.save(os.path.join(tmp, f"{s}.npy"), np.ascontiguousarray(arrays[s], np.int32))
+        if isinstance(vocab, WordVocab):
+            vocab.save(os.path.join(tmp, "vocab.txt"))
+        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+        try:
+            os.rename(tmp, path)
+        except OSError:  # another process won the race: keep theirs
+            if not os.path.exists(os.path.join(path, "meta.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_default(max_bytes):
+    data, info = corpus.embedded_corpus(max_bytes)
+    vocab = ByteVocab()
+    tr, va, te = corpus.split_contiguous(data)
+    return dict(train=vocab.encode(tr), valid=vocab.encode(va), test=vocab.encode(te)), vocab, info
+
+
+def _build_tfds(name: str, data_dir: str):
+    from srupp_jax.data import builders  # imports TFDS; registers enwik8 and wikitext103
+    spec = _TFDS[name]
+    source = builders.data_source(name, data_dir)
+    if spec["unit"] == "byte":
+        vocab = ByteVocab()
+        arrays = {s: vocab.encode(b"".join(builders.read_split(source[t])))
+                  for s, t in spec["splits"].items()}
+        return arrays, vocab
+    kw = dict(add_eos=True, add_bos=spec["add_bos"])
+    vocab = WordVocab.build(builders.read_split(source[spec["splits"]["train"]]),
+                            min_count=spec["min_count"], **kw)
+    arrays = {}
+    for s, t in spec["splits"].items():
+        reuse = [k for k, v in arrays.items() if spec["splits"][k] == t]
+        arrays[s] = arrays[reuse[0]] if reuse else vocab.encode(
+            builders.read_split(source[t]), **kw)
+    return arrays, vocab
+
+
+def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
+                max_bytes: Optional[int] = None) -> LMData:
+    """Token arrays of dataset `name` (one of NAMES), built once and then read from the cache.
+
+    data_dir: where TFDS datasets are prepared (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    cache_dir: token cache (default $SRUPP_JAX_CACHE or ~/.cache/srupp_jax).
+    max_bytes: size of the embedded corpus ("default" only; default corpus.DEFAULT_MAX_BYTES).
+    Raises ValueError for an unknown name, FileNotFoundError (with the command that prepares it)
+    for a TFDS dataset that is not prepared in data_dir.
+    """
+    _check_name(name)
+    cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
+    if name == "default":
+        key_info = dict(corpus_key=corpus.corpus_key(max_bytes))
+    else:
+        if max_bytes is not None:
+            raise ValueError(f"max_bytes applies to the 'default' corpus only, got "
+                             f"max_bytes={max_bytes!r} for dataset {name!r}")
+        data_dir = default_data_dir() if data_dir is None else os.fspath(data_dir)
+        key_info = dict(tfds_fingerprint=_tfds_fingerprint(name, data_dir),
+                        settings={k: v for k, v in _TFDS[name].items()})
+    path = os.path.join(cache_dir, f"{name}-{_key(name, key_info)}")
+    cached = _load_cached(path)
+    if cached is None:
+        if name == "default":
+            arrays, vocab, info = _build_default(max_bytes)
+        else:
+            arrays, vocab = _build_tfds(name, data_dir)
+            info = dict(data_dir=data_dir)
+        meta = dict(name=name, unit=vocab.unit, vocab_size=vocab.vocab_size,
+                    pipeline_version=PIPELINE_VERSION, key=key_info, info=info,
+                    num_tokens={s: int(arrays[s].shape[0]) for s in SPLITS})
+        _save_cache(path, arrays, vocab, meta)
+        cached = _load_cached(path)
+    arrays, vocab, meta = cached
+    info = dict(meta["info"], cache_path=path, key=meta["key"])
+    return LMData(name=name, train=arrays["train"], valid=arrays["valid"], test=arrays["test"],
+                  vocab_size=vocab.vocab_size, vocab=vocab, unit=meta["unit"], info=info)

@@ -1,0 +1,350 @@
+"""Training and evaluation of SRU++ language models (paper section 4, appendix B).
+
+`train_and_evaluate(config, workdir)` trains on B contiguous streams, M tokens a step, carrying
+the recurrent state and attention memory across steps; evaluates on the dev split; keeps the
+last N checkpoints and the best by dev loss; resumes exactly where it stopped (data are a pure
+function of the step, and the carried state and dropout RNG are checkpointed).
+`evaluate_checkpoint(config, workdir)` restores the best (or latest) checkpoint and reports
+dev and test BPC (characters) or perplexity (words) over whole splits.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from srupp_jax import sharding
+from srupp_jax.data.streams import Streams
+from srupp_jax.models import LMState, SRUppLM
+from srupp_jax.optim import lr_schedule, make_optimizer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+# ----------------------------------------------------------------------------------------------
+# Config checks and model construction.
+# ----------------------------------------------------------------------------------------------
+
+def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
+    """Raise ValueError naming the bad value before anything is built or compiled."""
+    m, t, e = config.model, config.train, config.eval
+    checks = [
+        (m.d >= 1, f"model.d={m.d}; expected >= 1"),
+        (m.d_proj >= 1, f"model.d_proj={m.d_proj}; expected >= 1"),
+        (m.num_layers >= 1, f"model.num_layers={m.num_layers}; expected >= 1"),
+        (m.k >= 1, f"model.k={m.k}; expected >= 1 (attention every k layers)"),
+        (m.attention_last_n == -1 or 0 <= m.attention_last_n <= m.num_layers,
+         f"model.attention_last_n={m.attention_last_n}; expected -1 or 0..{m.num_layers}"),
+        (m.attention_last_n == -1 or m.k == 1,
+         f"model.k={m.k} and model.attention_last_n={m.attention_last_n}: set only one"),
+        (m.num_heads >= 1 and m.d_proj % m.num_heads == 0,
+         f"model.d_proj={m.d_proj} is not divisible by model.num_heads={m.num_heads}"),
+        (0 <= m.dropout < 1, f"model.dropout={m.dropout}; expected 0 <= p < 1"),
+        (0 <= m.attn_dropout < 1, f"model.attn_dropout={m.attn_dropout}; expected 0 <= p < 1"),
+        (m.impl in ("auto", "scan", "assoc", "pallas"),
+         f"model.impl={m.impl!r}; expected auto, scan, assoc or pallas"),
+        (t.batch_size >= 1 and t.batch_size % num_devices == 0,
+         f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices"),
+        (t.batch_size % num_processes == 0,
+         f"train.batch_size={t.batch_size} is not divisible by the {num_processes} processes"),
+        (t.unroll >= 1, f"train.unroll={t.unroll}; expected >= 1"),
+        (t.steps >= 1, f"train.steps={t.steps}; expected >= 1"),
+        (0 <= t.warmup_steps < t.steps,
+         f"train.warmup_steps={t.warmup_steps}; expected 0 <= warmup < train.steps={t.steps}"),
+        (t.compute_dtype in DTYPES,
+         f"train.compute_dtype={t.compute_dtype!r}; expected one of {sorted(DTYPES)}"),
+        (t.grad_accum_steps >= 1, f"train.grad_accum_steps={t.grad_accum_steps}; expected >= 1"),
+        (e.batch_size >= 1 and e.unroll >= 1 and e.mem_len >= 0,
+         f"eval.batch_size={e.batch_size}, eval.unroll={e.unroll}, eval.mem_len={e.mem_len}; "
+         "expected >= 1, >= 1, >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    if m.cutoffs:
+        cut = list(m.cutoffs)
+        if cut != sorted(set(cut)) or cut[0] <= 0 or cut[-1] >= m.vocab_size:
+            raise ValueError(f"model.cutoffs={tuple(cut)}; expected strictly increasing values "
+                             f"in 1..{m.vocab_size - 1}")
+
+
+def build_model(config, rngs: nnx.Rngs, vocab_size: int | None = None) -> SRUppLM:
+    """The SRU++ LM that `config.model` describes (vocab_size overrides the config's)."""
+    m = config.model
+    return SRUppLM(vocab_size or m.vocab_size, m.d, m.d_proj, m.num_layers, k=m.k,
+                   attention_last_n=None if m.attention_last_n < 0 else m.attention_last_n,
+                   num_heads=m.num_heads, dropout=m.dropout, attn_dropout=m.attn_dropout,
+                   highway_bias=m.highway_bias, layer_norm=m.layer_norm,
+                   cutoffs=list(m.cutoffs) if m.cutoffs else None,
+                   adaptive_factor=m.adaptive_factor, impl=m.impl,
+                   dtype=DTYPES[config.train.compute_dtype], rngs=rngs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled steps.
+# ----------------------------------------------------------------------------------------------
+
+def global_norm(tree) -> jax.Array:
+    """sqrt of the sum of squares of every leaf (float32)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                        for x in jax.tree.leaves(tree)))
+
+
+class StepMetrics(NamedTuple):
+    loss: jax.Array        # mean nll (nats) of the batch
+    grad_norm: jax.Array   # global norm before clipping
+    applied: jax.Array     # False when the loss or gradient was not finite (update skipped)
+
+
+def make_train_step(graphdef, tx):
+    """jit-compiled (params, rest, opt_state, carry, inputs, targets) -> updated + StepMetrics.
+
+    A non-finite loss or gradient leaves parameters, optimizer state and carried state as they
+    were (the caller counts such steps and stops after several in a row).
+    """
+    def step(params, rest, opt_state, carry, inputs, targets):
+        model = nnx.merge(graphdef, params, rest)
+
+        def loss_fn(model):
+            nll, new_carry = model.nll(inputs, targets, carry)
+            return nll.mean(), new_carry
+
+        (loss, new_carry), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        _, _, new_rest = nnx.split(model, nnx.Param, ...)
+        grad_norm = global_norm(grads)
+        updates, new_opt = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        return (keep(new_params, params), new_rest, keep(new_opt, opt_state),
+                keep(new_carry, carry), StepMetrics(loss, grad_norm, ok))
+
+    return jax.jit(step, donate_argnums=(0, 2, 3))
+
+
+def make_eval_step(graphdef, same_length: bool):
+    """jit-compiled (params, rest, carry, inputs, targets) -> (sum of nll, new carry)."""
+    def step(params, rest, carry, inputs, targets):
+        model = nnx.merge(graphdef, params, rest)
+        nll, carry = model.nll(inputs, targets, carry, same_length=same_length)
+        return jnp.sum(nll), carry
+
+    return jax.jit(step)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation.
+# ----------------------------------------------------------------------------------------------
+
+def split_metrics(mean_nll: float, unit: str, prefix: str) -> dict[str, float]:
+    """loss in nats plus BPC (bytes/characters) or perplexity (words)."""
+    out = {f"{prefix}_loss": mean_nll}
+    if unit == "word":
+        out[f"{prefix}_ppl"] = math.exp(min(mean_nll, 700.0))
+    else:
+        out[f"{prefix}_bpc"] = mean_nll / math.log(2)
+    return out
+
+
+def evaluate(model: SRUppLM, params, rest, tokens: np.ndarray, config, mesh,
+             max_tokens: int = 0) -> float:
+    """Mean nll (nats) over `tokens` (or its first `max_tokens`), every target once.
+
+    B_e contiguous streams, segments of eval.unroll tokens, eval.mem_len tokens of attention
+    memory carried across segments, the same-length mask when eval.same_length.
+    """
+    e = config.eval
+    if max_tokens:
+        tokens = tokens[:max_tokens + 1]
+    # Streams over devices (and hosts, each reading its own) when the batch divides the mesh;
+    # otherwise (e.g. batch 1 on 8 devices) every process evaluates all streams replicated.
+    shard = e.batch_size % mesh.devices.size == 0
+    procs, index = (jax.process_count(), jax.process_index()) if shard else (1, 0)
+    streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,
+                      process_index=index)
+    model.eval()
+    graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+    model.train()
+    step = make_eval_step(graphdef, e.same_length)
+    carry = model.init_state(e.batch_size, e.mem_len)
+    if shard:
+        carry = jax.device_put(carry, sharding.carry_shardings(mesh, carry))
+    total, count = 0.0, 0
+    for inputs, targets in streams.eval_batches():
+        size = targets.size * procs
+        if shard:
+            inputs, targets = (sharding.global_batch(a, mesh) for a in (inputs, targets))
+        s, carry = step(params, rest, carry, inputs, targets)
+        total += float(s)
+        count += size
+    return total / count
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop.
+# ----------------------------------------------------------------------------------------------
+
+def _format(metrics: dict) -> str:
+    return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in metrics.items())
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+    """Train `config` in `workdir` (resuming if it holds checkpoints); returns last metrics."""
+    from srupp_jax.checkpoint import Checkpointer, install_sigterm_handler
+    from srupp_jax.data.datasets import load_tokens
+    from srupp_jax.metrics import MetricWriter, Progress, estimate_flops_per_token, mfu, \
+        peak_flops_per_device
+
+    sharding.initialize_distributed()
+    mesh = sharding.make_mesh(config.mesh.num_devices or None)
+    validate_config(config, mesh.devices.size, jax.process_count())
+    t, m = config.train, config.model
+    data = load_tokens(config.data.name, data_dir=config.data.data_dir or None,
+                       cache_dir=config.data.cache_dir or None,
+                       max_bytes=config.data.max_bytes or None)
+    if data.vocab_size > m.vocab_size:
+        raise ValueError(f"model.vocab_size={m.vocab_size} but the {config.data.name} "
+                         f"vocabulary has {data.vocab_size} entries")
+
+    model = build_model(config, nnx.Rngs(config.seed), vocab_size=m.vocab_size)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    total_steps = t.steps * t.grad_accum_steps  # micro-steps; the optimizer updates every k
+    tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
+                        clip_norm=t.clip_norm, grad_accum_steps=t.grad_accum_steps)
+    schedule = lr_schedule(t.lr, t.warmup_steps, t.steps)
+    params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh.fsdp))
+    opt_state = tx.init(params)
+    carry0 = model.init_state(t.batch_size, t.unroll)
+    carry_sh = sharding.carry_shardings(mesh, carry0)
+    carry = jax.device_put(carry0, carry_sh)
+
+    ckpt = Checkpointer(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
+                        best_metric="dev_loss")
+    start = 0
+    restored = ckpt.restore({"params": params, "rest": rest, "opt_state": opt_state,
+                             "carry": carry})
+    if restored is not None:
+        start, items = restored
+        params, rest = items["params"], items["rest"]
+        opt_state, carry = items["opt_state"], items["carry"]
+        logging.warning("resumed from step %d", start)
+
+    streams = Streams(data.train, t.batch_size // jax.process_count(), t.unroll,
+                      num_processes=jax.process_count(), process_index=jax.process_index())
+    train_step = make_train_step(graphdef, tx)
+    attn_layers = sum(model.rnn.has_attention)
+    flops = estimate_flops_per_token(m.d, m.d_proj, m.num_layers, attn_layers,
+                                     m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
+                                     cutoffs=list(m.cutoffs) or None,
+                                     adaptive_factor=m.adaptive_factor)
+    peak = peak_flops_per_device()
+    writer = MetricWriter(workdir) if jax.process_index() == 0 else None
+    tokens_per_step = t.batch_size * t.unroll
+    progress = Progress(total_steps, initial=start, tokens_per_step=tokens_per_step,
+                        disable=None if jax.process_index() == 0 else True)
+    say = progress.write if jax.process_index() == 0 else (lambda _: None)
+    preempted = install_sigterm_handler()
+    bad, last = 0, {}
+    window_loss, window_n = 0.0, 0
+    try:
+        for step in range(start, total_steps):
+            if step % streams.steps_per_epoch == 0 and step > 0:  # streams wrap: fresh state
+                carry = jax.device_put(carry0, carry_sh)
+            inputs, targets = (sharding.global_batch(a, mesh) for a in streams.batch(step))
+            params, rest, opt_state, carry, sm = train_step(params, rest, opt_state, carry,
+                                                            inputs, targets)
+            loss = float(sm.loss)
+            if not bool(sm.applied):
+                bad += 1
+                logging.warning("step %d: loss %s / grad norm %s not finite; update skipped",
+                                step, loss, float(sm.grad_norm))
+                if bad >= t.max_bad_steps:
+                    raise FloatingPointError(
+                        f"{bad} consecutive steps with a non-finite loss or gradient (last at "
+                        f"step {step}); stopping. Lower train.lr or check the data.")
+                continue
+            bad = 0
+            window_loss, window_n = window_loss + loss, window_n + 1
+            progress.update(step + 1, loss)
+            done = step + 1
+            if done % t.log_every == 0 or done == total_steps:
+                update = done // t.grad_accum_steps
+                last = dict(split_metrics(window_loss / window_n, data.unit, "train"),
+                            lr=float(schedule(update)), grad_norm=float(sm.grad_norm),
+                            tokens_per_sec=progress.tokens_per_sec, devices=mesh.devices.size)
+                util = mfu(progress.tokens_per_sec, flops, peak and peak * mesh.devices.size)
+                if util is not None:
+                    last["mfu"] = util
+                window_loss, window_n = 0.0, 0
+                if writer:
+                    writer.write(done, last, split="train")
+                say(f"step {done}: " + _format(last))
+            dev = None
+            if done % t.eval_every == 0 or done == total_steps:
+                dev = split_metrics(evaluate(model, params, rest, data.valid, config, mesh,
+                                             config.eval.max_tokens), data.unit, "dev")
+                last.update(dev)
+                if writer:
+                    writer.write(done, dev, split="dev")
+                say(f"step {done}: " + _format(dev))
+            stop = preempted.is_set() or done == t.stop_at
+            if done % t.checkpoint_every == 0 or done == total_steps or stop:
+                ckpt.save(done, {"params": params, "rest": rest, "opt_state": opt_state,
+                                 "carry": carry},
+                          metrics={"dev_loss": dev["dev_loss"]} if dev else None,
+                          force=stop)
+            if stop:
+                logging.warning("%s: saved step %d, stopping",
+                                "SIGTERM" if preempted.is_set() else "train.stop_at", done)
+                break
+    finally:
+        progress.close()
+        ckpt.wait()
+        ckpt.close()
+        preempted.uninstall()
+        if writer:
+            writer.close()
+    return last
+
+
+def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, float]:
+    """Restore the best (falling back to the latest) checkpoint; dev and test metrics over
+    the whole splits (eval.max_tokens limits only the dev evaluations during training)."""
+    from srupp_jax.checkpoint import Checkpointer
+    from srupp_jax.data.datasets import load_tokens
+
+    sharding.initialize_distributed()
+    mesh = sharding.make_mesh(config.mesh.num_devices or None)
+    validate_config(config, mesh.devices.size, jax.process_count())
+    data = load_tokens(config.data.name, data_dir=config.data.data_dir or None,
+                       cache_dir=config.data.cache_dir or None,
+                       max_bytes=config.data.max_bytes or None)
+    model = build_model(config, nnx.Rngs(config.seed))
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = make_optimizer(config.train.lr, config.train.warmup_steps, config.train.steps)
+    carry = model.init_state(config.train.batch_size, config.train.unroll)
+    ckpt = Checkpointer(f"{workdir}/checkpoints", keep=config.train.keep_checkpoints,
+                        best_metric="dev_loss")
+    like = {"params": params, "rest": rest, "opt_state": tx.init(params), "carry": carry}
+    restored = ckpt.restore(like, which=which)
+    if restored is None and which == "best":
+        restored = ckpt.restore(like, which="latest")
+    ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first with "
+                                f"--mode=train --workdir={workdir}")
+    step, items = restored
+    params, rest = items["params"], items["rest"]
+    out = {"step": step}
+    for name, tokens in (("dev", data.valid), ("test", data.test)):
+        out.update(split_metrics(evaluate(model, params, rest, tokens, config, mesh),
+                                 data.unit, name))
+    return out

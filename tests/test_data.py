@@ -1,0 +1,172 @@
+"""Datasets: embedded corpus, vocabularies, TFDS builders on dummy files, load_tokens cache."""
+import os
+
+import numpy as np
+import pytest
+
+from srupp_jax.data import corpus, datasets
+from srupp_jax.data.vocab import EOS, UNK, ByteVocab, WordVocab
+
+SMALL = 200_000  # bytes of embedded corpus in these tests
+
+
+def test_embedded_corpus_deterministic_and_bounded():
+    a, info_a = corpus.embedded_corpus(SMALL)
+    b, info_b = corpus.embedded_corpus(SMALL)
+    assert a == b and len(a) == SMALL
+    assert info_a == info_b and len(info_a["fingerprint"]) == 64
+    assert info_a["python_version"] and info_a["num_files"] >= 1
+    assert a.startswith(b"# ==== ")
+    rels = [r for r, _ in corpus.corpus_files()]
+    assert rels == sorted(rels)
+    assert not any(p in ("test", "tests", "site-packages", "idlelib", "lib2to3", "__pycache__")
+                   for r in rels for p in r.split("/")[:-1])
+    assert corpus.corpus_key(SMALL) == corpus.corpus_key(SMALL) != corpus.corpus_key(SMALL + 1)
+    with pytest.raises(ValueError, match="max_bytes"):
+        corpus.embedded_corpus(0)
+
+
+def test_splits_contiguous_90_5_5():
+    assert corpus.split_sizes(100_000_000) == (90_000_000, 5_000_000, 5_000_000)
+    data = bytes(range(256)) * 7 + b"xyz"
+    tr, va, te = corpus.split_contiguous(data)
+    assert tr + va + te == data
+    assert len(va) == len(te) == len(data) * 5 // 100
+
+
+def test_byte_vocab_roundtrip():
+    v = ByteVocab()
+    data, _ = corpus.embedded_corpus(5000)
+    ids = v.encode(data)
+    assert ids.dtype == np.int32 and ids.shape == (5000,) and v.vocab_size == 256
+    assert v.decode_bytes(ids) == data
+    assert v.decode(v.encode("héllo")) == "héllo"
+    with pytest.raises(ValueError, match="byte ids"):
+        v.decode([256])
+
+
+def test_word_vocab_order_unk_eos_roundtrip(tmp_path):
+    lines = ["b a b", "c a b <unk>", "", "d"]
+    v = WordVocab.build(lines)
+    # counts: b 3, a 2, <eos> 4 (one per line), c 1, d 1, <unk> 1: count desc, token asc
+    assert v.tokens == [EOS, "b", "a", "<unk>", "c", "d"]
+    assert WordVocab.build(list(reversed(lines))).tokens == v.tokens
+    ids = v.encode(lines)
+    assert ids.dtype == np.int32
+    assert v.decode(ids) == "b a b <eos> c a b <unk> <eos> <eos> d <eos>"
+    assert v.decode(v.encode("a zzz b", add_bos=True)) == "<eos> a <unk> b <eos>"
+    # min_count folds rare words into <unk> (which is then ordered by its new count)
+    v2 = WordVocab.build(lines, min_count=2)
+    assert v2.tokens == [EOS, "<unk>", "b", "a"]
+    assert v2.decode(v2.encode("d c a")) == "<unk> <unk> a <eos>"
+    v3 = WordVocab.build(lines, max_size=3)
+    assert v3.tokens == ["<unk>", EOS, "b"]  # <unk> 1 + dropped a, c, d (4) = 5
+    path = tmp_path / "vocab.txt"
+    v.save(path)
+    assert WordVocab.load(path).tokens == v.tokens
+    with pytest.raises(ValueError, match="<unk>"):
+        WordVocab([EOS, "a"])
+
+
+def test_load_tokens_default_cached(tmp_path):
+    d1 = datasets.load_tokens("default", cache_dir=tmp_path, max_bytes=SMALL)
+    assert d1.unit == "byte" and d1.vocab_size == 256
+    assert (d1.train.shape[0], d1.valid.shape[0], d1.test.shape[0]) == corpus.split_sizes(SMALL)
+    assert all(a.dtype == np.int32 for a in (d1.train, d1.valid, d1.test))
+    data, info = corpus.embedded_corpus(SMALL)
+    assert d1.info["fingerprint"] == info["fingerprint"]
+    whole = np.concatenate([d1.train, d1.valid, d1.test])
+    assert d1.vocab.decode_bytes(whole) == data
+    # Second call: read from the cache (memory-mapped), same arrays, no rebuild.
+    meta = os.path.join(d1.info["cache_path"], "meta.json")
+    mtime = os.path.getmtime(meta)
+    d2 = datasets.load_tokens("default", cache_dir=tmp_path, max_bytes=SMALL)
+    assert isinstance(d2.train, np.memmap) and d2.info["cache_path"] == d1.info["cache_path"]
+    assert os.path.getmtime(meta) == mtime and len(os.listdir(tmp_path)) == 1
+    for a, b in zip((d1.train, d1.valid, d1.test), (d2.train, d2.valid, d2.test)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_and_missing_dataset(tmp_path):
+    with pytest.raises(ValueError, match="valid names: default, enwik8, wikitext103, lm1b"):
+        datasets.load_tokens("enwik9", cache_dir=tmp_path)
+    for name in ("enwik8", "wikitext103", "lm1b"):
+        with pytest.raises(FileNotFoundError) as e:
+            datasets.load_tokens(name, data_dir=tmp_path / "none", cache_dir=tmp_path)
+        assert (f"python -m srupp_jax.data.prepare --dataset={name} "
+                f"--data_dir={tmp_path / 'none'}") in str(e.value)
+    with pytest.raises(ValueError, match="max_bytes"):
+        datasets.load_tokens("enwik8", data_dir=tmp_path, max_bytes=1000)
+
+
+def _write_wikitext(root):
+    text = {}
+    for split, n in (("train", 40), ("valid", 5), ("test", 6)):
+        lines = [f" = {split} {i} = \n \n w{i % 7} the cat <unk> , {split} \n" for i in range(n)]
+        text[split] = "".join(lines)
+        with open(os.path.join(root, f"wiki.{split}.tokens"), "w", encoding="utf-8") as f:
+            f.write(text[split])
+    return text
+
+
+def test_builders_enwik8_wikitext103_dummy(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    from srupp_jax.data import builders, prepare
+    monkeypatch.setattr(builders.Enwik8, "CHUNK_BYTES", 4096)  # several records per split
+    data_dir, cache = str(tmp_path / "tfds"), str(tmp_path / "cache")
+    # enwik8: a fake 100 kB file (in a zip, as downloaded) in the manual_dir.
+    man = tmp_path / "man"
+    man.mkdir()
+    raw = np.random.RandomState(0).randint(0, 256, 100_000).astype(np.uint8).tobytes()
+    import zipfile
+    with zipfile.ZipFile(man / "enwik8.zip", "w") as z:
+        z.writestr("enwik8", raw)
+    e = prepare.prepare("enwik8", data_dir=data_dir, manual_dir=str(man), cache_dir=cache)
+    src = builders.data_source("enwik8", data_dir)
+    assert {len(src[s]) for s in ("validation", "test")} == {2}  # 5000 bytes in 4096 chunks
+    assert len(src["train"]) == 22
+    assert (e.train.shape[0], e.valid.shape[0], e.test.shape[0]) == (90_000, 5_000, 5_000)
+    assert e.vocab.decode_bytes(np.concatenate([e.train, e.valid, e.test])) == raw
+    assert e.unit == "byte" and e.vocab_size == 256
+    # wikitext103: the extracted files, in a subdirectory of the manual_dir.
+    wman = tmp_path / "wman" / "wikitext-103"
+    wman.mkdir(parents=True)
+    text = _write_wikitext(wman)
+    w = prepare.prepare("wikitext103", data_dir=data_dir, manual_dir=str(tmp_path / "wman"),
+                        cache_dir=cache)
+    src = builders.data_source("wikitext103", data_dir)
+    assert [r["index"] for r in src["train"]] == list(range(120))
+    assert b"\n".join(builders.read_split(src["validation"])) + b"\n" == \
+        text["valid"].encode("utf-8")
+    assert w.unit == "word" and w.vocab.tokens[0] == EOS and UNK in w.vocab.tokens
+    for split, arr in (("train", w.train), ("valid", w.valid), ("test", w.test)):
+        assert w.vocab.decode(arr) == w.vocab.decode(w.vocab.encode(text[split].splitlines()))
+        assert arr.shape[0] == sum(len(l.split()) + 1 for l in text[split].splitlines())
+    # words absent from train ("valid") are <unk>; order of lines preserved
+    valid = w.vocab.decode(w.valid)
+    assert valid.startswith("= <unk> 0 = <eos> <eos> w0 the cat <unk> , <unk> <eos>")
+    assert valid.endswith("= <unk> 4 = <eos> <eos> w4 the cat <unk> , <unk> <eos>")
+    # Cached and reloaded (memory-mapped) on the second call.
+    w2 = datasets.load_tokens("wikitext103", data_dir=data_dir, cache_dir=cache)
+    assert isinstance(w2.train, np.memmap) and w2.vocab.tokens == w.vocab.tokens
+    np.testing.assert_array_equal(w2.train, w.train)
+
+
+def test_wikitext103_builder_from_zip(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    import zipfile
+    from srupp_jax.data import builders
+    files = tmp_path / "files"
+    files.mkdir()
+    text = _write_wikitext(files)
+    man = tmp_path / "man"
+    man.mkdir()
+    with zipfile.ZipFile(man / "wikitext-103-v1.zip", "w") as z:
+        for split in ("train", "valid", "test"):
+            z.write(files / f"wiki.{split}.tokens", f"wikitext-103/wiki.{split}.tokens")
+    data_dir = str(tmp_path / "tfds")
+    builders.build("wikitext103", data_dir, manual_dir=str(man))
+    src = builders.data_source("wikitext103", data_dir)
+    for split, tfds_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        lines = [b.decode("utf-8") for b in builders.read_split(src[tfds_split])]
+        assert lines == text[split].splitlines()
