@@ -153,38 +153,42 @@ def split_metrics(mean_nll: float, unit: str, prefix: str) -> dict[str, float]:
     return out
 
 
-def evaluate(model: SRUppLM, params, rest, tokens: np.ndarray, config, mesh,
-             max_tokens: int = 0) -> float:
-    """Mean nll (nats) over `tokens` (or its first `max_tokens`), every target once.
+def make_evaluator(model: SRUppLM, config, mesh):
+    """A function (params, rest, tokens, max_tokens=0) -> mean nll (nats) over `tokens` (or
+    its first `max_tokens`), every target predicted once; the step is compiled once.
 
     B_e contiguous streams, segments of eval.unroll tokens, eval.mem_len tokens of attention
     memory carried across segments, the same-length mask when eval.same_length.
     """
     e = config.eval
-    if max_tokens:
-        tokens = tokens[:max_tokens + 1]
     # Streams over devices (and hosts, each reading its own) when the batch divides the mesh;
     # otherwise (e.g. batch 1 on 8 devices) every process evaluates all streams replicated.
     shard = e.batch_size % mesh.devices.size == 0
     procs, index = (jax.process_count(), jax.process_index()) if shard else (1, 0)
-    streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,
-                      process_index=index)
     model.eval()
     graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     model.train()
     step = make_eval_step(graphdef, e.same_length)
-    carry = model.init_state(e.batch_size, e.mem_len)
-    if shard:
-        carry = jax.device_put(carry, sharding.carry_shardings(mesh, carry))
-    total, count = 0.0, 0
-    for inputs, targets in streams.eval_batches():
-        size = targets.size * procs
+
+    def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0) -> float:
+        if max_tokens:
+            tokens = tokens[:max_tokens + 1]
+        streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,
+                          process_index=index)
+        carry = model.init_state(e.batch_size, e.mem_len)
         if shard:
-            inputs, targets = (sharding.global_batch(a, mesh) for a in (inputs, targets))
-        s, carry = step(params, rest, carry, inputs, targets)
-        total += float(s)
-        count += size
-    return total / count
+            carry = jax.device_put(carry, sharding.carry_shardings(mesh, carry))
+        total, count = 0.0, 0
+        for inputs, targets in streams.eval_batches():
+            size = targets.size * procs
+            if shard:
+                inputs, targets = (sharding.global_batch(a, mesh) for a in (inputs, targets))
+            s, carry = step(params, rest, carry, inputs, targets)
+            total += float(s)
+            count += size
+        return total / count
+
+    return evaluate
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,6 +244,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     streams = Streams(data.train, t.batch_size // jax.process_count(), t.unroll,
                       num_processes=jax.process_count(), process_index=jax.process_index())
     train_step = make_train_step(graphdef, tx)
+    evaluate = make_evaluator(model, config, mesh)
     attn_layers = sum(model.rnn.has_attention)
     flops = estimate_flops_per_token(m.d, m.d_proj, m.num_layers, attn_layers,
                                      m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
@@ -289,8 +294,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 say(f"step {done}: " + _format(last))
             dev = None
             if done % t.eval_every == 0 or done == total_steps:
-                dev = split_metrics(evaluate(model, params, rest, data.valid, config, mesh,
-                                             config.eval.max_tokens), data.unit, "dev")
+                dev = split_metrics(evaluate(params, rest, data.valid, config.eval.max_tokens),
+                                    data.unit, "dev")
                 last.update(dev)
                 if writer:
                     writer.write(done, dev, split="dev")
@@ -344,7 +349,7 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, 
     step, items = restored
     params, rest = items["params"], items["rest"]
     out = {"step": step}
+    evaluate = make_evaluator(model, config, mesh)
     for name, tokens in (("dev", data.valid), ("test", data.test)):
-        out.update(split_metrics(evaluate(model, params, rest, tokens, config, mesh),
-                                 data.unit, name))
+        out.update(split_metrics(evaluate(params, rest, tokens), data.unit, name))
     return out
