@@ -1,4 +1,5 @@
-"""The same training steps on 1 and on 8 (fake CPU) devices give the same losses.
+"""The same training steps on 1 and on 8 (fake CPU) devices, data parallel and with FSDP of
+parameters and optimizer state, give the same losses.
 
 XLA_FLAGS must be set before jax starts, so the comparison runs in a subprocess.
 """
@@ -20,13 +21,13 @@ assert jax.device_count() == 8, jax.devices()
 from test_train import tiny_config, _losses
 from srupp_jax import train
 out = {{}}
-for n in (1, 8):
+for name, n, fsdp in (("one", 1, False), ("eight", 8, False), ("fsdp", 8, True)):
     config = tiny_config(batch_size=8, steps=4, eval_every=4, checkpoint_every=4)
-    config.mesh.num_devices = n
+    config.mesh.num_devices, config.mesh.fsdp = n, fsdp
     config.eval.batch_size = 8
-    workdir = {tmp!r} + f"/devices{{n}}"
+    workdir = {tmp!r} + "/" + name
     last = train.train_and_evaluate(config, workdir)
-    out[n] = dict(losses=_losses(workdir), dev=last["dev_loss"])
+    out[name] = dict(losses=_losses(workdir), dev=last["dev_loss"])
 print("RESULT" + json.dumps(out))
 """
 
@@ -40,8 +41,10 @@ def test_one_and_eight_devices_agree(tmp_path):
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads(out.stdout.split("RESULT", 1)[1])
-    one, eight = result["1"], result["8"]
+    one = result["one"]
     assert sorted(one["losses"]) == ["1", "2", "3", "4"]
-    for step, loss in one["losses"].items():
-        assert abs(eight["losses"][step] - loss) <= 1e-5 * abs(loss), (step, loss, eight)
-    assert abs(eight["dev"] - one["dev"]) <= 1e-5 * abs(one["dev"])
+    for name in ("eight", "fsdp"):
+        other = result[name]
+        for step, loss in one["losses"].items():
+            assert abs(other["losses"][step] - loss) <= 1e-5 * abs(loss), (name, step, other)
+        assert abs(other["dev"] - one["dev"]) <= 1e-5 * abs(one["dev"]), name
