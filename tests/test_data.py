@@ -170,3 +170,13 @@ def test_wikitext103_builder_from_zip(tmp_path):
     for split, tfds_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
         lines = [b.decode("utf-8") for b in builders.read_split(src[tfds_split])]
         assert lines == text[split].splitlines()
+
+
+def test_download_checksum_is_verified(tmp_path):
+    import hashlib
+    from srupp_jax.data.builders import verify_sha256
+    path = tmp_path / "f.zip"
+    path.write_bytes(b"not the real enwik8.zip")
+    verify_sha256(str(path), hashlib.sha256(b"not the real enwik8.zip").hexdigest())
+    with pytest.raises(ValueError, match="expected 547994d9"):
+        verify_sha256(str(path), "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc")

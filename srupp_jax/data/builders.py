@@ -12,12 +12,12 @@ WikiText-103 (word level, wikitext-103-v1.zip): one example per line of `wiki.{t
 .tokens` (UTF-8 text, line terminator removed, empty lines kept: each becomes a lone `<eos>`).
 
 Sources: a `manual_dir` holding the zip, or the extracted file(s), is used when present (offline
-preparation); otherwise the builder downloads `URL`. No checksum is registered (none could be
-verified offline when this was written): TFDS downloads without verifying; pass
-`DownloadConfig(register_checksums=True)` once to record them next to this module.
+preparation); otherwise the builder downloads `URL` and checks the zip's sha256 against
+`SHA256` (the published checksums of enwik8.zip and wikitext-103-v1.zip) before using it.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
@@ -64,12 +64,30 @@ def _read_member(zip_path: str, basename: str) -> bytes:
     raise FileNotFoundError(f"{basename} not found in {zip_path}")
 
 
+def download_verified(dl_manager, url: str, sha256: str) -> str:
+    """Download `url` through TFDS and check its sha256; a mismatch stops preparation."""
+    path = os.fspath(dl_manager.download(url))
+    verify_sha256(path, sha256)
+    return path
+
+
+def verify_sha256(path: str, sha256: str) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != sha256:
+        raise ValueError(f"{path} has sha256 {digest.hexdigest()}; expected {sha256} (a corrupt "
+                         "or different download: delete it and prepare again)")
+
+
 class Enwik8(tfds.core.GeneratorBasedBuilder):
     """enwik8 (first 10^8 bytes of an English Wikipedia XML dump), bytes, split 90M/5M/5M."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Contiguous 90/5/5 split of the raw bytes, chunked, in order."}
     URL = "http://mattmahoney.net/dc/enwik8.zip"
+    SHA256 = "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc"
     CHUNK_BYTES = 1 << 20
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Optional (offline): put enwik8.zip, or the unzipped file `enwik8`, in the manual_dir "
@@ -84,7 +102,7 @@ class Enwik8(tfds.core.GeneratorBasedBuilder):
         manual = _manual_dir(dl_manager)
         path = _find(manual, ("enwik8", "enwik8.zip")) if manual else None
         if path is None:
-            path = os.fspath(dl_manager.download(self.URL))
+            path = download_verified(dl_manager, self.URL, self.SHA256)
         if zipfile.is_zipfile(path):
             return _read_member(path, "enwik8")
         with open(path, "rb") as f:
@@ -109,6 +127,7 @@ class Wikitext103(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "One example per line of wiki.{train,valid,test}.tokens."}
     URL = "https://wikitext.smerity.com/wikitext-103-v1.zip"
+    SHA256 = "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590"
     FILES = {"train": "wiki.train.tokens", "validation": "wiki.valid.tokens",
              "test": "wiki.test.tokens"}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -133,7 +152,7 @@ class Wikitext103(tfds.core.GeneratorBasedBuilder):
                 if zip_path:
                     sources = {s: (zip_path, f) for s, f in self.FILES.items()}
         if not sources:
-            zip_path = os.fspath(dl_manager.download(self.URL))
+            zip_path = download_verified(dl_manager, self.URL, self.SHA256)
             sources = {s: (zip_path, f) for s, f in self.FILES.items()}
         return {s: self._generate_examples(*src) for s, src in sources.items()}
 
