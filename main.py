@@ -4,12 +4,18 @@
     python main.py --config=configs/enwik8.py:k5 --workdir=DIR             # a config variant
     python main.py --config=configs/default.py --config.model.d=128 ...    # override any key
     python main.py --config=... --workdir=DIR --mode=eval                  # dev + test of best
+    python main.py --config=... --workdir=DIR --mode=generate --prompt=...  # sample text
 
 Modes:
   train  train (resuming from DIR's checkpoints), evaluating on dev as configured.
   eval   restore the best checkpoint (else the latest) and report dev and test BPC / PPL over
          the whole splits (eval.max_tokens = 0) or their first eval.max_tokens tokens.
   smoke  one forward and backward pass of the configured model on random tokens.
+  generate  restore the best checkpoint (else the latest) and stream --num_tokens tokens
+         sampled after --prompt (--temperature, --top_k, --top_p, --seed) to stdout, with
+         eval.mem_len tokens of attention memory.
+
+    python main.py --config=... --workdir=DIR --mode=generate --prompt="def " --top_p=0.9
 """
 import json
 import time
@@ -19,7 +25,14 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file.")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "smoke"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "smoke", "generate"], "What to run.")
+flags.DEFINE_string("prompt", "", "--mode=generate: the text to continue ('' = start of a "
+                    "line/sentence).")
+flags.DEFINE_integer("num_tokens", 200, "--mode=generate: tokens to sample.")
+flags.DEFINE_float("temperature", 1.0, "--mode=generate: softmax temperature (0 = greedy).")
+flags.DEFINE_integer("top_k", 0, "--mode=generate: keep the k most likely tokens (0 = all).")
+flags.DEFINE_float("top_p", 1.0, "--mode=generate: nucleus sampling mass (1 = off).")
+flags.DEFINE_integer("seed", 0, "--mode=generate: sampling seed.")
 FLAGS = flags.FLAGS
 
 
@@ -56,6 +69,52 @@ def smoke(config) -> float:
     return float(loss)
 
 
+def generate(config, workdir: str) -> None:
+    """Restore the best (else latest) checkpoint and stream sampled text to stdout."""
+    import codecs
+    import sys
+
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from srupp_jax import train
+    from srupp_jax.data.datasets import load_tokens
+    from srupp_jax.generate import check_sampling, generate_iter
+
+    check_sampling(FLAGS.temperature, FLAGS.top_k, FLAGS.top_p)
+    if FLAGS.num_tokens < 0:
+        raise app.UsageError(f"--num_tokens={FLAGS.num_tokens}; expected >= 0")
+    train.validate_config(config, 1)
+    data = load_tokens(config.data.name, data_dir=config.data.data_dir or None,
+                       cache_dir=config.data.cache_dir or None,
+                       max_bytes=config.data.max_bytes or None)
+    model, params, rest, _ = train.restore_for_inference(config, workdir)
+    nnx.update(model, params, rest)
+    vocab = data.vocab
+    if data.unit == "word":  # words; an empty prompt starts a sentence after <eos>
+        ids = vocab.encode(FLAGS.prompt, add_eos=False) if FLAGS.prompt.strip() else []
+        ids = np.concatenate([[vocab.eos_id], ids]).astype(np.int32)
+    else:  # bytes; an empty prompt starts after a newline
+        ids = vocab.encode(FLAGS.prompt or "\n")
+    out = sys.stdout
+    out.write(FLAGS.prompt)
+    out.flush()
+    # bytes: an incremental UTF-8 decoder keeps a character split across blocks for the next
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for block in generate_iter(model, ids[None, :], FLAGS.num_tokens,
+                               key=jax.random.PRNGKey(FLAGS.seed),
+                               mem_len=config.eval.mem_len, temperature=FLAGS.temperature,
+                               top_k=FLAGS.top_k, top_p=FLAGS.top_p, block=32):
+        if data.unit == "word":
+            out.write(" " + vocab.decode(block[0]))
+        else:
+            out.write(utf8.decode(vocab.decode_bytes(block[0])))
+        out.flush()
+    out.write(utf8.decode(b"", final=True) + "\n")
+    out.flush()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -65,7 +124,10 @@ def main(argv):
         smoke(config)
         return
     if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required for --mode=train and --mode=eval")
+        raise app.UsageError("--workdir is required for --mode=train, eval and generate")
+    if FLAGS.mode == "generate":
+        generate(config, FLAGS.workdir)
+        return
     from srupp_jax import train
     if FLAGS.mode == "train":
         metrics = train.train_and_evaluate(config, FLAGS.workdir)

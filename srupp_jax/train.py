@@ -5,7 +5,8 @@ the recurrent state and attention memory across steps; evaluates on the dev spli
 last N checkpoints and the best by dev loss; resumes exactly where it stopped (data are a pure
 function of the step, and the carried state and dropout RNG are checkpointed).
 `evaluate_checkpoint(config, workdir)` restores the best (or latest) checkpoint and reports
-dev and test BPC (characters) or perplexity (words) over whole splits.
+dev and test BPC (characters) or perplexity (words) over whole splits;
+`restore_for_inference(config, workdir)` is its restore step (model, params, rest, step).
 """
 from __future__ import annotations
 
@@ -320,25 +321,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     return last
 
 
-def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, float]:
-    """Restore the best (falling back to the latest) checkpoint; dev and test metrics over
-    the whole splits (eval.max_tokens limits only the dev evaluations during training)."""
+def restore_for_inference(config, workdir: str, which: str = "best"):
+    """Build `config`'s model and restore the best (falling back to the latest) checkpoint of
+    `workdir`: returns (model, params, rest, step); FileNotFoundError if there is none."""
     from srupp_jax.checkpoint import Checkpointer
-    from srupp_jax.data.datasets import load_tokens
 
-    sharding.initialize_distributed()
-    mesh = sharding.make_mesh(config.mesh.num_devices or None)
-    validate_config(config, mesh.devices.size, jax.process_count())
-    data = load_tokens(config.data.name, data_dir=config.data.data_dir or None,
-                       cache_dir=config.data.cache_dir or None,
-                       max_bytes=config.data.max_bytes or None)
     model = build_model(config, nnx.Rngs(config.seed))
     _, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = make_optimizer(config.train.lr, config.train.warmup_steps, config.train.steps)
-    carry = model.init_state(config.train.batch_size, config.train.unroll)
     ckpt = Checkpointer(f"{workdir}/checkpoints", keep=config.train.keep_checkpoints,
                         best_metric="dev_loss")
-    like = {"params": params, "rest": rest, "opt_state": tx.init(params), "carry": carry}
+    like = {"params": params, "rest": rest}  # not the optimizer or the training carry
     restored = ckpt.restore(like, which=which)
     if restored is None and which == "best":
         restored = ckpt.restore(like, which="latest")
@@ -347,7 +339,21 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, 
         raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first with "
                                 f"--mode=train --workdir={workdir}")
     step, items = restored
-    params, rest = items["params"], items["rest"]
+    return model, items["params"], items["rest"], step
+
+
+def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, float]:
+    """Restore the best (falling back to the latest) checkpoint; dev and test metrics over
+    the whole splits (eval.max_tokens limits only the dev evaluations during training)."""
+    from srupp_jax.data.datasets import load_tokens
+
+    sharding.initialize_distributed()
+    mesh = sharding.make_mesh(config.mesh.num_devices or None)
+    validate_config(config, mesh.devices.size, jax.process_count())
+    data = load_tokens(config.data.name, data_dir=config.data.data_dir or None,
+                       cache_dir=config.data.cache_dir or None,
+                       max_bytes=config.data.max_bytes or None)
+    model, params, rest, step = restore_for_inference(config, workdir, which)
     out = {"step": step}
     evaluate = make_evaluator(model, config, mesh)
     for name, tokens in (("dev", data.valid), ("test", data.test)):

@@ -1,0 +1,235 @@
+"""Fast inference: sampling and compiled token-by-token generation with carried state.
+
+  sample_logits(key, logits, temperature=, top_k=, top_p=)   one token per row
+  generate(model, prompt, num_tokens, key=, mem_len=, ...)   [B, num_tokens] at once
+  generate_iter(model, prompt, num_tokens, key=, ...)        the same, in blocks as it goes
+
+Generation runs the model in evaluation mode. The prompt (all but its last token) is fed in
+chunks of `chunk` tokens (default mem_len) carrying `LMState`, so a prompt longer than the
+attention memory works; then every new token is one step of a single compiled `jax.lax.scan`
+that runs the model on the last token [B, 1] with the carried state and samples the next one.
+
+Attention window: while decoding, a token attends to the last `mem_len` positions plus itself
+(the memory keeps the layer inputs of the last mem_len positions). The prompt chunks use the
+same sliding window (an explicit band mask: position p sees p - mem_len .. p), so the result
+is exactly what feeding the prompt one token at a time would give, whatever `chunk` is.
+
+Randomness: step i (counted from the first generated token) samples with
+`jax.random.fold_in(key, i)`, so the same key gives the same tokens whether they are produced
+in one scan (`generate`) or in blocks (`generate_iter`).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from srupp_jax.attention import attention_mask
+from srupp_jax.models import LMState, SRUppLM
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling.
+# ----------------------------------------------------------------------------------------------
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """ValueError naming the bad value."""
+    if not temperature >= 0:  # also catches NaN
+        raise ValueError(f"temperature={temperature}; expected >= 0 (0 = greedy)")
+    if int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top_k={top_k}; expected an integer >= 0 (0 = no top-k filter)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p}; expected 0 < top_p <= 1 (1 = no nucleus filter)")
+
+
+def sample_logits(key, logits, *, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0) -> jax.Array:
+    """Sample one token per row of logits [B, V] (any scale: log-probabilities work too).
+
+    temperature 0: greedy (argmax; top_k / top_p are then irrelevant). Otherwise the logits
+    are divided by the temperature, then top_k > 0 keeps the k largest, top_p < 1 keeps the
+    smallest set of most likely tokens whose cumulative probability is >= top_p (the most
+    likely token is always kept), and one token is drawn from the renormalised rest.
+    Returns [B] int32. The settings are Python values (static under jit).
+    """
+    check_sampling(temperature, top_k, top_p)
+    logits = jnp.asarray(logits, jnp.float32)
+    if logits.ndim != 2:
+        raise ValueError(f"logits has shape {logits.shape}; expected [batch, vocab]")
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    neg = jnp.finfo(jnp.float32).min
+    logits = logits / temperature
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits >= kth, logits, neg)
+    if top_p < 1.0:
+        order = jnp.argsort(-logits, axis=-1)
+        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass of the strictly more likely tokens
+        keep_sorted = before < top_p                 # first token always kept (before = 0)
+        keep = jnp.zeros_like(keep_sorted).at[
+            jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
+        logits = jnp.where(keep, logits, neg)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model pieces.
+# ----------------------------------------------------------------------------------------------
+
+def _log_probs_from_hidden(model: SRUppLM, h) -> jax.Array:
+    if model.adaptive:
+        return model.head.log_probs(h)
+    return jax.nn.log_softmax(model.head(h).astype(jnp.float32), axis=-1)
+
+
+def windowed_hidden(model: SRUppLM, tokens, state: LMState):
+    """`model.hidden(tokens, state)` with a sliding-window mask instead of the causal one:
+    segment position i (key position p = mem_len + i) attends to keys p - mem_len .. p, i.e.
+    the last mem_len positions and itself, exactly what one token at a time with the same
+    memory sees. Returns (top-layer output [B, L, d], new state)."""
+    batch, length = tokens.shape
+    mem_len = state.memory_pad.shape[1]
+    x = model.dropout(model.embed(tokens))
+    mask = attention_mask(length, mem_len, causal=True)
+    j = jnp.arange(mem_len + length)[None, :]
+    mask = mask & (j >= jnp.arange(length)[:, None])  # j >= p - mem_len
+    memory = None if mem_len == 0 else [
+        None if m is None else m.astype(x.dtype) for m in state.memory]
+    h, c, saved = model.rnn(x, state.c, memory=memory,
+                            memory_mask_pad=state.memory_pad if mem_len else None,
+                            attn_mask=mask)
+    keep = lambda old, new: jnp.concatenate([old, new], axis=1)[:, -mem_len:] \
+        if mem_len else old
+    new_memory = tuple(None if m is None else keep(m, s.astype(m.dtype))
+                       for m, s in zip(state.memory, saved))
+    new_pad = keep(state.memory_pad, jnp.zeros((batch, length), bool))
+    return model.dropout(h), LMState(c, new_memory, new_pad)
+
+
+def windowed_log_probs(model: SRUppLM, tokens, state: LMState):
+    """log-probabilities [B, L, V] and new state of `windowed_hidden`."""
+    h, state = windowed_hidden(model, tokens, state)
+    return _log_probs_from_hidden(model, h), state
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled steps. They close over the graphdef (as train.make_eval_step does); nnx graphdefs
+# are not hashable but compare by structure, so a small list keeps the compiled functions of
+# the last few (graphdef, settings) and repeated calls on the same model do not recompile.
+# ----------------------------------------------------------------------------------------------
+
+_CACHE: list = []
+
+
+def _cached(graphdef, what, build):
+    for g, w, fn in _CACHE:
+        if w == what and g == graphdef:
+            return fn
+    fn = build()
+    _CACHE.append((graphdef, what, fn))
+    del _CACHE[:-16]
+    return fn
+
+
+def _prefill_fn(graphdef):
+    def prefill(params, rest, state, tokens):
+        model = nnx.merge(graphdef, params, rest)
+        return windowed_hidden(model, tokens, state)[1]
+    return jax.jit(prefill)
+
+
+def _decode_fn(graphdef, steps: int, temperature: float, top_k: int, top_p: float):
+    """jit (params, rest, state, last [B], start, key) -> (tokens [B, steps], state, last):
+    one scan of `steps` model calls on [B, 1]."""
+    def decode(params, rest, state, last, start, key):
+        model = nnx.merge(graphdef, params, rest)
+
+        def step(carry, i):
+            state, tok = carry
+            logp, state = model.log_probs(tok[:, None], state)
+            nxt = sample_logits(jax.random.fold_in(key, start + i), logp[:, 0],
+                                temperature=temperature, top_k=top_k, top_p=top_p)
+            return (state, nxt), nxt
+
+        (state, last), out = jax.lax.scan(step, (state, last), jnp.arange(steps))
+        return out.T, state, last
+    return jax.jit(decode)
+
+
+def _split_eval(model: SRUppLM):
+    """(graphdef, params, rest) of the model in evaluation mode; the model's mode is kept."""
+    training = not model.dropout.deterministic
+    model.eval()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if training:
+        model.train()
+    return graphdef, params, rest
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation.
+# ----------------------------------------------------------------------------------------------
+
+def generate_iter(model: SRUppLM, prompt, num_tokens: int, *, key, mem_len: int,
+                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  chunk: Optional[int] = None, block: int = 32) -> Iterator[np.ndarray]:
+    """Yield the generated tokens in blocks: numpy [B, <= block] int32 arrays, each produced by
+    one compiled scan of that many steps (the last block may be shorter and compiles once more).
+    Concatenated they equal `generate(...)` with the same arguments. See `generate`."""
+    prompt = jnp.asarray(prompt)
+    if prompt.ndim != 2 or prompt.shape[1] < 1 or not jnp.issubdtype(prompt.dtype, jnp.integer):
+        raise ValueError(f"prompt has shape {prompt.shape} dtype {prompt.dtype}; expected "
+                         "[batch, length >= 1] integers")
+    if num_tokens < 0:
+        raise ValueError(f"num_tokens={num_tokens}; expected >= 0")
+    if mem_len < 0:
+        raise ValueError(f"mem_len={mem_len}; expected >= 0")
+    chunk = chunk or max(mem_len, 1)
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk}; expected >= 1")
+    if block < 1:
+        raise ValueError(f"block={block}; expected >= 1")
+    check_sampling(temperature, top_k, top_p)
+    temperature, top_k, top_p = float(temperature), int(top_k), float(top_p)
+    prompt = prompt.astype(jnp.int32)
+    graphdef, params, rest = _split_eval(model)
+    state = model.init_state(prompt.shape[0], mem_len)
+    prefill = _cached(graphdef, "prefill", lambda: _prefill_fn(graphdef))
+    context = prompt[:, :-1]
+    for s in range(0, context.shape[1], chunk):
+        state = prefill(params, rest, state, context[:, s:s + chunk])
+    last = prompt[:, -1]
+    done = 0
+    while done < num_tokens:
+        n = min(block, num_tokens - done)
+        settings = ("decode", n, temperature, top_k, top_p)
+        decode = _cached(graphdef, settings,
+                         lambda: _decode_fn(graphdef, n, temperature, top_k, top_p))
+        out, state, last = decode(params, rest, state, last, jnp.int32(done), key)
+        done += n
+        yield np.asarray(out)
+
+
+def generate(model: SRUppLM, prompt, num_tokens: int, *, key, mem_len: int,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             chunk: Optional[int] = None) -> jax.Array:
+    """Continue prompt [B, P >= 1] int by num_tokens sampled tokens: [B, num_tokens] int32.
+
+    Evaluation mode (no dropout). mem_len: attention memory (each new token attends to the last
+    mem_len positions and itself); chunk: prompt tokens fed per call (default mem_len).
+    The num_tokens decoding steps are one compiled `jax.lax.scan`. Sampling as in
+    `sample_logits` (applied to the model's log-probabilities); same key -> same tokens.
+    """
+    blocks = list(generate_iter(model, prompt, num_tokens, key=key, mem_len=mem_len,
+                                temperature=temperature, top_k=top_k, top_p=top_p,
+                                chunk=chunk, block=max(num_tokens, 1)))
+    if not blocks:
+        return jnp.zeros((jnp.asarray(prompt).shape[0], 0), jnp.int32)
+    return jnp.asarray(blocks[0])
