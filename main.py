@@ -79,16 +79,13 @@ def generate(config, workdir: str) -> None:
     from flax import nnx
 
     from srupp_jax import train
-    from srupp_jax.data.datasets import load_tokens
     from srupp_jax.generate import check_sampling, generate_iter
 
     check_sampling(FLAGS.temperature, FLAGS.top_k, FLAGS.top_p)
     if FLAGS.num_tokens < 0:
         raise app.UsageError(f"--num_tokens={FLAGS.num_tokens}; expected >= 0")
     train.validate_config(config, 1)
-    data = load_tokens(config.data.name, data_dir=config.data.data_dir or None,
-                       cache_dir=config.data.cache_dir or None,
-                       max_bytes=config.data.max_bytes or None)
+    data = train.load_data(config)
     model, params, rest, _ = train.restore_for_inference(config, workdir)
     nnx.update(model, params, rest)
     vocab = data.vocab

@@ -76,6 +76,14 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
                              f"in 1..{m.vocab_size - 1}")
 
 
+def load_data(config):
+    """The token arrays and vocabulary `config.data` names (see srupp_jax.data.datasets)."""
+    from srupp_jax.data.datasets import load_tokens
+    d = config.data
+    return load_tokens(d.name, data_dir=d.data_dir or None, cache_dir=d.cache_dir or None,
+                       max_bytes=d.max_bytes or None)
+
+
 def build_model(config, rngs: nnx.Rngs, vocab_size: int | None = None) -> SRUppLM:
     """The SRU++ LM that `config.model` describes (vocab_size overrides the config's)."""
     m = config.model
@@ -204,7 +212,6 @@ def _format(metrics: dict) -> str:
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     """Train `config` in `workdir` (resuming if it holds checkpoints); returns last metrics."""
     from srupp_jax.checkpoint import Checkpointer, install_sigterm_handler
-    from srupp_jax.data.datasets import load_tokens
     from srupp_jax.metrics import MetricWriter, Progress, estimate_flops_per_token, mfu, \
         peak_flops_per_device
 
@@ -212,9 +219,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
     validate_config(config, mesh.devices.size, jax.process_count())
     t, m = config.train, config.model
-    data = load_tokens(config.data.name, data_dir=config.data.data_dir or None,
-                       cache_dir=config.data.cache_dir or None,
-                       max_bytes=config.data.max_bytes or None)
+    data = load_data(config)
     if data.vocab_size > m.vocab_size:
         raise ValueError(f"model.vocab_size={m.vocab_size} but the {config.data.name} "
                          f"vocabulary has {data.vocab_size} entries")
@@ -345,14 +350,10 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
 def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, float]:
     """Restore the best (falling back to the latest) checkpoint; dev and test metrics over
     the whole splits (eval.max_tokens limits only the dev evaluations during training)."""
-    from srupp_jax.data.datasets import load_tokens
-
     sharding.initialize_distributed()
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
     validate_config(config, mesh.devices.size, jax.process_count())
-    data = load_tokens(config.data.name, data_dir=config.data.data_dir or None,
-                       cache_dir=config.data.cache_dir or None,
-                       max_bytes=config.data.max_bytes or None)
+    data = load_data(config)
     model, params, rest, step = restore_for_inference(config, workdir, which)
     out = {"step": step}
     evaluate = make_evaluator(model, config, mesh)
