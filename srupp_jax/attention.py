@@ -32,22 +32,27 @@ def linear(d_in: int, d_out: int, *, scale: float = 1.0, dtype=None, rngs: nnx.R
 
 
 def attention_mask(q_len: int, mem_len: int, *, causal: bool = True,
-                   same_length: bool = False) -> Optional[jax.Array]:
+                   same_length: bool = False, window: Optional[int] = None
+                   ) -> Optional[jax.Array]:
     """Boolean mask [q_len, mem_len + q_len], True where query i may attend to key j.
 
     Keys are [memory ; segment]; query i sits at key position p = mem_len + i.
       causal:      j <= p.
-      same_length: additionally j >= p - q_len, so every query sees the same number (q_len + 1)
-                   of keys once memory is full, as in the reference's evaluation mask.
-    Returns None when nothing is masked (causal=False, same_length=False).
+      window=N:    additionally j >= p - N: the last N positions and itself (sliding window;
+                   what decoding one token at a time with N tokens of memory sees).
+      same_length: window = q_len, so every query sees q_len + 1 keys once memory is full, as
+                   in the reference's evaluation mask.
+    Returns None when nothing is masked (causal=False and no window).
     """
-    if not causal and not same_length:
+    if same_length and window is None:
+        window = q_len
+    if not causal and window is None:
         return None
     p = mem_len + jnp.arange(q_len)[:, None]
     j = jnp.arange(mem_len + q_len)[None, :]
     mask = j <= p
-    if same_length:
-        mask = mask & (j >= p - q_len)
+    if window is not None:
+        mask = mask & (j >= p - window)
     return mask
 
 

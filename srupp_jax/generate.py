@@ -83,40 +83,21 @@ def sample_logits(key, logits, *, temperature: float = 1.0, top_k: int = 0,
 # Model pieces.
 # ----------------------------------------------------------------------------------------------
 
-def _log_probs_from_hidden(model: SRUppLM, h) -> jax.Array:
-    if model.adaptive:
-        return model.head.log_probs(h)
-    return jax.nn.log_softmax(model.head(h).astype(jnp.float32), axis=-1)
+def _window(tokens, state: LMState):
+    """The sliding-window mask for a chunk: each position sees the last mem_len positions and
+    itself, exactly what one token at a time with the same memory sees."""
+    return attention_mask(tokens.shape[1], state.memory_pad.shape[1],
+                          window=state.memory_pad.shape[1])
 
 
 def windowed_hidden(model: SRUppLM, tokens, state: LMState):
-    """`model.hidden(tokens, state)` with a sliding-window mask instead of the causal one:
-    segment position i (key position p = mem_len + i) attends to keys p - mem_len .. p, i.e.
-    the last mem_len positions and itself, exactly what one token at a time with the same
-    memory sees. Returns (top-layer output [B, L, d], new state)."""
-    batch, length = tokens.shape
-    mem_len = state.memory_pad.shape[1]
-    x = model.dropout(model.embed(tokens))
-    mask = attention_mask(length, mem_len, causal=True)
-    j = jnp.arange(mem_len + length)[None, :]
-    mask = mask & (j >= jnp.arange(length)[:, None])  # j >= p - mem_len
-    memory = None if mem_len == 0 else [
-        None if m is None else m.astype(x.dtype) for m in state.memory]
-    h, c, saved = model.rnn(x, state.c, memory=memory,
-                            memory_mask_pad=state.memory_pad if mem_len else None,
-                            attn_mask=mask)
-    keep = lambda old, new: jnp.concatenate([old, new], axis=1)[:, -mem_len:] \
-        if mem_len else old
-    new_memory = tuple(None if m is None else keep(m, s.astype(m.dtype))
-                       for m, s in zip(state.memory, saved))
-    new_pad = keep(state.memory_pad, jnp.zeros((batch, length), bool))
-    return model.dropout(h), LMState(c, new_memory, new_pad)
+    """`model.hidden(tokens, state)` under the sliding window of the state's memory length."""
+    return model.hidden(tokens, state, attn_mask=_window(tokens, state))
 
 
 def windowed_log_probs(model: SRUppLM, tokens, state: LMState):
     """log-probabilities [B, L, V] and new state of `windowed_hidden`."""
-    h, state = windowed_hidden(model, tokens, state)
-    return _log_probs_from_hidden(model, h), state
+    return model.log_probs(tokens, state, attn_mask=_window(tokens, state))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -88,8 +88,13 @@ class SRUppLM(nnx.Module):
         return LMState(jnp.zeros((self.num_layers, batch, self.d), jnp.float32), memory,
                        jnp.ones((batch, mem_len), bool))
 
-    def hidden(self, tokens, state: Optional[LMState] = None, *, same_length: bool = False):
-        """tokens [batch, L] int -> (top-layer output [batch, L, d] after dropout, new state)."""
+    def hidden(self, tokens, state: Optional[LMState] = None, *, same_length: bool = False,
+               attn_mask=None):
+        """tokens [batch, L] int -> (top-layer output [batch, L, d] after dropout, new state).
+
+        attn_mask: [L, mem_len + L] bool overriding the causal (or same-length) mask, e.g. the
+        sliding window of `attention.attention_mask(..., window=mem_len)`.
+        """
         if tokens.ndim != 2:
             raise ValueError(f"tokens has shape {tokens.shape}; expected [batch, length]")
         batch, length = tokens.shape
@@ -100,7 +105,7 @@ class SRUppLM(nnx.Module):
             None if m is None else m.astype(x.dtype) for m in state.memory]
         h, c, saved = self.rnn(x, state.c, memory=memory,
                                memory_mask_pad=state.memory_pad if mem_len else None,
-                               same_length=same_length)
+                               attn_mask=attn_mask, same_length=same_length)
         keep = lambda old, new: jnp.concatenate([old, new], axis=1)[:, -mem_len:] \
             if mem_len else old
         new_memory = tuple(None if m is None else keep(m, s.astype(m.dtype))
@@ -120,9 +125,9 @@ class SRUppLM(nnx.Module):
         return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
 
     def log_probs(self, tokens, state: Optional[LMState] = None, *,
-                  same_length: bool = False):
+                  same_length: bool = False, attn_mask=None):
         """Log-distribution over the vocabulary [batch, L, vocab] float32, and the new state."""
-        h, state = self.hidden(tokens, state, same_length=same_length)
+        h, state = self.hidden(tokens, state, same_length=same_length, attn_mask=attn_mask)
         if self.adaptive:
             return self.head.log_probs(h), state
         return jax.nn.log_softmax(self.head(h).astype(jnp.float32), axis=-1), state
