@@ -36,7 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from srupp_jax import generate as gen  # noqa: E402
-from srupp_jax.models import SRUppLM  # noqa: E402
+from srupp_jax.models import SRUppLM, split_for_eval  # noqa: E402
 from srupp_jax.train import DTYPES, make_eval_step  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def ms_per_token(model, args):
     """The decoding scan of srupp_jax.generate alone, from a full memory of attn_len tokens."""
     prompt = jax.random.randint(jax.random.PRNGKey(2), (1, args.attn_len), 0, args.vocab,
                                 jnp.int32)
-    graphdef, params, rest = gen._split_eval(model)
+    graphdef, params, rest = split_for_eval(model)
     state = model.init_state(1, args.attn_len)
     state = gen._prefill_fn(graphdef)(params, rest, state, prompt)
     decode = gen._decode_fn(graphdef, args.gen_tokens, 1.0, 0, 1.0)
@@ -122,7 +122,7 @@ def main():
     print(f"device {dev.device_kind} ({jax.default_backend()}), d={args.d} d'={args.d_proj} "
           f"layers={args.layers} vocab={args.vocab} cutoffs={args.cutoffs or '-'} "
           f"attn_len={args.attn_len} dtype={args.dtype}")
-    print(f"| variant | params | attention layers | eval tokens/s (B=1) | generation ms/token |")
+    print("| variant | params | attention layers | eval tokens/s (B=1) | generation ms/token |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['variant']} | {r['params'] / 1e6:.1f}M | {r['attention_layers']} | "

@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from srupp_jax.attention import attention_mask
-from srupp_jax.models import LMState, SRUppLM
+from srupp_jax.models import LMState, SRUppLM, split_for_eval
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,16 +144,6 @@ def _decode_fn(graphdef, steps: int, temperature: float, top_k: int, top_p: floa
     return jax.jit(decode)
 
 
-def _split_eval(model: SRUppLM):
-    """(graphdef, params, rest) of the model in evaluation mode; the model's mode is kept."""
-    training = not model.dropout.deterministic
-    model.eval()
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    if training:
-        model.train()
-    return graphdef, params, rest
-
-
 # ----------------------------------------------------------------------------------------------
 # Generation.
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +170,7 @@ def generate_iter(model: SRUppLM, prompt, num_tokens: int, *, key, mem_len: int,
     check_sampling(temperature, top_k, top_p)
     temperature, top_k, top_p = float(temperature), int(top_k), float(top_p)
     prompt = prompt.astype(jnp.int32)
-    graphdef, params, rest = _split_eval(model)
+    graphdef, params, rest = split_for_eval(model)
     state = model.init_state(prompt.shape[0], mem_len)
     prefill = _cached(graphdef, "prefill", lambda: _prefill_fn(graphdef))
     context = prompt[:, :-1]

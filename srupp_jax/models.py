@@ -119,15 +119,30 @@ class SRUppLM(nnx.Module):
         if targets.shape != tokens.shape:
             raise ValueError(f"targets has shape {targets.shape}; expected {tokens.shape}")
         h, state = self.hidden(tokens, state, same_length=same_length)
-        if self.adaptive:
+        if self.adaptive:  # never materialises the full-vocabulary distribution
             return self.head.nll(h, targets), state
-        logp = jax.nn.log_softmax(self.head(h).astype(jnp.float32), axis=-1)
+        logp = self._head_log_probs(h)
         return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
 
     def log_probs(self, tokens, state: Optional[LMState] = None, *,
                   same_length: bool = False, attn_mask=None):
         """Log-distribution over the vocabulary [batch, L, vocab] float32, and the new state."""
         h, state = self.hidden(tokens, state, same_length=same_length, attn_mask=attn_mask)
+        return self._head_log_probs(h), state
+
+    def _head_log_probs(self, h):
+        """[batch, L, d] -> float32 log-distribution [batch, L, vocab] of the output layer."""
         if self.adaptive:
-            return self.head.log_probs(h), state
-        return jax.nn.log_softmax(self.head(h).astype(jnp.float32), axis=-1), state
+            return self.head.log_probs(h)
+        return jax.nn.log_softmax(self.head(h).astype(jnp.float32), axis=-1)
+
+
+def split_for_eval(model: SRUppLM):
+    """(graphdef, params, rest) of `model` in evaluation mode (no dropout); the module's own
+    train/eval mode is left as it was."""
+    training = not model.dropout.deterministic
+    model.eval()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if training:
+        model.train()
+    return graphdef, params, rest

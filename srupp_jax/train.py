@@ -11,8 +11,7 @@ dev and test BPC (characters) or perplexity (words) over whole splits;
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,7 @@ from flax import nnx
 
 from srupp_jax import sharding
 from srupp_jax.data.streams import Streams
-from srupp_jax.models import LMState, SRUppLM
+from srupp_jax.models import SRUppLM, split_for_eval
 from srupp_jax.optim import lr_schedule, make_optimizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -84,10 +83,10 @@ def load_data(config):
                        max_bytes=d.max_bytes or None)
 
 
-def build_model(config, rngs: nnx.Rngs, vocab_size: int | None = None) -> SRUppLM:
-    """The SRU++ LM that `config.model` describes (vocab_size overrides the config's)."""
+def build_model(config, rngs: nnx.Rngs) -> SRUppLM:
+    """The SRU++ LM that `config.model` describes."""
     m = config.model
-    return SRUppLM(vocab_size or m.vocab_size, m.d, m.d_proj, m.num_layers, k=m.k,
+    return SRUppLM(m.vocab_size, m.d, m.d_proj, m.num_layers, k=m.k,
                    attention_last_n=None if m.attention_last_n < 0 else m.attention_last_n,
                    num_heads=m.num_heads, dropout=m.dropout, attn_dropout=m.attn_dropout,
                    highway_bias=m.highway_bias, layer_norm=m.layer_norm,
@@ -174,9 +173,7 @@ def make_evaluator(model: SRUppLM, config, mesh):
     # otherwise (e.g. batch 1 on 8 devices) every process evaluates all streams replicated.
     shard = e.batch_size % mesh.devices.size == 0
     procs, index = (jax.process_count(), jax.process_index()) if shard else (1, 0)
-    model.eval()
-    graphdef, _, _ = nnx.split(model, nnx.Param, ...)
-    model.train()
+    graphdef, _, _ = split_for_eval(model)
     step = make_eval_step(graphdef, e.same_length)
 
     def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0) -> float:
@@ -224,7 +221,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         raise ValueError(f"model.vocab_size={m.vocab_size} but the {config.data.name} "
                          f"vocabulary has {data.vocab_size} entries")
 
-    model = build_model(config, nnx.Rngs(config.seed), vocab_size=m.vocab_size)
+    model = build_model(config, nnx.Rngs(config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     total_steps = t.steps * t.grad_accum_steps  # micro-steps; the optimizer updates every k
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
@@ -291,7 +288,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 last = dict(split_metrics(window_loss / window_n, data.unit, "train"),
                             lr=float(schedule(update)), grad_norm=float(sm.grad_norm),
                             tokens_per_sec=progress.tokens_per_sec, devices=mesh.devices.size)
-                util = mfu(progress.tokens_per_sec, flops, peak and peak * mesh.devices.size)
+                util = mfu(progress.tokens_per_sec, flops, peak, num_devices=mesh.devices.size)
                 if util is not None:
                     last["mfu"] = util
                 window_loss, window_n = 0.0, 0

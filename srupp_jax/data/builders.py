@@ -21,7 +21,7 @@ import hashlib
 import io
 import os
 import zipfile
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
