@@ -10,11 +10,15 @@
 
 Kernel design (one program per (batch row, block of `block_d` columns)):
   grid      (batch, cdiv(d, block_d)); block_d is a power of two (Triton block shapes must be),
-            default min(256, next_pow2(d)) and at least 32, num_warps = min(4, block_d / 32);
-            the columns past d in the last block are masked in every load and store. These
-            defaults are not tuned on a GPU yet.
+            default min(256, next_pow2(d)) and at least 32, num_warps default
+            min(4, block_d / 32); the columns past d in the last block are masked in every load
+            and store. These defaults are not tuned on a GPU yet.
   time      a `fori_loop` over the length inside the kernel, carrying c in float32; the reverse
-            direction walks t = L-1 .. 0 by index arithmetic (no flipped copies).
+            direction walks t = L-1 .. 0 by index arithmetic (no flipped copies). A step's
+            loads do not depend on c, so with `prefetch` = P > 0 the loads of the next P steps
+            are issued ahead and carried in registers (`_prefetched_loop`): a program then waits
+            for global memory about L / (P + 1) times instead of L times. block_d, num_warps and
+            prefetch change speed only; `benchmarks/recurrence.py` sweeps them on a GPU.
   memory    the kernels get whole arrays and index them themselves: U[b, t, j, cols] for the
             k slices, so every load and store is one contiguous row of block_d elements.
   backward  a second kernel behind `jax.custom_vjp`, walking time in the opposite order with the
@@ -84,6 +88,8 @@ except ImportError:  # jax 0.4.x
 
 MAX_BLOCK_D = 256
 MIN_BLOCK_D = 32
+DEFAULT_PREFETCH = 0    # untuned: no GPU has run these kernels yet (BENCHMARKS.md)
+MAX_PREFETCH = 16
 
 
 def default_block_d(d: int) -> int:
@@ -160,6 +166,8 @@ class _Config(NamedTuple):
     has_pad: bool       # mask_pad given
     reverse: bool
     block_d: int
+    num_warps: int
+    prefetch: int       # steps whose loads are issued ahead of the step that uses them
 
 
 def _columns(cfg):
@@ -206,22 +214,45 @@ def _common(cfg, in_refs):
     return b, cols, ok, p, c0, m, step_inputs
 
 
+def _prefetched_loop(cfg, load, body, carry):
+    """carry = body(s, load(s), carry) for s = 0 .. L-1, with the loads of the next
+    `cfg.prefetch` steps in flight while step s computes.
+
+    Each step's loads do not depend on the carried state, but a plain loop issues them only
+    when the step starts, so every step waits one global-memory latency. With prefetch P the
+    loaded inputs of steps s+1 .. s+P travel in the loop carry (P copies in registers) and the
+    loads for step s+P are issued before step s's arithmetic. Indices past the end are clamped
+    (those loads are valid and unused).
+    """
+    if cfg.prefetch == 0:
+        return lax.fori_loop(0, cfg.length, lambda s, c: body(s, load(s), c), carry)
+    last = cfg.length - 1
+    ahead = tuple(load(np.int32(min(i, last))) for i in range(cfg.prefetch))
+
+    def step(s, state):
+        ahead, carry = state
+        later = load(jnp.minimum(s + cfg.prefetch, last))
+        return ahead[1:] + (later,), body(s, ahead[0], carry)
+
+    return lax.fori_loop(0, cfg.length, step, (ahead, carry))[1]
+
+
 def _forward_kernel(cfg, save_c, *refs):
     in_refs, out_refs = _split_inputs(cfg, refs)
     h_ref, c_last_ref = out_refs[:2]
     c_ref = out_refs[2] if save_c else None
     b, cols, ok, p, c0, m, step_inputs = _common(cfg, in_refs)
 
-    def body(s, c_prev):
+    def body(s, inputs, c_prev):
         t = _time(cfg, s)
-        u_c, u_f, u_r, x, keep = step_inputs(t)
+        u_c, u_f, u_r, x, keep = inputs
         c, h = _step(c_prev, u_c, u_f, u_r, x, m, keep, p)
         _store(h_ref, (b, t, cols), h.astype(h_ref.dtype), mask=ok)
         if c_ref is not None:
             _store(c_ref, (b, t, cols), c, mask=ok)
         return c
 
-    c_last = lax.fori_loop(0, cfg.length, body, c0)
+    c_last = _prefetched_loop(cfg, lambda s: step_inputs(_time(cfg, s)), body, c0)
     _store(c_last_ref, (b, cols), c_last, mask=ok)
 
 
@@ -237,14 +268,20 @@ def _backward_kernel(cfg, *refs):
     zeros = jnp.zeros((cfg.block_d,), jnp.float32)
     load_c = lambda t: _load(c_ref, (b, t, cols), mask=ok, other=0.0)
 
-    def body(i, carry):
-        dc, c, dv_f, dv_r, db_f, db_r, dm_acc = carry
+    def load(i):
+        """Inputs of backward step i (processing step s = L-1-i): those of the forward step,
+        dL/dh[t] and c[t-1] (c0 for the first processed step)."""
         s = L - 1 - i                                   # processing order, walked backwards
         t = _time(cfg, s)
         t_prev = _time(cfg, jnp.maximum(s - 1, 0))      # clamped; unused when s = 0
         c_prev = jnp.where(s > 0, load_c(t_prev), c0)
-        u_c, u_f, u_r, x, keep = step_inputs(t)
         dh = _load(dh_ref, (b, t, cols), mask=ok, other=0.0).astype(jnp.float32)
+        return step_inputs(t), dh, c_prev
+
+    def body(i, inputs, carry):
+        dc, c, dv_f, dv_r, db_f, db_r, dm_acc = carry
+        t = _time(cfg, L - 1 - i)
+        (u_c, u_f, u_r, x, keep), dh, c_prev = inputs
         dc_prev, (du_c, du_f, du_r, dx, dm) = _step_vjp(
             c_prev, c, u_c, u_f, u_r, x, m, keep, p, dh, dc)
         for j, du in enumerate((du_c, du_f, du_r)):
@@ -264,7 +301,7 @@ def _backward_kernel(cfg, *refs):
     dc_last = _load(dc_last_ref, (b, cols), mask=ok, other=0.0)
     c_last = load_c(_time(cfg, L - 1))
     init = (dc_last, c_last, zeros, zeros, zeros, zeros, zeros)
-    dc0, _, dv_f, dv_r, db_f, db_r, dm_acc = lax.fori_loop(0, L, body, init)
+    dc0, _, dv_f, dv_r, db_f, db_r, dm_acc = _prefetched_loop(cfg, load, body, init)
     for j, val in enumerate((dv_f, dv_r, db_f, db_r)):      # dp rows: dv_f, dv_r, db_f, db_r
         _store(dp_ref, (b, j, cols), val, mask=ok)
     _store(dc0_ref, (b, cols), dc0, mask=ok)
@@ -280,7 +317,6 @@ def _call(kernel, cfg, batch, out_shape, interpret, args):
     """Run `kernel` over the (batch, column-block) grid with whole-array refs."""
     grid = (batch, pl.cdiv(cfg.d, cfg.block_d))
     whole = lambda a: pl.BlockSpec(a.shape, lambda i, j, n=a.ndim: (0,) * n)
-    num_warps = max(1, min(4, cfg.block_d // 32))
     return pl.pallas_call(
         kernel,
         out_shape=out_shape,
@@ -288,7 +324,7 @@ def _call(kernel, cfg, batch, out_shape, interpret, args):
         in_specs=[whole(a) for a in args],
         out_specs=[whole(o) for o in out_shape],
         interpret=interpret,
-        compiler_params=None if interpret else _TritonParams(num_warps=num_warps),
+        compiler_params=None if interpret else _TritonParams(num_warps=cfg.num_warps),
         name=kernel.__name__,
     )(*args)
 
@@ -349,15 +385,25 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 # Public API.
 # ----------------------------------------------------------------------------------------------
 
+def _check_int(name, value, ok, expected):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not ok(value):
+        raise ValueError(f"{name}={value!r}; expected {expected}")
+    return int(value)
+
+
 def sru_recurrence_pallas(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None,
                           reverse=False, interpret: Optional[bool] = None,
-                          block_d: Optional[int] = None):
+                          block_d: Optional[int] = None, num_warps: Optional[int] = None,
+                          prefetch: int = DEFAULT_PREFETCH):
     """The elementwise SRU recurrence as fused Pallas kernels (forward and backward).
 
     Same arguments and results as `srupp_jax.recurrence.sru_recurrence` (see there), plus:
       interpret: run the kernels in Pallas interpret mode; None means interpret unless the
         default backend is "gpu".
       block_d: columns per program, a power of two (default `default_block_d(d)`).
+      num_warps: warps per program, a power of two (default min(4, block_d // 32), at least 1).
+      prefetch: time steps whose loads are issued ahead of the step that uses them (0 = none;
+        see `_prefetched_loop`). Changes speed and registers only, never the results.
 
     Returns:
       h: [batch, length, d] in U's dtype; c: [batch, d] float32, the state after the last
@@ -366,16 +412,17 @@ def sru_recurrence_pallas(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=Non
     from srupp_jax.recurrence import _check_inputs
     _check_inputs(U, v, b, x, c0, mask_c, mask_pad, "pallas")
     batch, length, k, d = U.shape
-    if block_d is None:
-        block_d = default_block_d(d)
-    if (isinstance(block_d, bool) or not isinstance(block_d, (int, np.integer))
-            or block_d < 1 or block_d & (block_d - 1)):
-        raise ValueError(f"block_d={block_d!r}; expected a positive power of two "
-                         "(Triton block shapes must be powers of two)")
+    power_of_two = lambda n: n >= 1 and not n & (n - 1)
+    block_d = _check_int("block_d", default_block_d(d) if block_d is None else block_d,
+                         power_of_two, "a positive power of two (Triton block shapes must be)")
+    num_warps = _check_int("num_warps", max(1, min(4, block_d // 32)) if num_warps is None
+                           else num_warps, power_of_two, "a positive power of two")
+    prefetch = _check_int("prefetch", prefetch, lambda n: 0 <= n <= MAX_PREFETCH,
+                          f"an int from 0 to {MAX_PREFETCH}")
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
     cfg = _Config(length, d, k, x is not None, mask_c is not None, mask_pad is not None,
-                  bool(reverse), int(block_d))
+                  bool(reverse), block_d, num_warps, prefetch)
     v = v.astype(jnp.float32)
     b = b.astype(jnp.float32)
     c0 = jnp.zeros((batch, d), jnp.float32) if c0 is None else c0.astype(jnp.float32)

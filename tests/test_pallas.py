@@ -11,17 +11,17 @@ from pallas_kernels import sru_recurrence_pallas
 from pallas_kernels.sru_recurrence import default_block_d
 from srupp_jax.recurrence import sru_recurrence
 
-# (batch, length, k, d, skip, pad, dropout, reverse, block_d)
+# (batch, length, k, d, skip, pad, dropout, reverse, kernel options)
 CASES = [
-    (2, 7, 3, 5, True, False, False, False, None),
-    (1, 1, 3, 1, True, False, False, False, None),     # length 1, batch 1, d 1
-    (3, 1, 4, 6, True, True, True, True, None),        # length 1 reversed, with masks
-    (1, 9, 4, 33, True, True, False, False, 8),        # odd d over 5 blocks, last one partial
-    (2, 6, 3, 33, True, False, True, True, 16),        # odd d, 3 blocks, reversed
-    (4, 5, 3, 7, False, False, True, True, None),      # no skip term, dropout, reverse
-    (2, 11, 3, 12, False, True, False, False, 4),      # no skip term, padding, 3 full blocks
-    (2, 12, 3, 17, True, True, True, False, None),
-    (2, 10, 4, 9, True, True, True, True, 8),
+    (2, 7, 3, 5, True, False, False, False, {}),
+    (1, 1, 3, 1, True, False, False, False, {}),                   # length 1, batch 1, d 1
+    (3, 1, 4, 6, True, True, True, True, dict(prefetch=2)),        # length 1 < prefetch
+    (1, 9, 4, 33, True, True, False, False, dict(block_d=8)),      # odd d, 5 blocks, last partial
+    (2, 6, 3, 33, True, False, True, True, dict(block_d=16, prefetch=1)),  # odd d, reversed
+    (4, 5, 3, 7, False, False, True, True, {}),                    # no skip term, dropout, reverse
+    (2, 11, 3, 12, False, True, False, False, dict(block_d=4, prefetch=3)),  # no skip, padding
+    (2, 12, 3, 17, True, True, True, False, dict(prefetch=4)),
+    (2, 10, 4, 9, True, True, True, True, dict(block_d=8, num_warps=2)),
 ]
 # bf16 inputs: a subset covering k = 3 with/without x, k = 4, both directions, masks.
 BF16_CASES = [CASES[3], CASES[4], CASES[5]]
@@ -75,9 +75,9 @@ def _scan(**kw):
 
 
 def _check(case, dtype, rtol):
-    *shape_flags, block_d = case
+    *shape_flags, opts = case
     kw = _inputs(*shape_flags, dtype)
-    pallas = lambda **a: sru_recurrence_pallas(**a, block_d=block_d)
+    pallas = lambda **a: sru_recurrence_pallas(**a, **opts)
     h, c, g = _run(pallas, kw)
     h_ref, c_ref, g_ref = _run(_scan, kw)
     assert h.dtype == kw["U"].dtype and h.shape == h_ref.shape
@@ -91,12 +91,12 @@ def _check(case, dtype, rtol):
         assert_close(g[name], g_ref[name], rtol, f"grad {name}")
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:4])))
 def test_matches_scan_f32(case):
     _check(case, jnp.float32, F32_RTOL)
 
 
-@pytest.mark.parametrize("case", BF16_CASES)
+@pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: "x".join(map(str, c[:4])))
 def test_matches_scan_bf16(case):
     _check(case, jnp.bfloat16, BF16_RTOL)
 
@@ -113,12 +113,16 @@ def test_dispatch_from_sru_recurrence():
     assert_close(c, c_ref, F32_RTOL, "c")
 
 
-def test_block_size_does_not_change_results():
-    kw = _inputs(2, 5, 4, 20, True, True, False, False, jnp.float32)
-    h1, c1 = sru_recurrence_pallas(**kw, block_d=4)
-    h2, c2 = sru_recurrence_pallas(**kw, block_d=32)
-    np.testing.assert_array_equal(h1, h2)
-    np.testing.assert_array_equal(c1, c2)
+@pytest.mark.parametrize("opts", [dict(block_d=32), dict(prefetch=1), dict(prefetch=7),
+                                  dict(block_d=8, num_warps=2, prefetch=2)])
+def test_tuning_options_do_not_change_results(opts):
+    """block_d, num_warps and prefetch change the schedule, not one bit of h, c or a gradient
+    (prefetch=7 is longer than the sequence: the clamped loads past the end go unused)."""
+    kw = _inputs(2, 5, 4, 20, True, True, True, True, jnp.float32)
+    h, c, g = _run(functools.partial(sru_recurrence_pallas, block_d=4), kw)
+    h2, c2, g2 = _run(functools.partial(sru_recurrence_pallas, **opts), kw)
+    for name, a, b in [("h", h, h2), ("c", c, c2)] + [(n, g[n], g2[n]) for n in g]:
+        np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def test_default_block_d():
@@ -128,8 +132,43 @@ def test_default_block_d():
     assert default_block_d(3000) == 256
 
 
-@pytest.mark.parametrize("block_d", [0, 3, 24, 8.0])
-def test_bad_block_d(block_d):
+@pytest.mark.parametrize("opts, match", [
+    (dict(block_d=0), "block_d=0; expected a positive power of two"),
+    (dict(block_d=24), "block_d=24"),
+    (dict(block_d=8.0), "block_d=8.0"),
+    (dict(block_d=True), "block_d=True"),
+    (dict(num_warps=3), "num_warps=3; expected a positive power of two"),
+    (dict(prefetch=-1), "prefetch=-1; expected an int from 0 to 16"),
+    (dict(prefetch=17), "prefetch=17"),
+])
+def test_bad_kernel_options(opts, match):
     kw = _inputs(1, 2, 3, 5, True, False, False, False, jnp.float32)
-    with pytest.raises(ValueError, match="block_d"):
-        sru_recurrence_pallas(**kw, block_d=block_d)
+    with pytest.raises(ValueError, match=match):
+        sru_recurrence_pallas(**kw, **opts)
+
+
+@pytest.mark.parametrize("opts, grid_y, num_warps", [
+    ({}, 1, 2),                                         # d = 40: block_d 64, 2 warps
+    (dict(block_d=16, num_warps=1, prefetch=4), 3, 1),
+])
+def test_lowers_to_triton_for_cuda(opts, grid_y, num_warps):
+    """Without a GPU: forward and backward lower to Triton kernels for CUDA (Pallas' own
+    lowering to Triton IR runs here; Triton's compile to PTX needs the GPU), with the grid and
+    warps asked for."""
+    kw = _inputs(3, 6, 3, 40, True, True, True, True, jnp.bfloat16)
+    keys = _diff_keys(kw)
+
+    def loss(*vals):
+        h, c = sru_recurrence_pallas(**dict(kw, **dict(zip(keys, vals))), interpret=False,
+                                     **opts)
+        return jnp.sum(h.astype(jnp.float32)) + jnp.sum(c)
+
+    args = [kw[n] for n in keys]
+    text = jax.jit(jax.grad(loss, argnums=tuple(range(len(keys))))).trace(*args).lower(
+        lowering_platforms=("cuda",)).as_text()
+    calls = [line for line in text.splitlines() if "__gpu$xla.gpu.triton" in line]
+    assert len(calls) == 2, text[:2000]
+    for line, name in zip(calls, ("sru_recurrence_fwd", "sru_recurrence_bwd")):
+        assert f'name = "{name}"' in line
+        assert "grid_x = 3 : i32" in line and f"grid_y = {grid_y} : i32" in line
+        assert f"num_warps = {num_warps} : i32" in line
