@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Everything the Pallas kernel needs on an NVIDIA GPU, in one command (issue 4):
+#   1. the kernel tests on the real Triton lowering (tests/test_pallas.py runs the kernels
+#      compiled, not interpreted, when JAX's default backend is a GPU);
+#   2. a tuning sweep of block_d x num_warps x prefetch at one enwik8-base shape;
+#   3. the table: pallas (defaults and the sweep's best) vs assoc vs scan vs the official CUDA
+#      kernel of `sru==3.0.0.dev6`, bf16 and float32, forward and forward+backward.
+# Usage (repository root):  bash benchmarks/gpu_recurrence.sh [OUT_DIR]
+# The sru wheel (pure Python; it compiles its CUDA kernel with nvcc and ninja on first use) is
+# installed from .whl/ when there is one: `pip download --no-deps sru==3.0.0.dev6 -d .whl`.
+# SIZES, TUNE_SIZE and REPEATS may be set in the environment (small values check the script on
+# a CPU: there the kernels run in interpret mode).
+set -euo pipefail
+OUT=${1:-benchmarks/results}
+SIZES=${SIZES:-4x1024x3072,16x1024x3072,4x1024x4096,16x1024x4096}
+TUNE_SIZE=${TUNE_SIZE:-16x1024x4096}
+REPEATS=${REPEATS:-20}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false   # leave GPU memory to the official (torch) kernel too
+python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
+
+echo "== 1. kernel tests on the real lowering"
+python3 -m pytest -q -p no:cacheprovider tests/test_pallas.py 2>&1 | tee "$OUT/gpu_tests.log"
+
+echo "== 2. tuning sweep at $TUNE_SIZE bfloat16"
+variants=""
+for bd in 32 64 128 256; do
+  for w in 1 2 4 8; do
+    [ $((w * 32)) -gt $((bd * 4)) ] && continue        # more threads than 4 columns each
+    for p in 0 2 4 8; do variants="$variants,pallas:$bd:$w:$p"; done
+  done
+done
+python3 benchmarks/recurrence.py --impls "pallas${variants}" --sizes "$TUNE_SIZE" \
+  --dtype bfloat16 --repeats "$REPEATS" --out "$OUT/recurrence_tune.json" | tee "$OUT/tune.log"
+best=$(python3 - "$OUT/recurrence_tune.json" <<'EOF'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+print(min(rows, key=lambda r: r["fwd_bwd_ms"])["impl"])
+EOF
+)
+echo "best forward+backward variant: $best"
+
+echo "== 3. the table"
+for dtype in bfloat16 float32; do
+  python3 benchmarks/recurrence.py --impls "pallas,$best,official,assoc,scan" --sizes "$SIZES" \
+    --dtype "$dtype" --repeats "$REPEATS" --out "$OUT/recurrence_gpu_$dtype.json" \
+    | tee "$OUT/table_$dtype.log"
+done

@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end at toy sizes (their numbers are not checked: tests
+never assert timings), and the recurrence benchmark's reference check can fail."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+import recurrence as bench_recurrence  # noqa: E402
+
+
+@pytest.mark.slow
+def test_recurrence_benchmark_all_variants(tmp_path):
+    """scan, a tuned Pallas variant (interpret mode here) and the official `sru` package (its
+    CPU path here, its CUDA kernel on a GPU) on one shape; each agrees with scan before it is
+    timed, and the JSON holds a row per variant."""
+    out = tmp_path / "r.json"
+    rows = bench_recurrence.main(["--impls", "scan,pallas:8:1:2,official", "--sizes", "2x5x12",
+                                  "--repeats", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["impl"] for r in saved["rows"]] == ["scan", "pallas:8:1:2", "official"]
+    assert saved["env"]["official"]["sru"] == "3.0.0.dev6"
+    for r in rows:
+        assert r["rel_err"] < 1e-5 and r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0
+
+
+def test_recurrence_benchmark_stops_on_a_wrong_variant(tmp_path):
+    with pytest.raises(SystemExit, match=r"assoc at 2x5x12 float32: relative error .* against "
+                                         r"scan, more than --max_err 1e-30"):
+        bench_recurrence.main(["--impls", "scan,assoc", "--sizes", "2x5x12", "--repeats", "1",
+                               "--max_err", "1e-30", "--out", str(tmp_path / "r.json")])
+
+
+@pytest.mark.parametrize("spec", ["pallas:64:x", "scan:32", "cuda", "pallas:1:2:3:4"])
+def test_recurrence_benchmark_bad_impl(spec):
+    with pytest.raises(SystemExit, match=f"--impls entry '{spec}'"):
+        bench_recurrence.parse_impl(spec)
