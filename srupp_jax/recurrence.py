@@ -15,9 +15,10 @@ Backends (`impl`):
   "scan"   `jax.lax.scan`, one step at a time: the exact reference.
   "assoc"  `jax.lax.associative_scan`. The c-recurrence is nonlinear in c when v != 0, so it is
            solved by Newton iterations over the whole sequence (DEER, Lim et al. 2023): each
-           iteration linearises c[t] = F_t(c[t-1]) around the current guess and solves the
-           resulting diagonal linear recurrence with one associative scan. With v = 0 the first
-           iteration is exact. Gradients come from one reverse associative scan at the solution
+           iteration linearises c[t] = F_t(c[t-1]) around the current guess (the derivative
+           clipped to [-1, 1] so that no product of them overflows, see JACOBIAN_CLIP) and
+           solves the resulting diagonal linear recurrence with one associative scan. With
+           v = 0 the first iteration is exact. Gradients come from one reverse associative scan at the solution
            (custom_vjp), not from differentiating the iterations.
   "pallas" the fused GPU kernel in `pallas_kernels/` (Triton lowering; interpret mode on CPU).
   "auto"   "pallas" on GPU, "scan" elsewhere (see BENCHMARKS.md for the CPU measurements).
@@ -40,11 +41,21 @@ IMPLS = ("auto", "scan", "assoc", "pallas")
 # Newton converges quadratically near the solution, so the iterate returned after an update of
 # 1e-5 is at float32 rounding; tests hold it to the scan reference.
 # Whatever the Jacobian, iteration i makes at least the first i steps exact, so the solve is
-# exact after L iterations in exact arithmetic. Measured (BENCHMARKS.md): 8-11 iterations on
-# inputs like a trained model's, 30-160 with saturated gates and large states; past the cap the
-# solve falls back to the sequential scan with a warning.
+# exact after L iterations in exact arithmetic.
+#
+# JACOBIAN_CLIP: the update uses the derivative a[t] = dc[t]/dc[t-1] clipped to [-1, 1]
+# (a quasi-Newton step). Any a gives the same fixed point, c[t] = F_t(c[t-1]), and keeps the
+# first-i-steps-exact property; what clipping buys is that no product of a's in the associative
+# scan can overflow. The exact a = f (1 + v (1 - f) (c[t-1] - U_c[t])) reaches about 1.9 far
+# from the solution (the first iterate is c0 everywhere), and over a thousand steps its products
+# overflowed to inf and then NaN in the columns where |a| > 1 persisted. Measured on the
+# reference-init inputs of the benchmark (L = 1024-2048, 16K-4M columns): 290 to over 400
+# iterations with the exact a (the NaN front recedes two steps per iteration), 11-14 clipped;
+# unchanged (9-10, 112-136) on the inputs of tests/test_recurrence.py. Measured iteration counts
+# are in BENCHMARKS.md; past the cap the solve falls back to the sequential scan with a warning.
 NEWTON_TOL = 1e-5
 NEWTON_MAX_ITERS = 128
+JACOBIAN_CLIP = 1.0
 
 
 class NewtonInfo(NamedTuple):
@@ -124,16 +135,19 @@ def _newton(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters):
     def update(c):
         c_prev = _shift(c, c0)
         fc, a = _jacobian_diag(c_prev, u_c, u_f, v_f, b_f, keep)
+        a = jnp.clip(a, -JACOBIAN_CLIP, JACOBIAN_CLIP)
         return linear_recurrence(a, fc - a * c_prev, c0)
 
     def cond(state):
         i, _, err = state
-        return (i < max_iters) & (err > tol)
+        return (i < max_iters) & ~(err <= tol)   # NaN keeps iterating, then falls back
 
     def body(state):
         i, c, _ = state
         c_new = update(c)
         err = jnp.max(jnp.abs(c_new - c) / (1.0 + jnp.abs(c_new)))
+        # max() may skip NaN (XLA:CPU does): a non-finite iterate is never converged.
+        err = jnp.where(jnp.all(jnp.isfinite(c_new)), err, jnp.inf)
         return i + 1, c_new, err
 
     c_init = jnp.broadcast_to(c0, u_c.shape)
