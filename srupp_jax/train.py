@@ -138,11 +138,12 @@ def make_train_step(graphdef, tx):
 
 
 def make_eval_step(graphdef, same_length: bool):
-    """jit-compiled (params, rest, carry, inputs, targets) -> (sum of nll, new carry)."""
-    def step(params, rest, carry, inputs, targets):
+    """jit-compiled (params, rest, carry, inputs, targets, weights) -> (sum of weights * nll,
+    new carry)."""
+    def step(params, rest, carry, inputs, targets, weights):
         model = nnx.merge(graphdef, params, rest)
         nll, carry = model.nll(inputs, targets, carry, same_length=same_length)
-        return jnp.sum(nll), carry
+        return jnp.sum(nll * weights), carry
 
     return jax.jit(step)
 
@@ -166,7 +167,8 @@ def make_evaluator(model: SRUppLM, config, mesh):
     its first `max_tokens`), every target predicted once; the step is compiled once.
 
     B_e contiguous streams, segments of eval.unroll tokens, eval.mem_len tokens of attention
-    memory carried across segments, the same-length mask when eval.same_length.
+    memory carried across segments, the same-length mask when eval.same_length; the fewer
+    than B_e tokens after the last stream are predicted last, continuing it (Streams).
     """
     e = config.eval
     # Streams over devices (and hosts, each reading its own) when the batch divides the mesh;
@@ -184,15 +186,13 @@ def make_evaluator(model: SRUppLM, config, mesh):
         carry = model.init_state(e.batch_size, e.mem_len)
         if shard:
             carry = jax.device_put(carry, sharding.carry_shardings(mesh, carry))
-        total, count = 0.0, 0
-        for inputs, targets in streams.eval_batches():
-            size = targets.size * procs
+        total = 0.0
+        for batch in streams.eval_batches():
             if shard:
-                inputs, targets = (sharding.global_batch(a, mesh) for a in (inputs, targets))
-            s, carry = step(params, rest, carry, inputs, targets)
+                batch = [sharding.global_batch(a, mesh) for a in batch]
+            s, carry = step(params, rest, carry, *batch)
             total += float(s)
-            count += size
-        return total / count
+        return total / (len(tokens) - 1)     # every target once (Streams.eval_batches)
 
     return evaluate
 

@@ -72,33 +72,55 @@ def test_two_processes_equal_one_process_split_in_halves():
             np.testing.assert_array_equal(g[2:], b)
 
 
+def _weighted_targets(chunks):
+    """The targets whose weight is 1, in order, and a check that all other weights are 0."""
+    out = []
+    for inputs, targets, weights in chunks:
+        assert inputs.shape == targets.shape == weights.shape
+        assert set(np.unique(weights).tolist()) <= {0.0, 1.0}
+        out.append(targets[weights == 1])
+    return np.concatenate(out)
+
+
 @pytest.mark.parametrize("n, b, m, eval_m", [(101, 4, 6, None), (101, 4, 6, 7), (41, 1, 5, 40),
-                                             (9, 2, 4, 1), (97, 3, 2, 3)])
+                                             (9, 2, 4, 1), (97, 3, 2, 3), (96, 3, 5, 5)])
 def test_eval_covers_every_target_once(n, b, m, eval_m):
     tokens = _tokens(n)
     s = Streams(tokens, batch_size=b, unroll=m)
     chunks = list(s.eval_batches(eval_m))
+    r = s.dropped_tokens
+    body, tail = (chunks[:-1], chunks[-1]) if r else (chunks, None)
     step = m if eval_m is None else eval_m
-    assert [c[0].shape[1] for c in chunks[:-1]] == [step] * (len(chunks) - 1)
-    assert 1 <= chunks[-1][0].shape[1] <= step
-    inputs = np.concatenate([c[0] for c in chunks], axis=1)
-    targets = np.concatenate([c[1] for c in chunks], axis=1)
+    assert [c[0].shape[1] for c in body[:-1]] == [step] * (len(body) - 1)
+    assert 1 <= body[-1][0].shape[1] <= step
+    inputs = np.concatenate([c[0] for c in body], axis=1)
+    targets = np.concatenate([c[1] for c in body], axis=1)
     L = s.stream_length
     assert targets.shape == (b, L) and targets.size == s.num_tokens
     np.testing.assert_array_equal(targets, tokens[1:1 + b * L].reshape(b, L))
     np.testing.assert_array_equal(inputs, tokens[:b * L].reshape(b, L))
-    # each token after the first is predicted exactly once, up to the dropped tail
-    assert s.num_tokens + s.dropped_tokens == n - 1
-    assert len(set(targets.ravel().tolist())) == targets.size
+    assert all(np.all(c[2] == 1) for c in body)
+    if tail is not None:   # the last stream goes on into the tail; other rows weigh nothing
+        assert tail[0].shape == (b, r) and 0 < r < b
+        np.testing.assert_array_equal(tail[0][-1], tokens[b * L:n - 1])
+        np.testing.assert_array_equal(tail[1][-1], tokens[b * L + 1:])
+        assert np.all(tail[2][-1] == 1) and np.all(tail[2][:-1] == 0)
+    # each token after the first is predicted exactly once, in order along each stream
+    np.testing.assert_array_equal(np.sort(_weighted_targets(chunks)), np.sort(tokens[1:]))
 
 
-def test_eval_two_processes_partition_the_targets():
-    tokens = _tokens(2 * 2 * 10 + 1)
-    ts = []
+@pytest.mark.parametrize("n", [2 * 2 * 10 + 1, 2 * 2 * 10 + 4])
+def test_eval_two_processes_partition_the_targets(n):
+    """n - 1 = 40 (nothing left over) and 43 (3 tail tokens, all on the last process)."""
+    tokens = _tokens(n)
+    got, shapes = [], []
     for p in range(2):
         s = Streams(tokens, batch_size=2, unroll=3, num_processes=2, process_index=p)
-        ts.append(np.concatenate([c[1] for c in s.eval_batches()], axis=1))
-    np.testing.assert_array_equal(np.concatenate(ts).ravel(), tokens[1:])
+        chunks = list(s.eval_batches())
+        shapes.append([c[0].shape for c in chunks])
+        got.append(_weighted_targets(chunks))
+    assert shapes[0] == shapes[1]       # the processes step together
+    np.testing.assert_array_equal(np.sort(np.concatenate(got)), np.sort(tokens[1:]))
 
 
 def test_accepts_memmap(tmp_path):

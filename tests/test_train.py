@@ -62,6 +62,30 @@ def test_resume_is_bit_identical(tmp_path):
     assert a == b, (a, b)
 
 
+@pytest.mark.parametrize("same_length", [True, False])
+def test_batched_eval_predicts_every_token_once(same_length):
+    """Evaluation with 2 streams equals evaluating each stream alone with batch 1, the tail
+    token after the last stream included: N - 1 = 2 L + 1 targets, L = 16, unroll 8 (so both
+    ways cut the same segments), memory 8."""
+    config = tiny_config()
+    e = config.eval
+    e.unroll, e.mem_len, e.same_length = 8, 8, same_length
+    model = train.build_model(config, nnx.Rngs(0))
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
+    tokens = np.random.default_rng(0).integers(0, config.model.vocab_size, 2 * 16 + 2)
+    L, n = 16, len(tokens)
+
+    def total(batch_size, toks):
+        e.batch_size = batch_size
+        return train.make_evaluator(model, config, mesh)(params, rest, toks) * (len(toks) - 1)
+
+    first = total(1, tokens[:L + 1])    # stream 0: targets 1 .. L
+    last = total(1, tokens[L:])         # stream 1 and the tail: targets L+1 .. N-1
+    np.testing.assert_allclose(total(2, tokens), first + last, rtol=1e-6)
+    assert n - 1 == 2 * L + 1
+
+
 @pytest.mark.slow
 def test_resume_mid_accumulation_is_bit_identical(tmp_path):
     """With gradient accumulation (k = 2, 3 updates = 6 micro-steps), stopping after micro-step

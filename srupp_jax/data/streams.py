@@ -4,7 +4,8 @@ A 1-D token array of length N is cut into B_total = batch_size * num_processes c
 streams of L = (N - 1) // B_total positions each. Global stream g reads inputs
 tokens[g*L : (g+1)*L] and targets tokens[g*L + 1 : (g+1)*L + 1] (the token after each input), so
 consecutive streams share one boundary token and, over all streams, every token after the first
-is a target exactly once (up to the (N - 1) - B_total*L tail tokens, see `dropped_tokens`).
+is a target exactly once, except the (N - 1) - B_total*L < B_total tail tokens (`dropped_tokens`),
+which training never sees and evaluation predicts as a continuation of the last stream.
 
 Process p owns global streams p*B ... (p+1)*B - 1 and only ever slices those, so every host reads
 only its own part of the array (which may be a `np.memmap`).
@@ -15,7 +16,8 @@ partial chunk of a stream is dropped, and after steps_per_epoch steps the stream
 the data exactly. The recurrent state and attention memory carry from step s to step s + 1
 (reset them at epoch boundaries, where the stream jumps back to its start, if exactness matters).
 
-`eval_batches(M)` walks all L positions in order with a final shorter chunk, for exact BPC/PPL.
+`eval_batches(M)` walks all L positions in order with a final shorter chunk, then the tail, so
+that every token after the first is predicted exactly once: exact BPC/PPL for any batch size.
 """
 from __future__ import annotations
 
@@ -36,8 +38,9 @@ class Streams:
     Attributes:
       stream_length: L, positions (input/target pairs) per stream.
       steps_per_epoch: L // M training steps before the streams wrap around.
-      num_tokens: B * L, targets of this process over one pass of `eval_batches`.
-      dropped_tokens: (N - 1) - B_total * L tail tokens of the array that no stream predicts.
+      num_tokens: B * L, targets of this process in its B streams.
+      dropped_tokens: r = (N - 1) - B_total * L < B_total tail tokens after the last stream:
+        never trained on; `eval_batches` predicts them, continuing the last stream.
     """
 
     def __init__(self, tokens: np.ndarray, batch_size: int, unroll: int,
@@ -72,6 +75,8 @@ class Streams:
         own = tokens[start:start + self.num_tokens + 1]  # a view: only this process's streams
         self._inputs = own[:-1].reshape(self.batch_size, self.stream_length)
         self._targets = own[1:].reshape(self.batch_size, self.stream_length)
+        last = self.process_index == self.num_processes - 1   # owns the last global stream
+        self._tail = tokens[b_total * self.stream_length:] if last else None
 
     def _chunk(self, start: int, length: int) -> Tuple[np.ndarray, np.ndarray]:
         sl = slice(start, start + length)
@@ -92,17 +97,30 @@ class Streams:
         return int(step) // self.steps_per_epoch
 
     def eval_batches(self, unroll: Optional[int] = None
-                     ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        """All L positions in order: (inputs [B, m], targets [B, m]) int32 with m = `unroll`
-        (default: the training unroll), the last chunk shorter when M does not divide L.
+                     ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every target once: (inputs [B, m] int32, targets [B, m] int32, weights [B, m]
+        float32) over the L positions in order with m = `unroll` (default: the training
+        unroll), the last chunk shorter when m does not divide L; then, when there are
+        `dropped_tokens` r > 0, one [B, r] tail chunk that continues the last global stream
+        (row B - 1 of the last process, weight 1) and is padding elsewhere (weight 0). Every
+        process yields the same shapes, so sharded evaluation stays in step.
 
-        Every target of this process (`num_tokens` in all) appears exactly once.
+        Summed over processes, the weights count each of the N - 1 targets exactly once.
         """
         m = self.unroll if unroll is None else unroll
         if int(m) != m or m < 1:
             raise ValueError(f"unroll must be an integer >= 1, got unroll={unroll!r}")
         for start in range(0, self.stream_length, int(m)):
-            yield self._chunk(start, int(m))
+            inputs, targets = self._chunk(start, int(m))
+            yield inputs, targets, np.ones(inputs.shape, np.float32)
+        r = self.dropped_tokens
+        if r:
+            inputs, targets = (np.zeros((self.batch_size, r), np.int32) for _ in range(2))
+            weights = np.zeros((self.batch_size, r), np.float32)
+            if self._tail is not None:
+                inputs[-1], targets[-1] = self._tail[:-1], self._tail[1:]
+                weights[-1] = 1.0
+            yield inputs, targets, weights
 
     def __len__(self) -> int:
         return self.steps_per_epoch
