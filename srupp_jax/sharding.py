@@ -20,17 +20,31 @@ AXIS = "data"
 def initialize_distributed() -> None:
     """Start multi-host JAX when the environment describes several processes.
 
-    Covers SLURM (srun), TPU pods and explicit settings (JAX_COORDINATOR_ADDRESS,
-    JAX_NUM_PROCESSES, JAX_PROCESS_ID); jax.distributed.initialize() reads them itself.
-    A single process (the usual case on one machine) does nothing.
+    Covers SLURM (srun) and TPU pods, which jax.distributed.initialize() detects itself, and
+    explicit settings: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID, which this function reads (jax itself reads only the address). On CPU the
+    collectives between processes go through gloo. A single process does nothing.
     """
-    multi = (int(os.environ.get("SLURM_NTASKS", "1")) > 1
-             or "JAX_COORDINATOR_ADDRESS" in os.environ
+    explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
+    multi = (int(os.environ.get("SLURM_NTASKS", "1")) > 1 or explicit
              or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0)
-    if multi and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
-        logging.info("jax.distributed: process %d of %d", jax.process_index(),
-                     jax.process_count())
+    if not multi or jax.distributed.is_initialized():
+        return
+    kwargs = {}
+    if explicit:
+        for name, key in (("JAX_NUM_PROCESSES", "num_processes"),
+                          ("JAX_PROCESS_ID", "process_id")):
+            value = os.environ.get(name, "")
+            if not value.isdigit():
+                raise ValueError(f"JAX_COORDINATOR_ADDRESS is set, so {name} must be a "
+                                 f"non-negative integer, got {name}={value!r}")
+            kwargs[key] = int(value)
+        if not kwargs["process_id"] < kwargs["num_processes"]:
+            raise ValueError(f"JAX_PROCESS_ID={kwargs['process_id']}; expected < "
+                             f"JAX_NUM_PROCESSES={kwargs['num_processes']}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU devices only
+    jax.distributed.initialize(**kwargs)
+    logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
@@ -58,6 +72,24 @@ def carry_shardings(mesh: Mesh, carry):
     mem = lambda m: None if m is None else batch_sharding(mesh, m.ndim)
     return LMState(NamedSharding(mesh, P(None, AXIS, None)),
                    tuple(mem(m) for m in carry.memory), batch_sharding(mesh, 2))
+
+
+def onto_mesh(tree, mesh: Mesh):
+    """`tree` with every array that is not already laid out on `mesh` replicated over it (RNG
+    state, step counters, optimizer scalars, restored values). With several processes a jitted
+    step accepts only arrays laid out over the whole mesh; the values must be the same on every
+    process, as they are when every process computed them the same way."""
+    def one(x):
+        if isinstance(x, jax.Array) and getattr(x.sharding, "mesh", None) == mesh:
+            return x
+        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(one(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
+        value = np.asarray(x)   # device_put cannot target other processes' devices
+        return jax.make_array_from_callback(value.shape, replicated(mesh),
+                                            lambda index: value[index])
+
+    return jax.tree.map(one, tree)
 
 
 def param_shardings(mesh: Mesh, tree, fsdp: bool = False):

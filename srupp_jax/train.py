@@ -228,7 +228,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                         clip_norm=t.clip_norm, grad_accum_steps=t.grad_accum_steps)
     schedule = lr_schedule(t.lr, t.warmup_steps, t.steps)
     params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh.fsdp))
-    opt_state = tx.init(params)
+    rest, opt_state = sharding.onto_mesh((rest, tx.init(params)), mesh)
     carry0 = model.init_state(t.batch_size, t.unroll)
     carry_sh = sharding.carry_shardings(mesh, carry0)
     carry = jax.device_put(carry0, carry_sh)
@@ -352,6 +352,7 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, 
     validate_config(config, mesh.devices.size, jax.process_count())
     data = load_data(config)
     model, params, rest, step = restore_for_inference(config, workdir, which)
+    params, rest = sharding.onto_mesh((params, rest), mesh)
     out = {"step": step}
     evaluate = make_evaluator(model, config, mesh)
     for name, tokens in (("dev", data.valid), ("test", data.test)):

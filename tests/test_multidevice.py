@@ -1,5 +1,6 @@
 """The same training steps on 1 and on 8 (fake CPU) devices, data parallel and with FSDP of
-parameters and optimizer state, give the same losses.
+parameters and optimizer state, and on 2 processes of 2 devices each (multi-host on one
+machine), give the same losses.
 
 XLA_FLAGS must be set before jax starts, so the comparison runs in a subprocess.
 """
@@ -48,3 +49,65 @@ def test_one_and_eight_devices_agree(tmp_path):
         for step, loss in one["losses"].items():
             assert abs(other["losses"][step] - loss) <= 1e-5 * abs(loss), (name, step, other)
         assert abs(other["dev"] - one["dev"]) <= 1e-5 * abs(one["dev"]), name
+
+
+PROCESS_SCRIPT = r"""
+import json, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from srupp_jax import sharding
+sharding.initialize_distributed()
+import jax
+from test_train import tiny_config, _losses
+from srupp_jax import train
+config = tiny_config(batch_size=8, steps=4, eval_every=4, checkpoint_every=2, stop_at={stop_at})
+config.eval.batch_size = 8
+last = train.train_and_evaluate(config, {workdir!r})
+if jax.process_index() == 0:
+    print("RESULT" + json.dumps(dict(losses=_losses({workdir!r}), dev=last.get("dev_loss"),
+                                     processes=jax.process_count(),
+                                     devices=jax.device_count())))
+"""
+
+
+def _run_processes(tmp_path, workdir, num_processes, devices_per_process, stop_at=0, port=0):
+    """Run PROCESS_SCRIPT as `num_processes` JAX processes (CPU, gloo collectives) and return
+    process 0's result."""
+    script = PROCESS_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"),
+                                   workdir=str(workdir), stop_at=stop_at)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+    if num_processes > 1:
+        env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                   JAX_NUM_PROCESSES=str(num_processes))
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
+                              env=dict(env, JAX_PROCESS_ID=str(i)), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for i in range(num_processes)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    return json.loads(outs[0][0].split("RESULT", 1)[1])
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_checkpoint_and_resume(tmp_path):
+    """Multi-host on one machine: 2 JAX processes x 2 CPU devices, each reading only its own
+    streams, stopped at step 2 (an orbax checkpoint written by both) and restarted, give the
+    losses and dev loss of 1 process on 1 device running straight through."""
+    one = _run_processes(tmp_path, tmp_path / "one", 1, 1)
+    assert sorted(one["losses"]) == ["1", "2", "3", "4"]
+    part = _run_processes(tmp_path, tmp_path / "two", 2, 2, stop_at=2, port=_free_port())
+    assert (part["processes"], part["devices"]) == (2, 4)
+    assert sorted(part["losses"]) == ["1", "2"]
+    two = _run_processes(tmp_path, tmp_path / "two", 2, 2, port=_free_port())
+    assert sorted(two["losses"]) == ["1", "2", "3", "4"]
+    for step, loss in one["losses"].items():
+        assert abs(two["losses"][step] - loss) <= 1e-5 * abs(loss), (step, one, two)
+    assert abs(two["dev"] - one["dev"]) <= 1e-5 * abs(one["dev"])
