@@ -111,3 +111,21 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
     for step, loss in one["losses"].items():
         assert abs(two["losses"][step] - loss) <= 1e-5 * abs(loss), (step, one, two)
     assert abs(two["dev"] - one["dev"]) <= 1e-5 * abs(one["dev"])
+
+
+@pytest.mark.parametrize("env, match", [
+    (dict(JAX_PROCESS_ID="0"), "JAX_NUM_PROCESSES must be a non-negative integer, got "
+                               "JAX_NUM_PROCESSES=''"),
+    (dict(JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="x"), "JAX_PROCESS_ID='x'"),
+    (dict(JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="2"), "JAX_PROCESS_ID=2; expected < "
+                                                      "JAX_NUM_PROCESSES=2"),
+])
+def test_bad_process_settings_are_named(monkeypatch, env, match):
+    from srupp_jax import sharding
+    for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=match):
+        sharding.initialize_distributed()
