@@ -59,7 +59,8 @@ def eval_tokens_per_sec(model, args):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     step = make_eval_step(graphdef, same_length=True)
     carry = model.init_state(1, mem_len)
-    segment = lambda s: (stream[:, s:s + unroll], stream[:, s + 1:s + 1 + unroll])
+    weights = jnp.ones((1, unroll), jnp.float32)
+    segment = lambda s: (stream[:, s:s + unroll], stream[:, s + 1:s + 1 + unroll], weights)
     total, carry = step(params, rest, carry, *segment(0))  # compile + warm-up
     jax.block_until_ready(total)
     start = time.perf_counter()
@@ -87,7 +88,7 @@ def ms_per_token(model, args):
     return 1000.0 * statistics.median(times) / args.gen_tokens
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--d", type=int, default=4096)
     p.add_argument("--d_proj", type=int, default=1024)
@@ -105,7 +106,7 @@ def main():
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                  "results", "inference.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     rows = []
     for k in [int(k) for k in args.ks.split(",")]:
@@ -137,6 +138,7 @@ def main():
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {args.out}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
+import inference as bench_inference  # noqa: E402
 import recurrence as bench_recurrence  # noqa: E402
 
 
@@ -40,3 +41,16 @@ def test_recurrence_benchmark_stops_on_a_wrong_variant(tmp_path):
 def test_recurrence_benchmark_bad_impl(spec):
     with pytest.raises(SystemExit, match=f"--impls entry '{spec}'"):
         bench_recurrence.parse_impl(spec)
+
+
+@pytest.mark.slow
+def test_inference_benchmark_runs(tmp_path):
+    """Both rows (k = 1 and k = 5) of the Table 7 measurement at a toy shape."""
+    out = tmp_path / "i.json"
+    rows = bench_inference.main(["--d", "16", "--d_proj", "8", "--vocab", "40",
+                                 "--cutoffs", "10,20", "--attn_len", "8", "--tokens", "32",
+                                 "--gen_tokens", "4", "--repeats", "1", "--out", str(out)])
+    assert [r["variant"] for r in rows] == ["k=1", "k=5"]
+    assert [r["attention_layers"] for r in rows] == [10, 2]
+    assert all(r["eval_tokens_per_sec"] > 0 and r["gen_ms_per_token"] > 0 for r in rows)
+    assert json.loads(out.read_text())["results"] == rows
