@@ -18,8 +18,8 @@ Backends (`impl`):
            iteration linearises c[t] = F_t(c[t-1]) around the current guess (the derivative
            clipped to [-1, 1] so that no product of them overflows, see JACOBIAN_CLIP) and
            solves the resulting diagonal linear recurrence with one associative scan. With
-           v = 0 the first iteration is exact. Gradients come from one reverse associative scan at the solution
-           (custom_vjp), not from differentiating the iterations.
+           v = 0 the first iteration is exact. Gradients come from one reverse associative
+           scan at the solution (custom_vjp), not from differentiating the iterations.
   "pallas" the fused GPU kernel in `pallas_kernels/` (Triton lowering; interpret mode on CPU).
   "auto"   "pallas" on GPU, "scan" elsewhere (see BENCHMARKS.md for the CPU measurements).
 
