@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Everything the Pallas kernel needs on an NVIDIA GPU, in one command (issue 4):
-#   1. the kernel tests on the real Triton lowering (tests/test_pallas.py runs the kernels
-#      compiled, not interpreted, when JAX's default backend is a GPU);
-#   2. a tuning sweep of block_d x num_warps x prefetch at one enwik8-base shape;
-#   3. the table: pallas (defaults and the sweep's best) vs assoc vs scan vs the official CUDA
-#      kernel of `sru==3.0.0.dev6`, bf16 and float32, forward and forward+backward.
-# Usage (repository root):  bash benchmarks/gpu_recurrence.sh [OUT_DIR]
+#   tests  the kernel tests on the real Triton lowering (tests/test_pallas.py runs the kernels
+#          compiled, not interpreted, when JAX's default backend is a GPU);
+#   tune   a sweep of block_d x num_warps x prefetch at one enwik8-base shape;
+#   table  pallas (defaults, and the sweep's best when a tune JSON is in OUT_DIR) vs the official
+#          CUDA kernel of `sru==3.0.0.dev6` vs assoc vs scan, bf16 and float32, forward and
+#          forward+backward.
+# Usage (repository root):  [PARTS="tests tune table"] bash benchmarks/gpu_recurrence.sh [OUT_DIR]
+# PARTS (default: all three) splits the work over calls that each fit a time limit.
 # The sru wheel (pure Python; it compiles its CUDA kernel with nvcc and ninja on first use) is
 # installed from .whl/ when there is one: `pip download --no-deps sru==3.0.0.dev6 -d .whl`.
 # SIZES, TUNE_SIZE and REPEATS may be set in the environment (small values check the script on
 # a CPU: there the kernels run in interpret mode).
 set -euo pipefail
 OUT=${1:-benchmarks/results}
+PARTS=" ${PARTS:-tests tune table} "
 SIZES=${SIZES:-4x1024x3072,16x1024x3072,4x1024x4096,16x1024x4096}
 TUNE_SIZE=${TUNE_SIZE:-16x1024x4096}
 REPEATS=${REPEATS:-20}
@@ -26,30 +29,35 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false   # leave GPU memory to the official 
 python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
 
-echo "== 1. kernel tests on the real lowering"
-python3 -m pytest -q -p no:cacheprovider tests/test_pallas.py 2>&1 | tee "$OUT/gpu_tests.log"
+if [[ $PARTS == *" tests "* ]]; then
+  echo "== kernel tests on the real lowering"
+  python3 -m pytest -q -p no:cacheprovider tests/test_pallas.py 2>&1 | tee "$OUT/gpu_tests.log"
+fi
 
-echo "== 2. tuning sweep at $TUNE_SIZE bfloat16"
-variants=""
-for bd in 32 64 128 256; do
-  for w in 1 2 4 8; do
-    [ $((w * 32)) -gt $((bd * 4)) ] && continue        # more threads than 4 columns each
-    for p in 0 2 4 8; do variants="$variants,pallas:$bd:$w:$p"; done
+if [[ $PARTS == *" tune "* ]]; then
+  echo "== tuning sweep at $TUNE_SIZE bfloat16"
+  variants=""
+  for bd in 32 64 128 256; do
+    for w in 1 2 4 8; do
+      if [ $((w * 32)) -gt "$bd" ]; then continue; fi   # every thread holds a column
+      for p in 0 2 4 8; do variants="$variants,pallas:$bd:$w:$p"; done
+    done
   done
-done
-python3 benchmarks/recurrence.py --impls "pallas${variants}" --sizes "$TUNE_SIZE" \
-  --dtype bfloat16 --repeats "$REPEATS" --out "$OUT/recurrence_tune.json" | tee "$OUT/tune.log"
-best=$(python3 - "$OUT/recurrence_tune.json" <<'EOF'
-import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-print(min(rows, key=lambda r: r["fwd_bwd_ms"])["impl"])
-EOF
-)
-echo "best forward+backward variant: $best"
+  python3 benchmarks/recurrence.py --impls "pallas$variants" --sizes "$TUNE_SIZE" \
+    --dtype bfloat16 --repeats "$REPEATS" --out "$OUT/recurrence_tune.json" | tee "$OUT/tune.log"
+fi
 
-echo "== 3. the table"
-for dtype in bfloat16 float32; do
-  python3 benchmarks/recurrence.py --impls "pallas,$best,official,assoc,scan" --sizes "$SIZES" \
-    --dtype "$dtype" --repeats "$REPEATS" --out "$OUT/recurrence_gpu_$dtype.json" \
-    | tee "$OUT/table_$dtype.log"
-done
+if [[ $PARTS == *" table "* ]]; then
+  best=""
+  if [ -f "$OUT/recurrence_tune.json" ]; then
+    best=",$(python3 -c 'import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+print(min(rows, key=lambda r: r["fwd_bwd_ms"])["impl"])' "$OUT/recurrence_tune.json")"
+  fi
+  echo "== the table (the sweep's best forward+backward variant: ${best#,})"
+  for dtype in bfloat16 float32; do
+    python3 benchmarks/recurrence.py --impls "pallas$best,official,assoc,scan" \
+      --sizes "$SIZES" --dtype "$dtype" --repeats "$REPEATS" \
+      --out "$OUT/recurrence_gpu_$dtype.json" | tee "$OUT/table_$dtype.log"
+  done
+fi
