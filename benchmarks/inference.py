@@ -21,7 +21,6 @@ ms/token: the compiled token-by-token decoding scan of `srupp_jax.generate` alon
 Prints a table and writes JSON (device, versions, settings, results).
 """
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,7 @@ from flax import nnx  # noqa: E402
 from srupp_jax import generate as gen  # noqa: E402
 from srupp_jax.models import SRUppLM, split_for_eval  # noqa: E402
 from srupp_jax.train import DTYPES, make_eval_step  # noqa: E402
+from report import save_json  # noqa: E402
 
 
 def build(args, k):
@@ -128,16 +128,12 @@ def main(argv=None):
     for r in rows:
         print(f"| {r['variant']} | {r['params'] / 1e6:.1f}M | {r['attention_layers']} | "
               f"{r['eval_tokens_per_sec']:,.0f} | {r['gen_ms_per_token']:.2f} |")
-    result = dict(
-        settings={**vars(args), "out": os.path.basename(args.out)}, results=rows,
-        device=dict(kind=dev.device_kind, platform=dev.platform, count=jax.device_count()),
-        versions=dict(jax=jax.__version__, flax=flax.__version__,
-                      python=platform.python_version()),
-        host=dict(machine=platform.machine(), cpus=os.cpu_count()))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+    save_json(args.out, settings={**vars(args), "out": os.path.basename(args.out)},
+              results=rows,
+              device=dict(kind=dev.device_kind, platform=dev.platform, count=jax.device_count()),
+              versions=dict(jax=jax.__version__, flax=flax.__version__,
+                            python=platform.python_version()),
+              host=dict(machine=platform.machine(), cpus=os.cpu_count()))
     return rows
 
 

@@ -19,7 +19,6 @@ import collections
 import contextlib
 import functools
 import io
-import json
 import os
 import platform
 import re
@@ -35,6 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
 
 from pallas_kernels import sru_recurrence_pallas  # noqa: E402
+from report import save_json  # noqa: E402
 
 SHAPE = (16, 1024, 4096)   # batch, length, d: enwik8-base columns; only constants depend on it
 
@@ -122,10 +122,7 @@ def main(argv=None):
         ops = " ".join(f"{k}x{v}" for k, v in r["global_ops"].items())
         print(f"{r['kernel']:20} {r['block_d']:>7} {r['num_warps']:>5} {r['prefetch']:>8} "
               f"{r['registers']:>5} {r['local_bytes']:>7}  {ops}")
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(dict(env=env, rows=rows, command=" ".join(sys.argv)), f, indent=1)
-    print(f"wrote {a.out}")
+    save_json(a.out, env=env, rows=rows)
     return rows
 
 

@@ -23,7 +23,6 @@ for every variant, and is set against a device copy measured in the same run (by
 written by `x + 1` on a 256 MiB array). Prints a table and writes JSON with device and versions.
 """
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from srupp_jax.recurrence import newton_info, sru_recurrence  # noqa: E402
+from report import save_json  # noqa: E402
 
 NAMES = ("U", "v", "b", "x", "c0")
 
@@ -237,10 +237,7 @@ def main(argv=None):
               f"{r['fwd_gbps']:7.2f} {100 * r['fwd_copy_frac']:6.1f} "
               f"{r['fwd_bwd_ms']:11.2f} {r['fwd_bwd_ratio']:6.2f} {r['fwd_bwd_gbps']:7.2f} "
               f"{100 * r['fwd_bwd_copy_frac']:6.1f} {it:>6}")
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(dict(env=env, rows=rows, command=" ".join(sys.argv)), f, indent=1)
-    print(f"wrote {a.out}")
+    save_json(a.out, env=env, rows=rows)
     return rows
 
 
