@@ -164,7 +164,8 @@ def split_metrics(mean_nll: float, unit: str, prefix: str) -> dict[str, float]:
 
 def make_evaluator(model: SRUppLM, config, mesh):
     """A function (params, rest, tokens, max_tokens=0) -> mean nll (nats) over `tokens` (or
-    its first `max_tokens`), every target predicted once; the step is compiled once.
+    its first `max_tokens`), every target predicted once; the step compiles once per segment
+    shape (full, the last partial one, the tail).
 
     B_e contiguous streams, segments of eval.unroll tokens, eval.mem_len tokens of attention
     memory carried across segments, the same-length mask when eval.same_length; the fewer
