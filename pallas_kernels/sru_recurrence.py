@@ -18,7 +18,8 @@ Kernel design (one program per (batch row, block of `block_d` columns)):
             loads do not depend on c, so with `prefetch` = P > 0 the loads of the next P steps
             are issued ahead and carried in registers (`_prefetched_loop`): a program then waits
             for global memory about L / (P + 1) times instead of L times. block_d, num_warps and
-            prefetch change speed only; `benchmarks/recurrence.py` sweeps them on a GPU.
+            prefetch change speed only; `benchmarks/gpu_recurrence.sh` sweeps them on a GPU and
+            `benchmarks/kernel_resources.py` reports their registers without one.
   memory    the kernels get whole arrays and index them themselves: U[b, t, j, cols] for the
             k slices, so every load and store is one contiguous row of block_d elements.
   backward  a second kernel behind `jax.custom_vjp`, walking time in the opposite order with the
