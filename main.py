@@ -18,6 +18,7 @@ Modes:
     python main.py --config=... --workdir=DIR --mode=generate --prompt="def " --top_p=0.9
 """
 import json
+import sys
 import time
 
 from absl import app, flags, logging
@@ -33,6 +34,8 @@ flags.DEFINE_float("temperature", 1.0, "--mode=generate: softmax temperature (0 
 flags.DEFINE_integer("top_k", 0, "--mode=generate: keep the k most likely tokens (0 = all).")
 flags.DEFINE_float("top_p", 1.0, "--mode=generate: nucleus sampling mass (1 = off).")
 flags.DEFINE_integer("seed", 0, "--mode=generate: sampling seed.")
+flags.DEFINE_bool("force", False, "--mode=train: take over the workdir lock of another trainer "
+                  "(only when that run is dead, e.g. a stale lock left on another host).")
 FLAGS = flags.FLAGS
 
 
@@ -127,10 +130,13 @@ def main(argv):
         return
     from srupp_jax import train
     if FLAGS.mode == "train":
-        metrics = train.train_and_evaluate(config, FLAGS.workdir)
+        metrics = train.train_and_evaluate(config, FLAGS.workdir, force=FLAGS.force)
     else:
         metrics = train.evaluate_checkpoint(config, FLAGS.workdir)
     print(json.dumps({"mode": FLAGS.mode, **metrics}, sort_keys=True))
+    if FLAGS.mode == "train":    # documented in srupp_jax/workdir.py and the README
+        from srupp_jax.workdir import EXIT_CODES
+        sys.exit(EXIT_CODES[metrics["status"]])
 
 
 if __name__ == "__main__":

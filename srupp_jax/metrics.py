@@ -127,6 +127,26 @@ def last_hours(path: str) -> float:
     return 0.0
 
 
+def _drop_records_after(path: str, step: int) -> None:
+    """Rewrite a metrics.jsonl without the records of steps after `step` (atomic replace)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, "r", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    kept = []
+    for line in lines:
+        try:
+            if line.strip() and json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue                                  # a truncated line: dropped as well
+    if len(kept) == sum(bool(line.strip()) for line in lines):
+        return
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in kept))
+    os.replace(path + ".tmp", path)
+
+
 class MetricWriter:
     """Append metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard.
 
@@ -137,6 +157,8 @@ class MetricWriter:
       devices: number of accelerator devices of the run, stored in every record as `devices`
         (the plot multiplies `hours` by it to give device hours). None: `jax.device_count()`.
       clock: wall clock for the `time` field (tests); elapsed hours use `time.monotonic`.
+      resume_step: a run resumed from this step: records of later steps (written before the
+        restart, and about to be written again) are removed from metrics.jsonl first.
 
     Each `write` appends one line
       {"step": int, "split": str, "time": unix seconds, "hours": float, "devices": int, **scalars}
@@ -148,7 +170,7 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str, *, tensorboard: bool = True, devices: Optional[int] = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, resume_step: Optional[int] = None):
         self.workdir = os.fspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.path = os.path.join(self.workdir, METRICS_FILE)
@@ -159,7 +181,9 @@ class MetricWriter:
             raise ValueError(f"devices={devices!r}; expected a positive integer")
         self.devices = devices
         self._clock = clock
-        self.start_hours = last_hours(self.path)
+        self.start_hours = last_hours(self.path)   # before dropping rows: hours spent count
+        if resume_step is not None:
+            _drop_records_after(self.path, resume_step)
         self._t0 = time.monotonic()
         needs_newline = False
         if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:

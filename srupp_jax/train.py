@@ -50,7 +50,8 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
         (0 <= m.attn_dropout < 1, f"model.attn_dropout={m.attn_dropout}; expected 0 <= p < 1"),
         (m.impl in ("auto", "scan", "assoc", "pallas"),
          f"model.impl={m.impl!r}; expected auto, scan, assoc or pallas"),
-        (t.batch_size >= 1 and t.batch_size % num_devices == 0,
+        (t.batch_size >= 1, f"train.batch_size={t.batch_size}; expected >= 1"),
+        (t.batch_size % num_devices == 0,
          f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices"),
         (t.batch_size % num_processes == 0,
          f"train.batch_size={t.batch_size} is not divisible by the {num_processes} processes"),
@@ -61,6 +62,10 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
         (t.compute_dtype in DTYPES,
          f"train.compute_dtype={t.compute_dtype!r}; expected one of {sorted(DTYPES)}"),
         (t.grad_accum_steps >= 1, f"train.grad_accum_steps={t.grad_accum_steps}; expected >= 1"),
+        *[(t[key] >= 1, f"train.{key}={t[key]}; expected >= 1")
+          for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                      "max_bad_steps")],
+        (t.stop_at >= 0, f"train.stop_at={t.stop_at}; expected >= 0 (0 = train.steps)"),
         (e.batch_size >= 1 and e.unroll >= 1 and e.mem_len >= 0,
          f"eval.batch_size={e.batch_size}, eval.unroll={e.unroll}, eval.mem_len={e.mem_len}; "
          "expected >= 1, >= 1, >= 0"),
@@ -207,11 +212,21 @@ def _format(metrics: dict) -> str:
                     for k, v in metrics.items())
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-    """Train `config` in `workdir` (resuming if it holds checkpoints); returns last metrics."""
-    from srupp_jax.checkpoint import Checkpointer, install_sigterm_handler
+def _model_meta(config) -> dict:
+    """What a checkpoint records of its run: the model config, to name sizes on a mismatch."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.model.items()}
+
+
+def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
+    """Train `config` in `workdir`, resuming from its checkpoints; returns the last metrics
+    with `status` (finished, stopped, preempted or interrupted: srupp_jax.workdir) and `step`.
+
+    force: take over the workdir lock of another trainer (a stale lock on another host).
+    """
+    from srupp_jax.checkpoint import Checkpoints
     from srupp_jax.metrics import MetricWriter, Progress, estimate_flops_per_token, mfu, \
-        peak_flops_per_device
+        peak_flops_per_device, read_metrics
+    from srupp_jax.workdir import StopSignals, WorkdirLock
 
     sharding.initialize_distributed()
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
@@ -221,126 +236,173 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if data.vocab_size > m.vocab_size:
         raise ValueError(f"model.vocab_size={m.vocab_size} but the {config.data.name} "
                          f"vocabulary has {data.vocab_size} entries")
-
-    model = build_model(config, nnx.Rngs(config.seed))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    total_steps = t.steps * t.grad_accum_steps  # micro-steps; the optimizer updates every k
-    tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
-                        clip_norm=t.clip_norm, grad_accum_steps=t.grad_accum_steps)
-    schedule = lr_schedule(t.lr, t.warmup_steps, t.steps)
-    params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh.fsdp))
-    rest, opt_state = sharding.onto_mesh((rest, tx.init(params)), mesh)
-    carry0 = model.init_state(t.batch_size, t.unroll)
-    carry_sh = sharding.carry_shardings(mesh, carry0)
-    carry = jax.device_put(carry0, carry_sh)
-
-    ckpt = Checkpointer(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
-                        best_metric="dev_loss")
-    start = 0
-    restored = ckpt.restore({"params": params, "rest": rest, "opt_state": opt_state,
-                             "carry": carry})
-    if restored is not None:
-        start, items = restored
-        params, rest = items["params"], items["rest"]
-        opt_state, carry = items["opt_state"], items["carry"]
-        logging.warning("resumed from step %d", start)
-
-    streams = Streams(data.train, t.batch_size // jax.process_count(), t.unroll,
-                      num_processes=jax.process_count(), process_index=jax.process_index())
-    train_step = make_train_step(graphdef, tx)
-    evaluate = make_evaluator(model, config, mesh)
-    attn_layers = sum(model.rnn.has_attention)
-    flops = estimate_flops_per_token(m.d, m.d_proj, m.num_layers, attn_layers,
-                                     m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
-                                     cutoffs=list(m.cutoffs) or None,
-                                     adaptive_factor=m.adaptive_factor)
-    peak = peak_flops_per_device()
-    writer = MetricWriter(workdir) if jax.process_index() == 0 else None
-    tokens_per_step = t.batch_size * t.unroll
-    progress = Progress(total_steps, initial=start, tokens_per_step=tokens_per_step,
-                        disable=None if jax.process_index() == 0 else True)
-    say = progress.write if jax.process_index() == 0 else (lambda _: None)
-    preempted = install_sigterm_handler()
-    bad, last = 0, {}
-    window_loss, window_n = 0.0, 0
+    marks = _data_marks(data)
+    lock = WorkdirLock(workdir, force=force) if jax.process_index() == 0 else None
+    ckpt = None
     try:
-        for step in range(start, total_steps):
-            if step % streams.steps_per_epoch == 0 and step > 0:  # streams wrap: fresh state
-                carry = jax.device_put(carry0, carry_sh)
-            inputs, targets = (sharding.global_batch(a, mesh) for a in streams.batch(step))
-            params, rest, opt_state, carry, sm = train_step(params, rest, opt_state, carry,
-                                                            inputs, targets)
-            loss = float(sm.loss)
-            if not bool(sm.applied):
-                bad += 1
-                logging.warning("step %d: loss %s / grad norm %s not finite; update skipped",
-                                step, loss, float(sm.grad_norm))
-                if bad >= t.max_bad_steps:
-                    raise FloatingPointError(
-                        f"{bad} consecutive steps with a non-finite loss or gradient (last at "
-                        f"step {step}); stopping. Lower train.lr or check the data.")
-                continue
-            bad = 0
-            window_loss, window_n = window_loss + loss, window_n + 1
-            progress.update(step + 1, loss)
-            done = step + 1
-            if done % t.log_every == 0 or done == total_steps:
-                update = done // t.grad_accum_steps
-                last = dict(split_metrics(window_loss / window_n, data.unit, "train"),
-                            lr=float(schedule(update)), grad_norm=float(sm.grad_norm),
-                            tokens_per_sec=progress.tokens_per_sec, devices=mesh.devices.size)
-                util = mfu(progress.tokens_per_sec, flops, peak, num_devices=mesh.devices.size)
-                if util is not None:
-                    last["mfu"] = util
-                window_loss, window_n = 0.0, 0
-                if writer:
-                    writer.write(done, last, split="train")
-                say(f"step {done}: " + _format(last))
-            dev = None
-            if done % t.eval_every == 0 or done == total_steps:
-                dev = split_metrics(evaluate(params, rest, data.valid, config.eval.max_tokens),
-                                    data.unit, "dev")
-                last.update(dev)
-                if writer:
-                    writer.write(done, dev, split="dev")
-                say(f"step {done}: " + _format(dev))
-            stop = preempted.is_set() or done == t.stop_at
-            if done % t.checkpoint_every == 0 or done == total_steps or stop:
-                ckpt.save(done, {"params": params, "rest": rest, "opt_state": opt_state,
-                                 "carry": carry},
-                          metrics={"dev_loss": dev["dev_loss"]} if dev else None,
-                          force=stop)
-            if stop:
-                logging.warning("%s: saved step %d, stopping",
-                                "SIGTERM" if preempted.is_set() else "train.stop_at", done)
-                break
+        model = build_model(config, nnx.Rngs(config.seed))
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        total_steps = t.steps * t.grad_accum_steps  # micro-steps; the optimizer updates every k
+        tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
+                            clip_norm=t.clip_norm, grad_accum_steps=t.grad_accum_steps)
+        schedule = lr_schedule(t.lr, t.warmup_steps, t.steps)
+        params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh.fsdp))
+        rest, opt_state = sharding.onto_mesh((rest, tx.init(params)), mesh)
+        carry_sh = sharding.carry_shardings(mesh, model.init_state(t.batch_size, t.unroll))
+        # A fresh carry each time: on one device device_put returns its argument, and the
+        # donating train step frees it, so an initial state must never be kept for reuse.
+        fresh_carry = lambda: jax.device_put(model.init_state(t.batch_size, t.unroll), carry_sh)
+        carry = fresh_carry()
+
+        ckpt = Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints)
+        meta = {"config": _model_meta(config)}
+        start = 0
+        restored = ckpt.restore({"params": params, "rest": rest, "opt_state": opt_state,
+                                 "carry": carry}, config=meta["config"])
+        if restored is not None:
+            start, items = restored
+            params, rest = items["params"], items["rest"]
+            opt_state, carry = items["opt_state"], items["carry"]
+            logging.warning("resumed from step %d", start)
+        if start >= total_steps:
+            return _finished_run(workdir, start, read_metrics)
+
+        streams = Streams(data.train, t.batch_size // jax.process_count(), t.unroll,
+                          num_processes=jax.process_count(), process_index=jax.process_index())
+        train_step = make_train_step(graphdef, tx)
+        evaluate = make_evaluator(model, config, mesh)
+        attn_layers = sum(model.rnn.has_attention)
+        flops = estimate_flops_per_token(m.d, m.d_proj, m.num_layers, attn_layers,
+                                         m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
+                                         cutoffs=list(m.cutoffs) or None,
+                                         adaptive_factor=m.adaptive_factor)
+        peak = peak_flops_per_device()
+        writer = (MetricWriter(workdir, resume_step=start) if jax.process_index() == 0
+                  else None)
+        progress = Progress(total_steps, initial=start, tokens_per_step=t.batch_size * t.unroll,
+                            disable=None if jax.process_index() == 0 else True)
+        say = progress.write if jax.process_index() == 0 else (lambda _: None)
+        signals = StopSignals()
+        bad, last, status, done = 0, {}, "finished", start
+        window_loss, window_n = 0.0, 0
+        try:
+            for step in range(start, total_steps):
+                if step % streams.steps_per_epoch == 0 and step > 0:  # streams wrap
+                    carry = fresh_carry()
+                inputs, targets = (sharding.global_batch(a, mesh) for a in streams.batch(step))
+                params, rest, opt_state, carry, sm = train_step(params, rest, opt_state, carry,
+                                                                inputs, targets)
+                ckpt.check()   # an asynchronous save that failed stops the run here
+                done = step + 1
+                loss = float(sm.loss)
+                if bool(sm.applied):
+                    bad = 0
+                    window_loss, window_n = window_loss + loss, window_n + 1
+                else:
+                    bad += 1
+                    logging.warning("step %d: loss %s / grad norm %s not finite; update skipped",
+                                    done, loss, float(sm.grad_norm))
+                    if bad >= t.max_bad_steps:
+                        raise FloatingPointError(
+                            f"{bad} consecutive steps with a non-finite loss or gradient (last "
+                            f"at step {done}); stopping. Lower train.lr or check the data.")
+                progress.update(done, loss if bool(sm.applied) else None)
+                final = done == total_steps
+                if (done % t.log_every == 0 or final) and window_n:
+                    last = dict(split_metrics(window_loss / window_n, data.unit, "train"),
+                                lr=float(schedule(done // t.grad_accum_steps)),
+                                grad_norm=float(sm.grad_norm),
+                                tokens_per_sec=progress.tokens_per_sec,
+                                devices=mesh.devices.size, **marks)
+                    util = mfu(progress.tokens_per_sec, flops, peak,
+                               num_devices=mesh.devices.size)
+                    if util is not None:
+                        last["mfu"] = util
+                    window_loss, window_n = 0.0, 0
+                    if writer:
+                        writer.write(done, last, split="train")
+                    say(f"step {done}: " + _format(last))
+                dev = None
+                if done % t.eval_every == 0 or final:
+                    dev = dict(split_metrics(evaluate(params, rest, data.valid,
+                                                      config.eval.max_tokens), data.unit, "dev"),
+                               **marks)
+                    last.update(dev)
+                    if writer:
+                        writer.write(done, dev, split="dev")
+                    say(f"step {done}: " + _format(dev))
+                if signals.status:
+                    status = signals.status
+                elif done == t.stop_at and not final:
+                    status = "stopped"
+                if done % t.checkpoint_every == 0 or final or status != "finished":
+                    ckpt.save(done, {"params": params, "rest": rest, "opt_state": opt_state,
+                                     "carry": carry},
+                              metrics={"dev_loss": dev["dev_loss"]} if dev else None, meta=meta)
+                if status != "finished":
+                    logging.warning("%s at step %d: checkpoint saved; rerun the same command "
+                                    "to resume", status, done)
+                    break
+            ckpt.wait()
+        finally:
+            progress.close()
+            signals.uninstall()
+            if writer:
+                writer.close()
+        return dict(last, status=status, step=done)
     finally:
-        progress.close()
-        ckpt.wait()
-        ckpt.close()
-        preempted.uninstall()
-        if writer:
-            writer.close()
-    return last
+        if ckpt is not None:
+            ckpt.close()
+        if lock is not None:
+            lock.release()
+
+
+def _data_marks(data) -> dict:
+    """{"standard_data": 0} for data prepared from modified source files (added to every
+    metric a run reports), else {}."""
+    if data.info.get("standard_source", True):
+        return {}
+    logging.warning("the %s data were prepared from modified source files (%s): metrics are "
+                    "marked standard_data=0", data.name, data.info["source"]["note"])
+    return {"standard_data": 0}
+
+
+def _finished_run(workdir: str, step: int, read_metrics) -> dict:
+    """The last train and dev metrics of a workdir whose training has finished."""
+    logging.warning("%s has finished training (step %d); its final metrics follow. Use "
+                    "--mode=eval to evaluate it, or another --workdir to train again.",
+                    workdir, step)
+    last = {}
+    try:
+        for row in read_metrics(workdir):
+            if row["step"] <= step:
+                last.update({k: v for k, v in row.items()
+                             if k not in ("split", "time", "hours", "step")})
+    except FileNotFoundError:
+        pass
+    return dict(last, status="finished", step=step)
 
 
 def restore_for_inference(config, workdir: str, which: str = "best"):
-    """Build `config`'s model and restore the best (falling back to the latest) checkpoint of
-    `workdir`: returns (model, params, rest, step); FileNotFoundError if there is none."""
-    from srupp_jax.checkpoint import Checkpointer
+    """Build `config`'s model and restore the best (falling back to the latest, then older)
+    readable checkpoint of `workdir`: returns (model, params, rest, step).
+    FileNotFoundError if there is none; nothing is created in the workdir."""
+    from srupp_jax.checkpoint import Checkpoints
 
     model = build_model(config, nnx.Rngs(config.seed))
     _, params, rest = nnx.split(model, nnx.Param, ...)
-    ckpt = Checkpointer(f"{workdir}/checkpoints", keep=config.train.keep_checkpoints,
-                        best_metric="dev_loss")
-    like = {"params": params, "rest": rest}  # not the optimizer or the training carry
-    restored = ckpt.restore(like, which=which)
-    if restored is None and which == "best":
-        restored = ckpt.restore(like, which="latest")
-    ckpt.close()
+    hint = f"; train first with --mode=train --workdir={workdir}"
+    try:
+        ckpt = Checkpoints(f"{workdir}/checkpoints", read_only=True)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(str(e) + hint) from None
+    try:    # not the optimizer or the training carry
+        restored = ckpt.restore({"params": params, "rest": rest}, which=which,
+                                config=_model_meta(config))
+    finally:
+        ckpt.close()
     if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first with "
-                                f"--mode=train --workdir={workdir}")
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints" + hint)
     step, items = restored
     return model, items["params"], items["rest"], step
 
@@ -354,7 +416,7 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, 
     data = load_data(config)
     model, params, rest, step = restore_for_inference(config, workdir, which)
     params, rest = sharding.onto_mesh((params, rest), mesh)
-    out = {"step": step}
+    out = {"step": step, **_data_marks(data)}
     evaluate = make_evaluator(model, config, mesh)
     for name, tokens in (("dev", data.valid), ("test", data.test)):
         out.update(split_metrics(evaluate(params, rest, tokens), data.unit, name))

@@ -121,7 +121,9 @@ def test_builders_enwik8_wikitext103_dummy(tmp_path, monkeypatch):
     import zipfile
     with zipfile.ZipFile(man / "enwik8.zip", "w") as z:
         z.writestr("enwik8", raw)
-    e = prepare.prepare("enwik8", data_dir=data_dir, manual_dir=str(man), cache_dir=cache)
+    e = prepare.prepare("enwik8", data_dir=data_dir, manual_dir=str(man), cache_dir=cache,
+                        allow_modified_source=True)   # not the published zip
+    assert e.info["standard_source"] is False
     src = builders.data_source("enwik8", data_dir)
     assert {len(src[s]) for s in ("validation", "test")} == {2}  # 5000 bytes in 4096 chunks
     assert len(src["train"]) == 22
@@ -133,7 +135,8 @@ def test_builders_enwik8_wikitext103_dummy(tmp_path, monkeypatch):
     wman.mkdir(parents=True)
     text = _write_wikitext(wman)
     w = prepare.prepare("wikitext103", data_dir=data_dir, manual_dir=str(tmp_path / "wman"),
-                        cache_dir=cache)
+                        cache_dir=cache)   # extracted files: recorded, cannot be verified
+    assert w.info["standard_source"] is True and "not verified" in w.info["source"]["note"]
     src = builders.data_source("wikitext103", data_dir)
     assert [r["index"] for r in src["train"]] == list(range(120))
     assert b"\n".join(builders.read_split(src["validation"])) + b"\n" == \
@@ -165,7 +168,10 @@ def test_wikitext103_builder_from_zip(tmp_path):
         for split in ("train", "valid", "test"):
             z.write(files / f"wiki.{split}.tokens", f"wikitext-103/wiki.{split}.tokens")
     data_dir = str(tmp_path / "tfds")
-    builders.build("wikitext103", data_dir, manual_dir=str(man))
+    with pytest.raises(ValueError, match="not the standard wikitext103"):
+        builders.build("wikitext103", data_dir, manual_dir=str(man))
+    source = builders.resolve_source("wikitext103", str(man), allow_modified=True)
+    builders.build("wikitext103", data_dir, source=source)
     src = builders.data_source("wikitext103", data_dir)
     for split, tfds_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
         lines = [b.decode("utf-8") for b in builders.read_split(src[tfds_split])]

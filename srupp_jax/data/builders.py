@@ -11,14 +11,21 @@ enwik8: the unzipped `enwik8` file (100,000,000 bytes) split contiguously 90M/5M
 WikiText-103 (word level, wikitext-103-v1.zip): one example per line of `wiki.{train,valid,test}
 .tokens` (UTF-8 text, line terminator removed, empty lines kept: each becomes a lone `<eos>`).
 
-Sources: a `manual_dir` holding the zip, or the extracted file(s), is used when present (offline
-preparation); otherwise the builder downloads `URL` and checks the zip's sha256 against
-`SHA256` (the published checksums of enwik8.zip and wikitext-103-v1.zip) before using it.
+Sources (`resolve_source`): a given `manual_dir` must exist and hold the zip or the extracted
+file(s) (offline preparation); without one the builder downloads `URL`. A zip must be a valid
+zip with the published sha256 (`SHA256`); an extracted enwik8 must be the original file
+(100,000,000 bytes, `ENWIK8_SHA256`). A source that is not the standard one stops preparation
+unless `allow_modified=True`, and is then recorded as such: `build` writes `SOURCE_FILE` (the
+source's sha256 and whether it is standard) beside TFDS's dataset_info.json, and every metric
+of a run on it says so. The extracted WikiText-103 files have no published checksums: they are
+recorded (sha256) but cannot be verified.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import os
 import zipfile
 from typing import Dict, Iterator, Optional, Sequence, Tuple
@@ -33,14 +40,6 @@ _FEATURES = dict(index=np.int64, text=tfds.features.Tensor(shape=(), dtype=np.ob
 
 def _features():
     return tfds.features.FeaturesDict(dict(_FEATURES))
-
-
-def _manual_dir(dl_manager) -> Optional[str]:
-    """The manual_dir if it exists and is non-empty, else None (never raises)."""
-    try:
-        return os.fspath(dl_manager.manual_dir)
-    except (AssertionError, ValueError):
-        return None
 
 
 def _find(root: str, names: Sequence[str]) -> Optional[str]:
@@ -71,14 +70,95 @@ def download_verified(dl_manager, url: str, sha256: str) -> str:
     return path
 
 
-def verify_sha256(path: str, sha256: str) -> None:
+def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    if digest.hexdigest() != sha256:
-        raise ValueError(f"{path} has sha256 {digest.hexdigest()}; expected {sha256} (a corrupt "
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str, sha256: str) -> None:
+    digest = file_sha256(path)
+    if digest != sha256:
+        raise ValueError(f"{path} has sha256 {digest}; expected {sha256} (a corrupt "
                          "or different download: delete it and prepare again)")
+
+
+SOURCE_FILE = "srupp_source.json"
+ENWIK8_SIZE = 100_000_000
+ENWIK8_SHA256 = "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8"
+
+
+@dataclasses.dataclass
+class Source:
+    """The files a dataset is built from: {split or "all": (path, zip member or None)}, the
+    sha256 of every file used, and whether they are the standard published ones."""
+    files: Dict[str, Tuple[str, Optional[str]]]
+    sha256: Dict[str, str]
+    standard: bool
+    note: str = ""
+
+    def record(self) -> dict:
+        return dict(sha256=self.sha256, standard=self.standard, note=self.note)
+
+
+def _check_zip(path: str, expected_sha256: str) -> Tuple[str, str]:
+    """(sha256, problem or '') of a named zip; an invalid zip is always an error."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a valid zip file (a partial download?); delete it and "
+                         "download it again")
+    digest = file_sha256(path)
+    problem = "" if digest == expected_sha256 else (
+        f"{path} has sha256 {digest}, not the published {expected_sha256}")
+    return digest, problem
+
+
+def resolve_source(name: str, manual_dir: str, allow_modified: bool = False) -> Source:
+    """Find and check the source files of `name` ("enwik8", "wikitext103") in `manual_dir`.
+
+    Raises FileNotFoundError naming the paths looked for, ValueError for an invalid zip or,
+    unless allow_modified, for files that are not the standard ones."""
+    builder = BUILDERS[name]
+    if not os.path.isdir(manual_dir):
+        raise FileNotFoundError(f"--manual_dir={manual_dir} does not exist (expected a folder "
+                                f"holding {builder.MANUAL_FILES})")
+    problem, note = "", ""
+    if name == "enwik8":
+        path = _find(manual_dir, ("enwik8", "enwik8.zip"))
+        if path is None:
+            raise FileNotFoundError(f"--manual_dir={manual_dir} holds no file named enwik8 or "
+                                    "enwik8.zip (searched recursively)")
+        if path.endswith(".zip"):
+            digest, problem = _check_zip(path, builder.SHA256)
+            files = {"all": (path, "enwik8")}
+        else:
+            size, digest = os.path.getsize(path), file_sha256(path)
+            if size != ENWIK8_SIZE or digest != ENWIK8_SHA256:
+                problem = (f"{path} has {size:,} bytes and sha256 {digest}; the original enwik8 "
+                           f"has {ENWIK8_SIZE:,} bytes and sha256 {ENWIK8_SHA256}")
+            files = {"all": (path, None)}
+        sha = {path: digest}
+    else:
+        found = {s: _find(manual_dir, (f,)) for s, f in builder.FILES.items()}
+        zip_path = _find(manual_dir, ("wikitext-103-v1.zip",))
+        if all(found.values()):
+            files = {s: (p, None) for s, p in found.items()}
+            sha = {p: file_sha256(p) for p in found.values()}
+            note = "extracted WikiText-103 files (no published checksums: not verified)"
+        elif zip_path:
+            digest, problem = _check_zip(zip_path, builder.SHA256)
+            files = {s: (zip_path, f) for s, f in builder.FILES.items()}
+            sha = {zip_path: digest}
+        else:
+            raise FileNotFoundError(
+                f"--manual_dir={manual_dir} holds neither wikitext-103-v1.zip nor all of "
+                f"{sorted(builder.FILES.values())} (searched recursively)")
+    if problem and not allow_modified:
+        raise ValueError(f"{problem}: not the standard {name}. Replace it with the original "
+                         "file, or pass --allow_modified_source to prepare it anyway (every "
+                         "metric of runs on it is then marked as not standard)")
+    return Source(files, sha, standard=not problem, note=problem or note)
 
 
 class Enwik8(tfds.core.GeneratorBasedBuilder):
@@ -89,6 +169,8 @@ class Enwik8(tfds.core.GeneratorBasedBuilder):
     URL = "http://mattmahoney.net/dc/enwik8.zip"
     SHA256 = "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc"
     CHUNK_BYTES = 1 << 20
+    MANUAL_FILES = "enwik8.zip or the unzipped file enwik8"
+    source: Optional[Source] = None     # set by `build` (resolve_source); None: download
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Optional (offline): put enwik8.zip, or the unzipped file `enwik8`, in the manual_dir "
         f"({URL}). Without it the builder downloads the zip.")
@@ -99,12 +181,12 @@ class Enwik8(tfds.core.GeneratorBasedBuilder):
             homepage="http://mattmahoney.net/dc/textdata.html", disable_shuffling=True)
 
     def _source_bytes(self, dl_manager) -> bytes:
-        manual = _manual_dir(dl_manager)
-        path = _find(manual, ("enwik8", "enwik8.zip")) if manual else None
-        if path is None:
+        if self.source is None:
             path = download_verified(dl_manager, self.URL, self.SHA256)
-        if zipfile.is_zipfile(path):
-            return _read_member(path, "enwik8")
+            self.source = Source({"all": (path, "enwik8")}, {path: self.SHA256}, True)
+        path, member = self.source.files["all"]
+        if member:
+            return _read_member(path, member)
         with open(path, "rb") as f:
             return f.read()
 
@@ -130,6 +212,8 @@ class Wikitext103(tfds.core.GeneratorBasedBuilder):
     SHA256 = "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590"
     FILES = {"train": "wiki.train.tokens", "validation": "wiki.valid.tokens",
              "test": "wiki.test.tokens"}
+    MANUAL_FILES = "wikitext-103-v1.zip or wiki.{train,valid,test}.tokens"
+    source: Optional[Source] = None     # set by `build` (resolve_source); None: download
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Optional (offline): put wikitext-103-v1.zip, or its extracted wiki.train.tokens, "
         f"wiki.valid.tokens and wiki.test.tokens, in the manual_dir ({URL}).")
@@ -141,20 +225,11 @@ class Wikitext103(tfds.core.GeneratorBasedBuilder):
                      "language-modeling-dataset/", disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
-        manual = _manual_dir(dl_manager)
-        sources: Dict[str, Tuple[str, Optional[str]]] = {}
-        if manual:
-            files = {s: _find(manual, (f,)) for s, f in self.FILES.items()}
-            if all(files.values()):
-                sources = {s: (p, None) for s, p in files.items()}
-            else:
-                zip_path = _find(manual, ("wikitext-103-v1.zip",))
-                if zip_path:
-                    sources = {s: (zip_path, f) for s, f in self.FILES.items()}
-        if not sources:
+        if self.source is None:
             zip_path = download_verified(dl_manager, self.URL, self.SHA256)
-            sources = {s: (zip_path, f) for s, f in self.FILES.items()}
-        return {s: self._generate_examples(*src) for s, src in sources.items()}
+            self.source = Source({s: (zip_path, f) for s, f in self.FILES.items()},
+                                 {zip_path: self.SHA256}, True)
+        return {s: self._generate_examples(*src) for s, src in self.source.files.items()}
 
     def _generate_examples(self, path: str, member: Optional[str]):
         if member is None:
@@ -171,11 +246,17 @@ class Wikitext103(tfds.core.GeneratorBasedBuilder):
 BUILDERS = {"enwik8": Enwik8, "wikitext103": Wikitext103}
 
 
-def build(name: str, data_dir: str, manual_dir: Optional[str] = None) -> str:
+def build(name: str, data_dir: str, manual_dir: Optional[str] = None,
+          source: Optional[Source] = None) -> str:
     """Download (or read manual_dir) and prepare `name` ('enwik8', 'wikitext103', 'lm1b') as
-    array_record under data_dir; returns the prepared dataset directory."""
+    array_record under data_dir, recording its source in SOURCE_FILE; returns the prepared
+    dataset directory. `source`: already resolved from manual_dir (resolve_source)."""
+    tfds.disable_progress_bar()
     if name in BUILDERS:
         builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
+        if source is None and manual_dir is not None:
+            source = resolve_source(name, manual_dir)
+        builder.source = source
     elif name == "lm1b":
         builder = tfds.builder("lm1b", data_dir=data_dir, file_format="array_record")
     else:
@@ -183,7 +264,11 @@ def build(name: str, data_dir: str, manual_dir: Optional[str] = None) -> str:
                          f"{sorted(BUILDERS) + ['lm1b']}")
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=config)
-    return os.fspath(builder.data_dir)
+    out = os.fspath(builder.data_dir)
+    if name in BUILDERS:
+        with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as f:
+            json.dump(builder.source.record(), f, indent=1, sort_keys=True)
+    return out
 
 
 def data_source(name: str, data_dir: str):

@@ -108,8 +108,18 @@ def _tfds_fingerprint(name: str, data_dir: str) -> str:
         info = json.load(f)
     splits = sorted((s.get("name"), s.get("numBytes"), s.get("shardLengths"))
                     for s in info.get("splits", []))
-    return hashlib.sha256(json.dumps([name, info.get("version"), splits],
+    return hashlib.sha256(json.dumps([name, info.get("version"), splits,
+                                      _source_record(name, data_dir)],
                                      sort_keys=True).encode()).hexdigest()
+
+
+def _source_record(name: str, data_dir: str) -> Optional[dict]:
+    """What `builders.build` recorded of the source files (sha256, standard), if anything."""
+    path = os.path.join(_tfds_dir(name, data_dir), "srupp_source.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _key(*parts) -> str:
@@ -213,5 +223,8 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
         cached = _load_cached(path)
     arrays, vocab, meta = cached
     info = dict(meta["info"], cache_path=path, key=meta["key"])
+    if name != "default":
+        source = _source_record(name, data_dir)
+        info.update(source=source, standard_source=bool(source is None or source["standard"]))
     return LMData(name=name, train=arrays["train"], valid=arrays["valid"], test=arrays["test"],
                   vocab_size=vocab.vocab_size, vocab=vocab, unit=meta["unit"], info=info)

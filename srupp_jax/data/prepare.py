@@ -3,6 +3,12 @@
   python -m srupp_jax.data.prepare --dataset=enwik8 --data_dir=~/tensorflow_datasets \\
       [--manual_dir=DIR_WITH_enwik8.zip] [--cache_dir=~/.cache/srupp_jax]
 
+A given --manual_dir must exist and hold the source files; a zip must be valid and carry its
+published sha256, an extracted enwik8 must be the original 100,000,000 bytes. Other files stop
+preparation unless --allow_modified_source is given (the dataset then records that it is not the
+standard one, and so does every metric of a run on it). Preparing again from different source
+files stops with a message; --overwrite rebuilds.
+
 enwik8 and wikitext103 build without TensorFlow (tensorflow-datasets 4.9.10); TFDS's own lm1b
 builder calls `tf.io.gfile`, so preparing lm1b needs `pip install tensorflow` (reading it back
 for training does not). `--dataset=default` only fills the token cache of the embedded corpus.
@@ -10,7 +16,9 @@ for training does not). `--dataset=default` only fills the token cache of the em
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 from typing import Optional
 
@@ -18,17 +26,40 @@ from srupp_jax.data import datasets
 
 
 def prepare(name: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-            cache_dir: Optional[str] = None, max_bytes: Optional[int] = None):
-    """Builds the TFDS dataset (unless already prepared) and the token cache; returns LMData."""
+            cache_dir: Optional[str] = None, max_bytes: Optional[int] = None, *,
+            allow_modified_source: bool = False, overwrite: bool = False):
+    """Builds the TFDS dataset (unless already prepared from the same source) and the token
+    cache; returns LMData."""
     datasets._check_name(name)
     if name != "default":
+        from srupp_jax.data import builders
         data_dir = datasets.default_data_dir() if data_dir is None else os.fspath(data_dir)
-        info = os.path.join(datasets._tfds_dir(name, data_dir), "dataset_info.json")
-        if not os.path.exists(info):
-            from srupp_jax.data import builders
-            builders.build(name, data_dir, manual_dir=manual_dir)
+        prepared = datasets._tfds_dir(name, data_dir)
+        source = (builders.resolve_source(name, manual_dir, allow_modified_source)
+                  if manual_dir is not None and name in builders.BUILDERS else None)
+        if os.path.exists(os.path.join(prepared, "dataset_info.json")) and not overwrite:
+            _check_same_source(name, prepared, source)
+        else:
+            shutil.rmtree(prepared, ignore_errors=True)
+            builders.build(name, data_dir, manual_dir=manual_dir, source=source)
     return datasets.load_tokens(name, data_dir=data_dir, cache_dir=cache_dir,
                                 max_bytes=max_bytes)
+
+
+def _check_same_source(name: str, prepared: str, source) -> None:
+    """An existing build is reused only if it was made from the same source files."""
+    from srupp_jax.data import builders
+    if source is None:
+        return
+    try:
+        with open(os.path.join(prepared, builders.SOURCE_FILE), encoding="utf-8") as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        before = None
+    if before is None or sorted(before["sha256"].values()) != sorted(source.sha256.values()):
+        raise ValueError(f"{name} in {prepared} was prepared from other source files than "
+                         f"those in --manual_dir ({sorted(source.sha256)}); rerun with "
+                         "--overwrite to rebuild it from them")
 
 
 def main(argv=None) -> int:
@@ -40,11 +71,23 @@ def main(argv=None) -> int:
     p.add_argument("--manual_dir", default=None, help="offline copy of the source files")
     p.add_argument("--cache_dir", default=None, help="token cache (default ~/.cache/srupp_jax)")
     p.add_argument("--max_bytes", type=int, default=None, help="'default' corpus size")
+    p.add_argument("--allow_modified_source", action="store_true",
+                   help="prepare source files that are not the published ones (recorded, and "
+                   "every metric of runs on them says so)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rebuild even if the dataset is already prepared")
     a = p.parse_args(argv)
-    data = prepare(a.dataset, data_dir=a.data_dir and os.path.expanduser(a.data_dir),
-                   manual_dir=a.manual_dir and os.path.expanduser(a.manual_dir),
-                   cache_dir=a.cache_dir and os.path.expanduser(a.cache_dir),
-                   max_bytes=a.max_bytes)
+    try:
+        data = prepare(a.dataset, data_dir=a.data_dir and os.path.expanduser(a.data_dir),
+                       manual_dir=a.manual_dir and os.path.expanduser(a.manual_dir),
+                       cache_dir=a.cache_dir and os.path.expanduser(a.cache_dir),
+                       max_bytes=a.max_bytes, allow_modified_source=a.allow_modified_source,
+                       overwrite=a.overwrite)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not data.info.get("standard_source", True):
+        print(f"NOTE: not the standard {a.dataset}: {data.info['source']['note']}")
     print(f"{a.dataset}: unit={data.unit} vocab_size={data.vocab_size} tokens "
           f"train={data.train.shape[0]} valid={data.valid.shape[0]} test={data.test.shape[0]}"
           f"\ncache: {data.info['cache_path']}")

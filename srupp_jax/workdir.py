@@ -1,0 +1,143 @@
+"""What a training run owns in its workdir, and how it ends.
+
+  WorkdirLock(workdir)   an exclusive lock: `workdir/lock` holds the host, pid and start time of
+                         the trainer that owns the workdir. A second trainer stops with a
+                         message naming them. A lock left by a process that is gone (same host,
+                         pid no longer running, e.g. after kill -9) is taken over with a warning;
+                         `force=True` (main.py --force) takes over any lock, for a stale lock on
+                         another host.
+  StopSignals()          SIGTERM (preemption) and SIGINT (Ctrl-C) only set a flag; the training
+                         loop checks it after every step, saves and returns.
+  EXIT_CODES             how a run ended -> the process exit code (main.py):
+                           finished     0   train.steps reached (or the workdir was finished)
+                           stopped      0   train.stop_at reached
+                           preempted   75   SIGTERM: saved; rerun the same command to resume
+                                            (EX_TEMPFAIL: a scheduler may requeue it)
+                           interrupted 130  SIGINT / Ctrl-C: saved; rerun to resume
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+from absl import logging
+
+EXIT_CODES = {"finished": 0, "stopped": 0, "preempted": 75, "interrupted": 130}
+LOCK_FILE = "lock"
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another trainer holds the workdir."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # exists, owned by someone else
+        return True
+    return True
+
+
+class WorkdirLock:
+    """Exclusive ownership of a workdir by one trainer (see the module docstring).
+
+    Use as a context manager, or call `release()`; the lock file is removed on release.
+    """
+
+    def __init__(self, workdir: str, *, force: bool = False):
+        self.path = os.path.join(os.fspath(workdir), LOCK_FILE)
+        os.makedirs(os.fspath(workdir), exist_ok=True)
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(),
+                      "start": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        while not self._create():
+            holder = self._read()
+            if holder is None:          # removed meanwhile, or half written by a dying owner
+                if os.path.exists(self.path):
+                    self._take_over("an unreadable lock file")
+                continue
+            same_host = holder.get("host") == self.owner["host"]
+            if same_host and not _pid_alive(int(holder.get("pid", -1))):
+                self._take_over(f"a stale lock of pid {holder.get('pid')} (no longer running)")
+            elif force:
+                self._take_over(f"the lock of pid {holder.get('pid')} on {holder.get('host')} "
+                                "(--force)")
+            else:
+                raise WorkdirLockedError(
+                    f"workdir {os.path.dirname(self.path)} is in use by pid {holder.get('pid')} "
+                    f"on host {holder.get('host')} since {holder.get('start')}; use another "
+                    f"--workdir, or, if that run is dead, rerun with --force")
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.owner, f)
+        return True
+
+    def _read(self):
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _take_over(self, what: str) -> None:
+        logging.warning("workdir lock: taking over %s", what)
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+    def release(self) -> None:
+        if self._read() == self.owner:
+            os.remove(self.path)
+
+    def __enter__(self) -> "WorkdirLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class StopSignals:
+    """Catch SIGTERM and SIGINT while training: the handler only records the signal (no I/O);
+    `status` is then "preempted" (SIGTERM) or "interrupted" (SIGINT), else None.
+
+    Installed from the main thread (a Python rule); a no-op elsewhere. `uninstall()` (also on
+    context exit) restores the previous handlers."""
+
+    STATUS = {signal.SIGTERM: "preempted", signal.SIGINT: "interrupted"}
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.STATUS:
+                self._previous[signum] = signal.signal(signum, self._handler)
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002
+        if self.signum is None:
+            self.signum = signum
+
+    @property
+    def status(self) -> str | None:
+        return None if self.signum is None else self.STATUS[self.signum]
+
+    def uninstall(self) -> None:
+        while self._previous:
+            signum, prev = self._previous.popitem()
+            signal.signal(signum, prev if prev is not None else signal.SIG_DFL)
+
+    def __enter__(self) -> "StopSignals":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.uninstall()
