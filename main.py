@@ -45,7 +45,9 @@ def smoke(config) -> float:
     import jax.numpy as jnp
     from flax import nnx
 
-    from srupp_jax.train import build_model, global_norm, validate_config
+    import optax
+
+    from srupp_jax.train import build_model, validate_config
 
     validate_config(config, 1)
     model = build_model(config, nnx.Rngs(config.seed))
@@ -63,7 +65,7 @@ def smoke(config) -> float:
 
     start = time.time()
     loss, grads = loss_and_grad(variables, state)
-    gnorm = global_norm(grads)
+    gnorm = optax.global_norm(grads)
     print(f"SRU++ LM: {n_params:,} parameters, {config.model.num_layers} layers, "
           f"d={config.model.d}, d'={config.model.d_proj}, k={config.model.k}, "
           f"backend {jax.default_backend()}")

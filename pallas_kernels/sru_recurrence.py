@@ -53,6 +53,8 @@ import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
+from pallas_kernels.inputs import check_inputs
+
 # ----------------------------------------------------------------------------------------------
 # The one place that knows which Pallas version it talks to. jax 0.10 and 0.11 have masked
 # loads and stores as `jax.experimental.pallas.triton.load(ref.at[idx], mask=, other=)` (and
@@ -410,8 +412,7 @@ def sru_recurrence_pallas(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=Non
       h: [batch, length, d] in U's dtype; c: [batch, d] float32, the state after the last
       processed step (the first step when reverse).
     """
-    from srupp_jax.recurrence import _check_inputs
-    _check_inputs(U, v, b, x, c0, mask_c, mask_pad, "pallas")
+    check_inputs(U, v, b, x, c0, mask_c, mask_pad)
     batch, length, k, d = U.shape
     power_of_two = lambda n: n >= 1 and not n & (n - 1)
     block_d = _check_int("block_d", default_block_d(d) if block_d is None else block_d,

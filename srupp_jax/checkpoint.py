@@ -135,7 +135,7 @@ class Checkpoints:
                  read_only: bool = False):
         self.directory = os.path.abspath(os.fspath(directory))
         if read_only and not os.path.isdir(self.directory):
-            raise FileNotFoundError(f"no checkpoints in {self.directory}")
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
         self.best_metric = best_metric
         self._set_aside_bad_metrics()
         best_fn = lambda m: float(m.get(best_metric, math.inf)) if m else math.inf

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pallas_kernels.inputs import check_inputs
+
 IMPLS = ("auto", "scan", "assoc", "pallas")
 
 # Newton stopping rule: stop once max |c_new - c_old| / (1 + |c_new|) <= NEWTON_TOL.
@@ -211,26 +213,7 @@ def default_impl() -> str:
 def _check_inputs(U, v, b, x, c0, mask_c, mask_pad, impl):
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r}; expected one of {IMPLS}")
-    if U.ndim != 4 or U.shape[2] not in (3, 4):
-        raise ValueError(f"U has shape {U.shape}; expected [batch, length, k, d] with k = 3 "
-                         "(candidate, forget, reset) or 4 (plus the skip term x')")
-    batch, length, k, d = U.shape
-    if length < 1 or batch < 1 or d < 1:
-        raise ValueError(f"U has shape {U.shape}; batch, length and d must be >= 1")
-    for name, arr in (("v", v), ("b", b)):
-        if arr.shape != (2, d):
-            raise ValueError(f"{name} has shape {arr.shape}; expected (2, {d}) "
-                             "(forget row, reset row)")
-    if x is not None:
-        if k == 4:
-            raise ValueError("x must be None when U carries the skip term (k = 4)")
-        if x.shape != (batch, length, d):
-            raise ValueError(f"x has shape {x.shape}; expected {(batch, length, d)}")
-    for name, arr in (("c0", c0), ("mask_c", mask_c)):
-        if arr is not None and arr.shape != (batch, d):
-            raise ValueError(f"{name} has shape {arr.shape}; expected {(batch, d)}")
-    if mask_pad is not None and mask_pad.shape != (batch, length):
-        raise ValueError(f"mask_pad has shape {mask_pad.shape}; expected {(batch, length)}")
+    check_inputs(U, v, b, x, c0, mask_c, mask_pad)
 
 
 def _time_major(U, x, mask_pad, reverse):

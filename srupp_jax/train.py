@@ -104,12 +104,6 @@ def build_model(config, rngs: nnx.Rngs) -> SRUppLM:
 # Compiled steps.
 # ----------------------------------------------------------------------------------------------
 
-def global_norm(tree) -> jax.Array:
-    """sqrt of the sum of squares of every leaf (float32)."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
-                        for x in jax.tree.leaves(tree)))
-
-
 class StepMetrics(NamedTuple):
     loss: jax.Array        # mean nll (nats) of the batch
     grad_norm: jax.Array   # global norm before clipping
@@ -131,7 +125,7 @@ def make_train_step(graphdef, tx):
 
         (loss, new_carry), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
-        grad_norm = global_norm(grads)
+        grad_norm = optax.global_norm(grads)
         updates, new_opt = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -331,8 +325,9 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
                     if writer:
                         writer.write(done, dev, split="dev")
                     say(f"step {done}: " + _format(dev))
-                if signals.status:
-                    status = signals.status
+                signalled = signals.agreed_status()
+                if signalled:
+                    status = signalled
                 elif done == t.stop_at and not final:
                     status = "stopped"
                 if done % t.checkpoint_every == 0 or final or status != "finished":

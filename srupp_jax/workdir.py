@@ -7,7 +7,8 @@
                          `force=True` (main.py --force) takes over any lock, for a stale lock on
                          another host.
   StopSignals()          SIGTERM (preemption) and SIGINT (Ctrl-C) only set a flag; the training
-                         loop checks it after every step, saves and returns.
+                         loop checks it after every step (all processes agree on it), saves
+                         and returns.
   EXIT_CODES             how a run ended -> the process exit code (main.py):
                            finished     0   train.steps reached (or the workdir was finished)
                            stopped      0   train.stop_at reached
@@ -24,7 +25,10 @@ import socket
 import threading
 import time
 
+import jax
+import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 EXIT_CODES = {"finished": 0, "stopped": 0, "preempted": 75, "interrupted": 130}
 LOCK_FILE = "lock"
@@ -130,6 +134,17 @@ class StopSignals:
     @property
     def status(self) -> str | None:
         return None if self.signum is None else self.STATUS[self.signum]
+
+    def agreed_status(self) -> str | None:
+        """`status` as all processes agree on it: with several processes (hosts), a signal
+        seen by any one of them stops every one at the same step (so they save together
+        instead of one entering a collective save alone). A collective: every process calls
+        it at every step."""
+        if jax.process_count() == 1:
+            return self.status
+        order = [None, "interrupted", "preempted"]
+        seen = multihost_utils.process_allgather(np.int32(order.index(self.status)))
+        return order[int(np.max(seen))]
 
     def uninstall(self) -> None:
         while self._previous:

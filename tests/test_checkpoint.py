@@ -103,7 +103,7 @@ def test_restore_into_named_sharding(tmp_path):
 def test_no_checkpoints(tmp_path):
     with Checkpoints(tmp_path / "empty") as ck:
         assert ck.restore({"x": jnp.ones(2)}) is None and ck.best_step() is None
-    with pytest.raises(FileNotFoundError, match="no checkpoints in"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         Checkpoints(tmp_path / "missing", read_only=True)
     assert not (tmp_path / "missing").exists()
 

@@ -129,3 +129,52 @@ def test_bad_process_settings_are_named(monkeypatch, env, match):
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=match):
         sharding.initialize_distributed()
+
+
+STOP_SCRIPT = r"""
+import json, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from srupp_jax import sharding
+sharding.initialize_distributed()
+import jax
+from test_train import tiny_config
+from srupp_jax import train
+config = tiny_config(batch_size=8, steps=100000, eval_every=100000, checkpoint_every=100000)
+config.eval.batch_size = 8
+last = train.train_and_evaluate(config, {workdir!r})
+print("RESULT" + json.dumps(dict(status=last["status"], step=last["step"],
+                                 process=jax.process_index())))
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
+    """SIGTERM to process 1 only (process 0 never sees it): both agree on the stop step, save
+    it together and return `preempted` (a process that decided alone would hang the other
+    in the collective save)."""
+    import signal
+    import time
+    script = STOP_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"),
+                                workdir=str(tmp_path))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_PROCESSES="2",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}")
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
+                              env=dict(env, JAX_PROCESS_ID=str(i)), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300) for p in procs]
+    results = []
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+        results.append(json.loads(out.split("RESULT", 1)[1]))
+    assert [r["status"] for r in results] == ["preempted", "preempted"]
+    assert results[0]["step"] == results[1]["step"] >= 3
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [results[0]["step"]]
