@@ -65,7 +65,7 @@ def smoke(config) -> float:
 
     start = time.time()
     loss, grads = loss_and_grad(variables, state)
-    gnorm = optax.global_norm(grads)
+    gnorm = optax.tree.norm(grads)
     print(f"SRU++ LM: {n_params:,} parameters, {config.model.num_layers} layers, "
           f"d={config.model.d}, d'={config.model.d_proj}, k={config.model.k}, "
           f"backend {jax.default_backend()}")

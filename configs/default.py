@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_every = 500
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3
+    config.train.profile_steps = (0, 0)  # (first, last): trace steps first+1..last to workdir/profile
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 4

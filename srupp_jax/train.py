@@ -11,6 +11,7 @@ dev and test BPC (characters) or perplexity (words) over whole splits;
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple
 
 import jax
@@ -66,6 +67,9 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
           for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                       "max_bad_steps")],
         (t.stop_at >= 0, f"train.stop_at={t.stop_at}; expected >= 0 (0 = train.steps)"),
+        (len(t.profile_steps) == 2 and 0 <= t.profile_steps[0] <= t.profile_steps[1],
+         f"train.profile_steps={tuple(t.profile_steps)}; expected (first, last) with "
+         "0 <= first <= last (steps first+1..last are traced; (0, 0) = off)"),
         (e.batch_size >= 1 and e.unroll >= 1 and e.mem_len >= 0,
          f"eval.batch_size={e.batch_size}, eval.unroll={e.unroll}, eval.mem_len={e.mem_len}; "
          "expected >= 1, >= 1, >= 0"),
@@ -110,6 +114,31 @@ class StepMetrics(NamedTuple):
     applied: jax.Array     # False when the loss or gradient was not finite (update skipped)
 
 
+class Window(NamedTuple):
+    """Training metrics accumulated on the device between two fetches by the host, so that the
+    loop never waits for a step to finish (scalars; float32 sums, int32 counts)."""
+    loss_sum: jax.Array    # sum of the losses of applied steps
+    applied: jax.Array     # steps whose update was applied
+    skipped: jax.Array     # steps with a non-finite loss or gradient (update skipped)
+    bad_run: jax.Array     # consecutive skipped steps up to the last one (carried over)
+    worst_run: jax.Array   # longest run of consecutive skipped steps in the window
+    grad_norm: jax.Array   # of the last applied step
+
+    @staticmethod
+    def empty(bad_run: int = 0) -> "Window":
+        i = lambda v=0: jnp.asarray(v, jnp.int32)
+        return Window(jnp.float32(0), i(), i(), i(bad_run), i(bad_run), jnp.float32(jnp.nan))
+
+
+@jax.jit
+def accumulate(window: Window, sm: StepMetrics) -> Window:
+    ok = sm.applied
+    run = jnp.where(ok, 0, window.bad_run + 1)
+    return Window(window.loss_sum + jnp.where(ok, sm.loss, 0.0), window.applied + ok,
+                  window.skipped + ~ok, run, jnp.maximum(window.worst_run, run),
+                  jnp.where(ok, sm.grad_norm, window.grad_norm))
+
+
 def make_train_step(graphdef, tx):
     """jit-compiled (params, rest, opt_state, carry, inputs, targets) -> updated + StepMetrics.
 
@@ -125,7 +154,7 @@ def make_train_step(graphdef, tx):
 
         (loss, new_carry), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, new_opt = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -277,45 +306,60 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
                             disable=None if jax.process_index() == 0 else True)
         say = progress.write if jax.process_index() == 0 else (lambda _: None)
         signals = StopSignals()
-        bad, last, status, done = 0, {}, "finished", start
-        window_loss, window_n = 0.0, 0
+        last, status, done = {}, "finished", start
+        window = Window.empty()
+        put = lambda step: [sharding.global_batch(a, mesh) for a in streams.batch(step)]
+        first_profiled, last_profiled = t.profile_steps
+
+        def fetch(done):
+            """Bring the window's metrics to the host (the loop's only wait for the device)."""
+            nonlocal window
+            w = jax.device_get(window)
+            window = Window.empty(int(w.bad_run))
+            if w.skipped:
+                logging.warning("%d step(s) up to step %d had a non-finite loss or gradient; "
+                                "their updates were skipped", w.skipped, done)
+            if w.worst_run >= t.max_bad_steps:
+                raise FloatingPointError(
+                    f"{int(w.worst_run)} consecutive steps with a non-finite loss or gradient "
+                    f"(by step {done}); stopping. Lower train.lr or check the data.")
+            mean = float(w.loss_sum / w.applied) if w.applied else None
+            progress.update(done, mean)
+            return mean, float(w.grad_norm)
+
         try:
+            batch = put(start)
             for step in range(start, total_steps):
+                if step == first_profiled and last_profiled > first_profiled:
+                    jax.profiler.start_trace(os.path.join(workdir, "profile"))
                 if step % streams.steps_per_epoch == 0 and step > 0:  # streams wrap
                     carry = fresh_carry()
-                inputs, targets = (sharding.global_batch(a, mesh) for a in streams.batch(step))
                 params, rest, opt_state, carry, sm = train_step(params, rest, opt_state, carry,
-                                                                inputs, targets)
-                ckpt.check()   # an asynchronous save that failed stops the run here
+                                                                *batch)
+                window = accumulate(window, sm)
                 done = step + 1
-                loss = float(sm.loss)
-                if bool(sm.applied):
-                    bad = 0
-                    window_loss, window_n = window_loss + loss, window_n + 1
-                else:
-                    bad += 1
-                    logging.warning("step %d: loss %s / grad norm %s not finite; update skipped",
-                                    done, loss, float(sm.grad_norm))
-                    if bad >= t.max_bad_steps:
-                        raise FloatingPointError(
-                            f"{bad} consecutive steps with a non-finite loss or gradient (last "
-                            f"at step {done}); stopping. Lower train.lr or check the data.")
-                progress.update(done, loss if bool(sm.applied) else None)
+                if done < total_steps:
+                    batch = put(done)      # the next batch goes to the device meanwhile
+                if done == last_profiled and last_profiled > first_profiled:
+                    jax.block_until_ready(params)
+                    jax.profiler.stop_trace()
+                    say(f"profile of steps {first_profiled + 1}..{done} in {workdir}/profile")
+                ckpt.check()   # an asynchronous save that failed stops the run here
                 final = done == total_steps
-                if (done % t.log_every == 0 or final) and window_n:
-                    last = dict(split_metrics(window_loss / window_n, data.unit, "train"),
-                                lr=float(schedule(done // t.grad_accum_steps)),
-                                grad_norm=float(sm.grad_norm),
-                                tokens_per_sec=progress.tokens_per_sec,
-                                devices=mesh.devices.size, **marks)
-                    util = mfu(progress.tokens_per_sec, flops, peak,
-                               num_devices=mesh.devices.size)
-                    if util is not None:
-                        last["mfu"] = util
-                    window_loss, window_n = 0.0, 0
-                    if writer:
-                        writer.write(done, last, split="train")
-                    say(f"step {done}: " + _format(last))
+                if done % t.log_every == 0 or final:
+                    mean, grad_norm = fetch(done)
+                    if mean is not None:
+                        last = dict(split_metrics(mean, data.unit, "train"),
+                                    lr=float(schedule(done // t.grad_accum_steps)),
+                                    grad_norm=grad_norm, tokens_per_sec=progress.tokens_per_sec,
+                                    devices=mesh.devices.size, **marks)
+                        util = mfu(progress.tokens_per_sec, flops, peak,
+                                   num_devices=mesh.devices.size)
+                        if util is not None:
+                            last["mfu"] = util
+                        if writer:
+                            writer.write(done, last, split="train")
+                        say(f"step {done}: " + _format(last))
                 dev = None
                 if done % t.eval_every == 0 or final:
                     dev = dict(split_metrics(evaluate(params, rest, data.valid,
@@ -335,6 +379,7 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
                                      "carry": carry},
                               metrics={"dev_loss": dev["dev_loss"]} if dev else None, meta=meta)
                 if status != "finished":
+                    fetch(done)
                     logging.warning("%s at step %d: checkpoint saved; rerun the same command "
                                     "to resume", status, done)
                     break

@@ -163,3 +163,14 @@ def test_non_finite_losses_skip_updates_then_stop(tmp_path):
     with pytest.raises(FloatingPointError, match="3 consecutive steps with a non-finite loss"):
         train.train_and_evaluate(config, str(tmp_path))
     assert all(np.isfinite(v) for v in _losses(tmp_path).values())
+
+
+def test_profile_window_writes_a_trace(tmp_path):
+    """train.profile_steps=(2, 4) traces steps 3..4 into workdir/profile; training and its
+    losses are unchanged by it."""
+    last = train.train_and_evaluate(tiny_config(profile_steps=(2, 4)), str(tmp_path))
+    assert last["status"] == "finished"
+    traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
+    with pytest.raises(ValueError, match=r"train.profile_steps=\(4, 2\)"):
+        train.validate_config(tiny_config(profile_steps=(4, 2)), num_devices=1)
