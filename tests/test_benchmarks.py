@@ -54,3 +54,25 @@ def test_inference_benchmark_runs(tmp_path):
     assert [r["attention_layers"] for r in rows] == [10, 2]
     assert all(r["eval_tokens_per_sec"] > 0 and r["gen_ms_per_token"] > 0 for r in rows)
     assert json.loads(out.read_text())["results"] == rows
+
+
+@pytest.mark.slow
+@pytest.mark.torch_ref
+def test_training_benchmark_runs_ours_and_the_official(tmp_path):
+    """configs/enwik8.py and its :k5 variant at a toy width, our step and sru.SRUpp's, one
+    row each with positive speeds; the JSON holds the rows the issue names."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("sru", reason="the official rows need sru==3.0.0.dev6")
+    sys.path.insert(0, os.path.dirname(bench_inference.__file__))
+    import training as bench_training
+    out = tmp_path / "t.json"
+    rows = bench_training.main(["--d", "32", "--d_proj", "8", "--layers", "5", "--unroll", "16",
+                                "--batches", "2", "--impls", "scan", "--dtype", "float32",
+                                "--warmup", "1", "--steps", "2", "--out", str(out)])
+    assert [(r["impl"], r["k"], r["attention_layers"]) for r in rows] == [
+        ("scan", 1, 5), ("official", 1, 5), ("scan", 5, 1), ("official", 5, 1)]
+    saved = json.loads(out.read_text())
+    for r in saved["rows"]:
+        assert r["tokens_per_sec"] > 0 and r["step_ms"] > 0 and r["batch"] == 2
+        assert {"mfu", "peak_memory_gb", "flops_per_token"} <= set(r)
+    assert saved["versions"]["sru"] and saved["device"]["kind"]
