@@ -70,22 +70,64 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
             raise ValueError(message)
     if m.cutoffs:
         cut = list(m.cutoffs)
-        if cut != sorted(set(cut)) or cut[0] <= 0 or cut[-1] >= m.vocab_size:
+        if cut != sorted(set(cut)) or cut[0] <= 0 or (m.vocab_size and cut[-1] >= m.vocab_size):
             raise ValueError(f"model.cutoffs={tuple(cut)}; expected strictly increasing values "
-                             f"in 1..{m.vocab_size - 1}")
+                             f"in 1..{m.vocab_size - 1 if m.vocab_size else 'vocab_size - 1'}")
+    _validate_data_and_structure(config)
+
+
+def _validate_data_and_structure(config) -> None:
+    """The checks of the dataset keys, the attention layout and the adaptive cluster widths."""
+    from srupp_jax.adaptive import cluster_dims
+    from srupp_jax.data.datasets import NAMES
+    from srupp_jax.layers import attention_layers
+    m, d = config.model, config.data
+    checks = [
+        (d.name in NAMES, f"data.name={d.name!r}; expected one of {', '.join(NAMES)}"),
+        (d.max_bytes == 0 or d.name == "default",
+         f"data.max_bytes={d.max_bytes} applies to data.name='default' only; drop it (or set "
+         f"--config.data.max_bytes=0) for data.name={d.name!r}"),
+        (d.name != "text" or d.path,
+         "data.name='text' needs a file: set --config.data.path=FILE_OR_FOLDER_OF_TXT"),
+        (m.vocab_size >= 0, f"model.vocab_size={m.vocab_size}; expected >= 0 (0 = the data's)"),
+        (m.attention_last_n != -1 or any(attention_layers(m.num_layers, m.k)),
+         f"model.k={m.k} with model.num_layers={m.num_layers} leaves no attention layer; "
+         f"expected k <= num_layers (or model.attention_last_n=0 for a plain SRU stack)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    if m.cutoffs:
+        try:
+            cluster_dims(m.d, m.adaptive_factor, len(m.cutoffs) + 1)
+        except ValueError as e:
+            raise ValueError(f"model.d={m.d}, model.adaptive_factor={m.adaptive_factor}, "
+                             f"{len(m.cutoffs)} cutoffs: {e}") from None
+
+
+def resolve_config(config):
+    """(config with the keys the data decide filled in, LMData): see srupp_jax.run_config."""
+    from srupp_jax import run_config
+    data = load_data(config)
+    return run_config.resolve(config, data), data
 
 
 def load_data(config):
     """The token arrays and vocabulary `config.data` names (see srupp_jax.data.datasets)."""
     from srupp_jax.data.datasets import load_tokens
     d = config.data
+    text = (dict(path=d.path, valid_path=d.valid_path, test_path=d.test_path, unit=d.unit)
+            if d.name == "text" else None)
     return load_tokens(d.name, data_dir=d.data_dir or None, cache_dir=d.cache_dir or None,
-                       max_bytes=d.max_bytes or None)
+                       max_bytes=d.max_bytes or None, text_source=text)
 
 
 def build_model(config, rngs: nnx.Rngs) -> SRUppLM:
-    """The SRU++ LM that `config.model` describes."""
+    """The SRU++ LM that `config.model` describes (vocab_size resolved: see resolve_config)."""
     m = config.model
+    if m.vocab_size < 1:
+        raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its data "
+                         "first (train.resolve_config)")
     return SRUppLM(m.vocab_size, m.d, m.d_proj, m.num_layers, k=m.k,
                    attention_last_n=None if m.attention_last_n < 0 else m.attention_last_n,
                    num_heads=m.num_heads, dropout=m.dropout, attn_dropout=m.attn_dropout,
@@ -179,7 +221,10 @@ def make_evaluator(model: SRUppLM, config, mesh):
     graphdef, _, _ = split_for_eval(model)
     step = make_eval_step(graphdef, e.same_length)
 
-    def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0) -> float:
+    def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0,
+                 desc: str = "") -> float:
+        """desc: a tqdm bar of that name over the segments (on stderr); "" shows none."""
+        from tqdm import tqdm
         if max_tokens:
             tokens = tokens[:max_tokens + 1]
         streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,
@@ -188,7 +233,9 @@ def make_evaluator(model: SRUppLM, config, mesh):
         if shard:
             carry = jax.device_put(carry, sharding.carry_shardings(mesh, carry))
         total = 0.0
-        for batch in streams.eval_batches():
+        segments = -(-streams.stream_length // e.unroll) + bool(streams.dropped_tokens)
+        for batch in tqdm(streams.eval_batches(), desc=desc, total=segments, unit="segment",
+                          disable=not desc or jax.process_index() != 0):
             if shard:
                 batch = [sharding.global_batch(a, mesh) for a in batch]
             s, carry = step(params, rest, carry, *batch)
@@ -209,6 +256,7 @@ def _format(metrics: dict) -> str:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     """Train `config` in `workdir` (resuming if it holds checkpoints); returns last metrics."""
+    from srupp_jax import run_config
     from srupp_jax.checkpoint import Checkpointer, install_sigterm_handler
     from srupp_jax.metrics import MetricWriter, Progress, estimate_flops_per_token, mfu, \
         peak_flops_per_device
@@ -216,11 +264,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     sharding.initialize_distributed()
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
     validate_config(config, mesh.devices.size, jax.process_count())
+    config, data = resolve_config(config)       # vocab_size (and cutoffs) from the data
+    if jax.process_index() == 0:
+        run_config.save(config, workdir)         # eval and generate read it back
     t, m = config.train, config.model
-    data = load_data(config)
-    if data.vocab_size > m.vocab_size:
-        raise ValueError(f"model.vocab_size={m.vocab_size} but the {config.data.name} "
-                         f"vocabulary has {data.vocab_size} entries")
 
     model = build_model(config, nnx.Rngs(config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -329,6 +376,8 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     `workdir`: returns (model, params, rest, step); FileNotFoundError if there is none."""
     from srupp_jax.checkpoint import Checkpointer
 
+    if config.model.vocab_size == 0:
+        config, _ = resolve_config(config)
     model = build_model(config, nnx.Rngs(config.seed))
     _, params, rest = nnx.split(model, nnx.Param, ...)
     ckpt = Checkpointer(f"{workdir}/checkpoints", keep=config.train.keep_checkpoints,
@@ -351,11 +400,12 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, 
     sharding.initialize_distributed()
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
     validate_config(config, mesh.devices.size, jax.process_count())
-    data = load_data(config)
+    config, data = resolve_config(config)
     model, params, rest, step = restore_for_inference(config, workdir, which)
     params, rest = sharding.onto_mesh((params, rest), mesh)
     out = {"step": step}
     evaluate = make_evaluator(model, config, mesh)
     for name, tokens in (("dev", data.valid), ("test", data.test)):
-        out.update(split_metrics(evaluate(params, rest, tokens), data.unit, name))
+        out.update(split_metrics(evaluate(params, rest, tokens, desc=f"eval {name}"),
+                                 data.unit, name))
     return out
