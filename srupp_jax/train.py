@@ -79,11 +79,12 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
 def _validate_data_and_structure(config) -> None:
     """The checks of the dataset keys, the attention layout and the adaptive cluster widths."""
     from srupp_jax.adaptive import cluster_dims
-    from srupp_jax.data.datasets import NAMES
+    from srupp_jax.data.datasets import NAMES, TEXT
     from srupp_jax.layers import attention_layers
     m, d = config.model, config.data
     checks = [
-        (d.name in NAMES, f"data.name={d.name!r}; expected one of {', '.join(NAMES)}"),
+        (d.name in NAMES + (TEXT,),
+         f"data.name={d.name!r}; expected one of {', '.join(NAMES + (TEXT,))}"),
         (d.max_bytes == 0 or d.name == "default",
          f"data.max_bytes={d.max_bytes} applies to data.name='default' only; drop it (or set "
          f"--config.data.max_bytes=0) for data.name={d.name!r}"),

@@ -32,7 +32,8 @@ import numpy as np
 from srupp_jax.data import corpus, text
 from srupp_jax.data.vocab import ByteVocab, WordVocab
 
-NAMES = ("default", "enwik8", "wikitext103", "lm1b", "text")
+NAMES = ("default", "enwik8", "wikitext103", "lm1b")   # prepared with srupp_jax.data.prepare
+TEXT = "text"                                         # your own files: nothing to prepare
 PIPELINE_VERSION = 1  # bump when tokenization changes, invalidates caches
 SPLITS = ("train", "valid", "test")
 # TFDS name, version, our split -> TFDS split, unit, word-vocab settings
@@ -88,9 +89,9 @@ def prepare_command(name: str, data_dir: Optional[str] = None,
     return cmd
 
 
-def _check_name(name: str) -> None:
-    if name not in NAMES:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(NAMES)}")
+def _check_name(name: str, allowed=NAMES + (TEXT,)) -> None:
+    if name not in allowed:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(allowed)}")
 
 
 def _tfds_dir(name: str, data_dir: str) -> str:
@@ -194,11 +195,11 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
     """
     _check_name(name)
     cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
-    if (text_source is not None) != (name == "text"):
+    if (text_source is not None) != (name == TEXT):
         raise ValueError(f"text_source is for the 'text' dataset only, got dataset {name!r}")
     if name == "default":
         key_info = dict(corpus_key=corpus.corpus_key(max_bytes))
-    elif name == "text":
+    elif name == TEXT:
         key_info = dict(text_fingerprint=text.fingerprint(**text_source))
     else:
         if max_bytes is not None:
@@ -212,7 +213,7 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
     if cached is None:
         if name == "default":
             arrays, vocab, info = _build_default(max_bytes)
-        elif name == "text":
+        elif name == TEXT:
             arrays, vocab = text.build(**text_source)
             info = dict(text_source)
         else:

@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--manual_dir", default=None, help="offline copy of the source files")
     p.add_argument("--cache_dir", default=None, help="token cache (default ~/.cache/srupp_jax)")
     p.add_argument("--max_bytes", type=int, default=None, help="'default' corpus size")
+    p.add_argument("--allow_modified_source", action="store_true", help="(accepted; no effect)")
     a = p.parse_args(argv)
     data = prepare(a.dataset, data_dir=a.data_dir and os.path.expanduser(a.data_dir),
                    manual_dir=a.manual_dir and os.path.expanduser(a.manual_dir),
