@@ -33,21 +33,35 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.py")
 USAGE_EXIT = 2
 
-config_flags.DEFINE_config_file("config", os.path.join(CONFIG_DIR, "default.py"),
-                                "Experiment config: a file (configs/enwik8.py), or the name of a "
-                                "shipped one (enwik8), with an optional :variant.")
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "smoke", "generate"], "What to run.")
-flags.DEFINE_string("prompt", "", "--mode=generate: the text to continue ('' = start of a "
-                    "line/sentence).")
-flags.DEFINE_integer("num_tokens", 200, "--mode=generate: tokens to sample.")
-flags.DEFINE_float("temperature", 1.0, "--mode=generate: softmax temperature (0 = greedy).")
-flags.DEFINE_integer("top_k", 0, "--mode=generate: keep the k most likely tokens (0 = all).")
-flags.DEFINE_float("top_p", 1.0, "--mode=generate: nucleus sampling mass (1 = off).")
-flags.DEFINE_integer("seed", 0, "--mode=generate: sampling seed.")
-flags.DEFINE_bool("traceback", False, "Show the full stack of a user error instead of one line.")
+
+
+def define_flags() -> None:
+    """Define the program's flags (once). `run` calls it after putting --config in sys.argv:
+    config_flags parses a default config at definition time, before errors could be caught."""
+    if "config" in flags.FLAGS:
+        return
+    config_flags.DEFINE_config_file(
+        "config", DEFAULT_CONFIG, "Experiment config: a file (configs/enwik8.py), or the name of "
+        "a shipped one (enwik8), with an optional :variant.")
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
+    flags.DEFINE_enum("mode", "train", ["train", "eval", "smoke", "generate"], "What to run.")
+    flags.DEFINE_string("prompt", "", "--mode=generate: the text to continue ('' = start of a "
+                        "line/sentence).")
+    flags.DEFINE_integer("num_tokens", 200, "--mode=generate: tokens to sample.")
+    flags.DEFINE_float("temperature", 1.0, "--mode=generate: softmax temperature (0 = greedy).")
+    flags.DEFINE_integer("top_k", 0, "--mode=generate: keep the k most likely tokens (0 = all).")
+    flags.DEFINE_float("top_p", 1.0, "--mode=generate: nucleus sampling mass (1 = off).")
+    flags.DEFINE_integer("seed", 0, "--mode=generate: sampling seed.")
+    flags.DEFINE_bool("traceback", False, "Show the full stack of a user error instead of one "
+                      "line.")
+    for name in ("config", "workdir", "mode", "prompt", "num_tokens", "temperature", "top_k",
+                 "top_p", "seed", "traceback"):   # listed by --helpshort of main.py / srupp
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+
 FLAGS = flags.FLAGS
 
 # What a user's mistake raises: these print one line; anything else is a bug and raises.
@@ -169,21 +183,24 @@ def _fail(error: BaseException) -> None:
     sys.exit(USAGE_EXIT)
 
 
+def _is_config_arg(arg: str) -> bool:
+    return arg.startswith(("--config=", "-config="))
+
+
 def parse_flags(argv: list) -> list:
-    """absl's flag parsing with config names resolved and user errors on one line."""
+    """absl's flag parsing with user errors on one line."""
     try:
-        argv = [resolve_config_arg(a) if a.startswith(("--config=", "-config=")) else a
-                for a in argv]
         return FLAGS(argv)
     except (flags.Error, app.UsageError, AttributeError, KeyError, OSError) as e:
         # AttributeError / KeyError: an override of a key the config lacks (config_flags)
         if "--traceback" in argv:
             raise
         if isinstance(e, (AttributeError, KeyError)):
-            overrides = [a for a in argv if a.startswith("--config.")]
             key = one_line(e).strip("\"'")
-            e = ValueError(f"unknown config key {key!r} in {' '.join(overrides)}; see "
-                           "the config files for the valid keys")
+            bad = [a for a in argv if a.startswith("--config.")
+                   and key in a.split("=", 1)[0].split(".")]
+            e = ValueError(f"unknown config key {key!r} in {' '.join(bad)}; see the config "
+                           "files for the valid keys")
         _fail(e)
 
 
@@ -228,6 +245,21 @@ def _run_mode():
     print(json.dumps({"mode": FLAGS.mode, **metrics}, sort_keys=True))
 
 
-def run(argv=None) -> None:
-    """The console entry point (`srupp`, and main.py in a checkout)."""
+def run() -> None:
+    """The console entry point (`srupp`, and main.py in a checkout).
+
+    Before the flags are defined, sys.argv gets a --config: the default config file when none
+    is given (first, so that --config.KEY overrides follow it), a shipped config's path when
+    it names one (`--config=enwik8:k5`); config_flags reads the overrides from sys.argv."""
+    argv = list(sys.argv)
+    try:
+        argv = [resolve_config_arg(a) if _is_config_arg(a) else a for a in argv]
+    except app.UsageError as e:
+        if "--traceback" in argv:
+            raise
+        _fail(e)
+    if not any(_is_config_arg(a) for a in argv):
+        argv.insert(1, f"--config={DEFAULT_CONFIG}")
+    sys.argv[:] = argv
+    define_flags()
     app.run(main, argv=argv, flags_parser=parse_flags)
