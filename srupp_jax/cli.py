@@ -37,7 +37,6 @@ DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.py")
 USAGE_EXIT = 2
 
 
-
 def define_flags() -> None:
     """Define the program's flags (once). `run` calls it after putting --config in sys.argv:
     config_flags parses a default config at definition time, before errors could be caught."""

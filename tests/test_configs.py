@@ -112,9 +112,18 @@ def prepared(tmp_path_factory):
     return dict(data_dir=str(data_dir), cache_dir=str(cache_dir))
 
 
-def main_py(*args, cwd=ROOT, timeout=300):
-    """Run main.py; returns the CompletedProcess."""
+@pytest.fixture(scope="session")
+def jax_cache(tmp_path_factory):
+    """A JAX compilation cache shared by the session's subprocesses: eval and generate reuse
+    what training compiled, and the configs share their small compiled functions."""
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def main_py(*args, cache="", cwd=ROOT, timeout=300):
+    """Run main.py (with the compilation cache `cache`, if given); returns the process."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
+    if cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -126,25 +135,27 @@ def last_json(out):
 
 @pytest.mark.parametrize("config,dataset,overrides", CONFIGS)
 def test_config_trains_evaluates_generates_plots(config, dataset, overrides, prepared,
-                                                 tmp_path):
+                                                 jax_cache, tmp_path):
     data = [f"--config.data.data_dir={prepared['data_dir']}",
             f"--config.data.cache_dir={prepared['cache_dir']}"]
     workdir = tmp_path / "run"
     metric = "ppl" if dataset in WORD_LEVEL else "bpc"
     trained = last_json(main_py(f"--config={config}", f"--workdir={workdir}", *data, *SIZES,
-                                *overrides))
+                                *overrides, cache=jax_cache))
     assert trained["mode"] == "train" and trained[f"dev_{metric}"] > 0
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["data"]["name"] == dataset and saved["model"]["vocab_size"] > 0
     if dataset not in WORD_LEVEL:
         assert saved["model"]["vocab_size"] == 256
     # eval and generate on the workdir alone: the saved config brings every override back
-    evaluated = last_json(main_py(f"--workdir={workdir}", "--mode=eval"))
+    out = main_py(f"--workdir={workdir}", "--mode=eval", cache=jax_cache)
+    evaluated = last_json(out)
+    assert "eval dev" in out.stderr and "eval test" in out.stderr     # progress bars
     assert evaluated["step"] == 2
     assert evaluated[f"dev_{metric}"] > 0 and evaluated[f"test_{metric}"] > 0
     prompt = "the cat" if dataset in WORD_LEVEL else "The "
     generated = main_py(f"--workdir={workdir}", "--mode=generate", f"--prompt={prompt}",
-                        "--num_tokens=8", "--seed=1")
+                        "--num_tokens=8", "--seed=1", cache=jax_cache)
     assert generated.returncode == 0, generated.stderr[-3000:]
     assert generated.stdout.startswith(prompt) and len(generated.stdout) > len(prompt) + 1
     plot = subprocess.run([sys.executable, "-m", "srupp_jax.plot", f"--workdir={workdir}",

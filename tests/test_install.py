@@ -2,11 +2,13 @@
 from another directory, with configs named by name or by path; no top-level `configs` package.
 
 The virtualenv reuses this environment's packages through a .pth file and installs with
---no-deps --no-build-isolation, so nothing is downloaded.
+--no-deps --no-build-isolation, so nothing is downloaded; it builds from a copy of the checkout
+(so no build/ or .egg-info is left in it).
 """
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -37,8 +39,11 @@ def test_installed_srupp_trains_evaluates_generates_elsewhere(tmp_path):
     site = pathlib.Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
                               "['purelib'])"], cwd=tmp_path).stdout.strip())
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
     _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps",
-          "--no-build-isolation", ROOT], cwd=tmp_path)
+          "--no-build-isolation", source], cwd=tmp_path)
     assert (site / "srupp_jax" / "configs" / "enwik8.py").is_file()
     assert not (site / "configs").exists()              # no generic top-level package
     srupp = venv / "bin" / "srupp"
