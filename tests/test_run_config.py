@@ -104,7 +104,8 @@ def test_k_beyond_the_depth_is_an_error(change, match):
                             "lm1b, text"),
     ("model.d", 0, "model.d=0; expected >= 1"),
     ("train.steps", 0, "train.steps=0; expected >= 1"),
-    ("model.cutoffs", (4, 8, 12), r"model.d=16, model.adaptive_factor=4.0, 3 cutoffs: cluster 3 .* = 0"),
+    ("model.cutoffs", (4, 8, 12),
+     r"model.d=16, model.adaptive_factor=4.0, 3 cutoffs: cluster 3 .* = 0"),
 ])
 def test_config_checks_name_the_value(key, value, match):
     config = _tiny()

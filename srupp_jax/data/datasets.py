@@ -14,7 +14,8 @@ Token arrays (int32, documents in order) are cached as .npy under
 `cache_dir/<name>-<key>/` (default `~/.cache/srupp_jax`, or $SRUPP_JAX_CACHE) and opened with
 `mmap_mode='r'`; the key hashes the dataset fingerprint (for TFDS: the prepared splits of its
 `dataset_info.json`; for default: Python version, file list and sizes, max_bytes; for text: the
-sha256 of the files' contents) and the tokenization settings. TensorFlow Datasets is imported only for the TFDS names.
+sha256 of the files' contents) and the tokenization settings. TensorFlow Datasets is imported
+only for the TFDS names.
 """
 from __future__ import annotations
 
