@@ -251,6 +251,10 @@ def run() -> None:
     is given (first, so that --config.KEY overrides follow it), a shipped config's path when
     it names one (`--config=enwik8:k5`); config_flags reads the overrides from sys.argv."""
     argv = list(sys.argv)
+    for i in range(1, len(argv) - 1):      # --config VALUE -> --config=VALUE
+        if argv[i] in ("--config", "-config"):
+            argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
+            break
     try:
         argv = [resolve_config_arg(a) if _is_config_arg(a) else a for a in argv]
     except app.UsageError as e:

@@ -73,9 +73,9 @@ def test_programming_errors_still_raise(monkeypatch):
 
 
 def test_config_by_name_from_another_directory(tmp_path):
-    """--config=enwik8:k5 (a shipped config by name) works from any directory."""
+    """--config=default, --config enwik8.py:k5 (shipped configs by name) from any directory."""
     out = _main("--config=default", "--mode=smoke", *TINY, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "k=1" in out.stdout
-    out = _main("--config=enwik8.py:k5", "--mode=smoke", *TINY, cwd=tmp_path)
+    out = _main("--config", "enwik8.py:k5", "--mode=smoke", *TINY, cwd=tmp_path)
     assert out.returncode == 2 and "model.k=5 with model.num_layers=2" in out.stderr
