@@ -210,6 +210,10 @@ def eval_config(workdir: str):
     saved = run_config.load(workdir)
     if saved is None:
         return FLAGS.config
+    if config_flags.get_config_filename(FLAGS["config"]).split(":")[0] != DEFAULT_CONFIG:
+        logging.warning("using %s/%s, the config of the training run; the --config file is not "
+                        "read (only --config.KEY=VALUE overrides apply)", workdir,
+                        run_config.CONFIG_FILE)
     return run_config.override(saved, config_flags.get_override_values(FLAGS["config"]))
 
 
