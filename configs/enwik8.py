@@ -5,21 +5,20 @@ training and 3072 at test; batch 4 x 8 GPUs; dropout 0.22; RAdam lr 3e-4, 16K wa
 steps, weight decay 0.1, clipping 1.0. Variant `configs/enwik8.py:k5` is the "Base model (k=5)"
 column (attention in layers 5 and 10; 98M parameters, test BPC 0.980).
 """
-from configs import default
+from srupp_jax.configs import base
 
 
 def get_config(variant: str = ""):
-    config = default.get_config()
+    config = base.get_config()
     m, t, e = config.model, config.train, config.eval
     config.data.name = "enwik8"
-    m.vocab_size = 256
     m.d, m.d_proj, m.num_layers = 3072, 768, 10
     m.dropout = m.attn_dropout = 0.22
     t.batch_size, t.unroll = 32, 1024              # 4 per GPU x 8 GPUs
     t.steps, t.lr, t.warmup_steps = 400_000, 3e-4, 16_000
     t.compute_dtype = "bfloat16"                   # the paper trains with mixed precision
     t.log_every, t.eval_every, t.checkpoint_every = 200, 8_000, 8_000
-    e.batch_size, e.unroll, e.mem_len, e.max_tokens = 1, 3072, 3072, 0
+    e.batch_size, e.unroll, e.mem_len = 1, 3072, 3072
     if variant == "k5":
         m.k = 5
     elif variant:

@@ -4,7 +4,7 @@ d = 4096, d' = 1024 (ratio 4), dropout 0.32, batch 8 x 8 GPUs, lr 4e-4 (2x batch
 Variant `configs/enwik8_large.py:ratio8` is the d = 8d' column: d = 6016, d' = 752, dropout 0.35
 (195M parameters, test BPC 0.953).
 """
-from configs import enwik8
+from srupp_jax.configs import enwik8
 
 
 def get_config(variant: str = ""):

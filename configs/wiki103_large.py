@@ -4,7 +4,7 @@ d = 4096, d' = 1024, unroll/attention 1024 in training, dropout 0.2. Variants:
 `:ratio8`    d = 8d': d = 5952, d' = 744 (234M, test PPL 17.1);
 `:ratio8_k5` the same with attention in layers 5 and 10 only (225M, test PPL 17.3).
 """
-from configs import wiki103
+from srupp_jax.configs import wiki103
 
 
 def get_config(variant: str = ""):

@@ -3,14 +3,15 @@
 The paper's Figures 1 and 3 (dev BPC against GPU hours):
 
   python -m srupp_jax.plot --workdir runs/a --workdir runs/b --label "SRU++" --label "T-XL" \\
-      --out fig.png [--metric dev_bpc] [--x hours|step] [--gpus N]
+      --out fig.png [--metric dev_bpc|dev_ppl] [--x hours|step] [--gpus N]
 
 Each --workdir is a run directory holding metrics.jsonl (written by
 `srupp_jax.metrics.MetricWriter`) or the path of such a file. A metric name is looked up in a
 record either as a key (`dev_bpc`) or as `<split>_<key>` (the record
 `{"split": "dev", "bpc": ..}` gives `dev_bpc`). With --x hours the x axis is the record's
 `hours` times the device count: --gpus N if given, else the run's recorded `devices` field,
-else 1. Non-finite values (diverged runs) are dropped from the curve.
+else 1. Without --metric: dev_bpc, or dev_ppl for a word-level run. Non-finite values
+(diverged runs) are dropped from the curve.
 Needs matplotlib (drawn with the Agg backend, no display).
 """
 from __future__ import annotations
@@ -34,14 +35,32 @@ def metric_value(record: dict, metric: str):
     return None
 
 
+def _metric_name(split, key: str) -> str:
+    """`key` as --metric names it: `<split>_<key>`, unless key already starts with split_."""
+    return key if key.startswith(f"{split}_") else f"{split}_{key}"
+
+
+def _metrics_path(path: str) -> str:
+    """A workdir's metrics.jsonl, or `path` itself when it names the file."""
+    path = os.fspath(path)
+    if os.path.isdir(path) or (not os.path.exists(path) and not path.endswith(".jsonl")):
+        path = os.path.join(path, METRICS_FILE)
+    return path
+
+
+def default_metric(path: str) -> str:
+    """dev_ppl for a word-level run (it logged dev_ppl and no dev_bpc), else dev_bpc."""
+    records = read_metrics(_metrics_path(path))
+    logged = lambda m: any(metric_value(r, m) is not None for r in records)
+    return "dev_ppl" if logged("dev_ppl") and not logged("dev_bpc") else "dev_bpc"
+
+
 def run_curve(path: str, metric: str, x: str = "hours", gpus: Optional[int] = None):
     """(xs, ys, devices) of `metric` in the run at `path` (a workdir or a metrics.jsonl).
 
     Raises FileNotFoundError naming the missing file, ValueError when no record has the
     metric (listing the metrics that are there)."""
-    path = os.fspath(path)
-    if os.path.isdir(path) or (not os.path.exists(path) and not path.endswith(".jsonl")):
-        path = os.path.join(path, METRICS_FILE)
+    path = _metrics_path(path)
     records = read_metrics(path)                     # FileNotFoundError names the path
     xs, ys, devices = [], [], 1
     for rec in records:
@@ -55,7 +74,7 @@ def run_curve(path: str, metric: str, x: str = "hours", gpus: Optional[int] = No
             xs.append(xv)
             ys.append(y)
     if not xs:
-        available = sorted({f"{r.get('split')}_{k}" for r in records for k in r
+        available = sorted({_metric_name(r.get("split"), k) for r in records for k in r
                             if k not in ("step", "split", "time", "hours", "devices")})
         raise ValueError(f"{path}: no finite values of metric {metric!r}; "
                          f"metrics present: {available or 'none'}")
@@ -63,9 +82,10 @@ def run_curve(path: str, metric: str, x: str = "hours", gpus: Optional[int] = No
 
 
 def plot_runs(paths: Sequence[str], out: str, *, labels: Optional[Sequence[str]] = None,
-              metric: str = "dev_bpc", x: str = "hours", gpus: Optional[int] = None,
+              metric: Optional[str] = None, x: str = "hours", gpus: Optional[int] = None,
               title: Optional[str] = None, logy: bool = False) -> str:
-    """Draw `metric` against x for each run in `paths` and save a PNG to `out`; returns out."""
+    """Draw `metric` against x for each run in `paths` and save a PNG to `out`; returns out.
+    metric None: dev_bpc, or dev_ppl for word runs (default_metric of the first run)."""
     if labels and len(labels) != len(paths):
         raise ValueError(f"{len(labels)} --label for {len(paths)} --workdir; give one per "
                          "run or none")
@@ -73,6 +93,7 @@ def plot_runs(paths: Sequence[str], out: str, *, labels: Optional[Sequence[str]]
         raise ValueError(f"x={x!r}; expected 'hours' or 'step'")
     if gpus is not None and gpus < 1:
         raise ValueError(f"gpus={gpus}; expected >= 1")
+    metric = metric or default_metric(paths[0])
     curves = [run_curve(p, metric, x, gpus) for p in paths]   # all errors before drawing
 
     import matplotlib
@@ -112,8 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--label", action="append", default=None,
                         help="legend label, one per --workdir (default: directory name)")
     parser.add_argument("--out", required=True, help="output PNG path")
-    parser.add_argument("--metric", default="dev_bpc",
-                        help="metric key, or <split>_<key> (default dev_bpc)")
+    parser.add_argument("--metric", default=None,
+                        help="metric key, or <split>_<key> (default: dev_bpc, or dev_ppl for "
+                             "a word-level run)")
     parser.add_argument("--x", choices=("hours", "step"), default="hours",
                         help="x axis: device hours (hours x devices) or step")
     parser.add_argument("--gpus", type=int, default=None,

@@ -79,22 +79,65 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
             raise ValueError(message)
     if m.cutoffs:
         cut = list(m.cutoffs)
-        if cut != sorted(set(cut)) or cut[0] <= 0 or cut[-1] >= m.vocab_size:
+        if cut != sorted(set(cut)) or cut[0] <= 0 or (m.vocab_size and cut[-1] >= m.vocab_size):
             raise ValueError(f"model.cutoffs={tuple(cut)}; expected strictly increasing values "
-                             f"in 1..{m.vocab_size - 1}")
+                             f"in 1..{m.vocab_size - 1 if m.vocab_size else 'vocab_size - 1'}")
+    _validate_data_and_structure(config)
+
+
+def _validate_data_and_structure(config) -> None:
+    """The checks of the dataset keys, the attention layout and the adaptive cluster widths."""
+    from srupp_jax.adaptive import cluster_dims
+    from srupp_jax.data.datasets import NAMES, TEXT
+    from srupp_jax.layers import attention_layers
+    m, d = config.model, config.data
+    checks = [
+        (d.name in NAMES + (TEXT,),
+         f"data.name={d.name!r}; expected one of {', '.join(NAMES + (TEXT,))}"),
+        (d.max_bytes == 0 or d.name == "default",
+         f"data.max_bytes={d.max_bytes} applies to data.name='default' only; drop it (or set "
+         f"--config.data.max_bytes=0) for data.name={d.name!r}"),
+        (d.name != "text" or d.path,
+         "data.name='text' needs a file: set --config.data.path=FILE_OR_FOLDER_OF_TXT"),
+        (m.vocab_size >= 0, f"model.vocab_size={m.vocab_size}; expected >= 0 (0 = the data's)"),
+        (m.attention_last_n != -1 or any(attention_layers(m.num_layers, m.k)),
+         f"model.k={m.k} with model.num_layers={m.num_layers} leaves no attention layer; "
+         f"expected k <= num_layers (or model.attention_last_n=0 for a plain SRU stack)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    if m.cutoffs:
+        try:
+            cluster_dims(m.d, m.adaptive_factor, len(m.cutoffs) + 1)
+        except ValueError as e:
+            raise ValueError(f"model.d={m.d}, model.adaptive_factor={m.adaptive_factor}, "
+                             f"{len(m.cutoffs)} cutoffs: {e}") from None
+
+
+def resolve_config(config):
+    """(config with the keys the data decide filled in, LMData): see srupp_jax.run_config."""
+    from srupp_jax import run_config
+    data = load_data(config)
+    return run_config.resolve(config, data), data
 
 
 def load_data(config):
     """The token arrays and vocabulary `config.data` names (see srupp_jax.data.datasets)."""
     from srupp_jax.data.datasets import load_tokens
     d = config.data
+    text = (dict(path=d.path, valid_path=d.valid_path, test_path=d.test_path, unit=d.unit)
+            if d.name == "text" else None)
     return load_tokens(d.name, data_dir=d.data_dir or None, cache_dir=d.cache_dir or None,
-                       max_bytes=d.max_bytes or None)
+                       max_bytes=d.max_bytes or None, text_source=text)
 
 
 def build_model(config, rngs: nnx.Rngs) -> SRUppLM:
-    """The SRU++ LM that `config.model` describes."""
+    """The SRU++ LM that `config.model` describes (vocab_size resolved: see resolve_config)."""
     m = config.model
+    if m.vocab_size < 1:
+        raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its data "
+                         "first (train.resolve_config)")
     return SRUppLM(m.vocab_size, m.d, m.d_proj, m.num_layers, k=m.k,
                    attention_last_n=None if m.attention_last_n < 0 else m.attention_last_n,
                    num_heads=m.num_heads, dropout=m.dropout, attn_dropout=m.attn_dropout,
@@ -207,7 +250,10 @@ def make_evaluator(model: SRUppLM, config, mesh):
     graphdef, _, _ = split_for_eval(model)
     step = make_eval_step(graphdef, e.same_length)
 
-    def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0) -> float:
+    def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0,
+                 desc: str = "") -> float:
+        """desc: a tqdm bar of that name over the segments (on stderr); "" shows none."""
+        from tqdm import tqdm
         if max_tokens:
             tokens = tokens[:max_tokens + 1]
         streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,
@@ -216,7 +262,9 @@ def make_evaluator(model: SRUppLM, config, mesh):
         if shard:
             carry = jax.device_put(carry, sharding.carry_shardings(mesh, carry))
         total = 0.0
-        for batch in streams.eval_batches():
+        segments = -(-streams.stream_length // e.unroll) + bool(streams.dropped_tokens)
+        for batch in tqdm(streams.eval_batches(), desc=desc, total=segments, unit="segment",
+                          disable=not desc or jax.process_index() != 0):
             if shard:
                 batch = [sharding.global_batch(a, mesh) for a in batch]
             s, carry = step(params, rest, carry, *batch)
@@ -246,6 +294,7 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
 
     force: take over the workdir lock of another trainer (a stale lock on another host).
     """
+    from srupp_jax import run_config
     from srupp_jax.checkpoint import Checkpoints
     from srupp_jax.metrics import MetricWriter, Progress, estimate_flops_per_token, mfu, \
         peak_flops_per_device, read_metrics
@@ -254,13 +303,12 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
     sharding.initialize_distributed()
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
     validate_config(config, mesh.devices.size, jax.process_count())
+    config, data = resolve_config(config)       # vocab_size (and cutoffs) from the data
     t, m = config.train, config.model
-    data = load_data(config)
-    if data.vocab_size > m.vocab_size:
-        raise ValueError(f"model.vocab_size={m.vocab_size} but the {config.data.name} "
-                         f"vocabulary has {data.vocab_size} entries")
     marks = _data_marks(data)
     lock = WorkdirLock(workdir, force=force) if jax.process_index() == 0 else None
+    if jax.process_index() == 0:
+        run_config.save(config, workdir)         # eval and generate read it back
     ckpt = None
     try:
         model = build_model(config, nnx.Rngs(config.seed))
@@ -429,6 +477,8 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     FileNotFoundError if there is none; nothing is created in the workdir."""
     from srupp_jax.checkpoint import Checkpoints
 
+    if config.model.vocab_size == 0:
+        config, _ = resolve_config(config)
     model = build_model(config, nnx.Rngs(config.seed))
     _, params, rest = nnx.split(model, nnx.Param, ...)
     hint = f"; train first with --mode=train --workdir={workdir}"
@@ -453,11 +503,12 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict[str, 
     sharding.initialize_distributed()
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
     validate_config(config, mesh.devices.size, jax.process_count())
-    data = load_data(config)
+    config, data = resolve_config(config)
     model, params, rest, step = restore_for_inference(config, workdir, which)
     params, rest = sharding.onto_mesh((params, rest), mesh)
     out = {"step": step, **_data_marks(data)}
     evaluate = make_evaluator(model, config, mesh)
     for name, tokens in (("dev", data.valid), ("test", data.test)):
-        out.update(split_metrics(evaluate(params, rest, tokens), data.unit, name))
+        out.update(split_metrics(evaluate(params, rest, tokens, desc=f"eval {name}"),
+                                 data.unit, name))
     return out

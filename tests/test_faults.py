@@ -212,9 +212,10 @@ def test_eval_falls_back_past_a_corrupt_best_checkpoint_and_names_a_mismatch(tra
     mismatch = subprocess.run([sys.executable, "main.py", "--config=configs/default.py", *wider,
                                f"--workdir={w}", "--mode=eval"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert mismatch.returncode != 0
-    assert "d: checkpoint 16, config 32" in mismatch.stderr, mismatch.stderr[-3000:]
-    assert "strict" not in mismatch.stderr
+    assert mismatch.returncode == 2
+    [line] = [x for x in mismatch.stderr.splitlines() if x.startswith("error:")]
+    assert "d: checkpoint 16, config 32" in line, mismatch.stderr[-3000:]
+    assert "strict" not in mismatch.stderr and "Traceback" not in mismatch.stderr
 
 
 def test_eval_of_a_workdir_without_checkpoints_creates_nothing(tmp_path):
@@ -319,8 +320,10 @@ def test_signal_saves_reports_exits_with_its_code_and_resumes(tmp_path, signum, 
 def test_a_second_trainer_on_a_workdir_in_use_stops(tmp_path):
     with WorkdirLock(str(tmp_path)):           # held by this (live) process
         out = main_py(tmp_path, "--config.train.steps=3")
-        assert out.returncode != 0
-        assert f"is in use by pid {os.getpid()}" in out.stderr and "--force" in out.stderr
+        assert out.returncode == 1
+        [line] = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+        assert f"is in use by pid {os.getpid()}" in line and "--force" in line
+        assert "Traceback" not in out.stderr
     assert not (tmp_path / "checkpoints").exists()
 
 

@@ -203,5 +203,6 @@ def test_generate_without_checkpoint_names_the_workdir(tmp_path):
     from srupp_jax.train import restore_for_inference
     config = default.get_config()
     config.model.d, config.model.d_proj, config.model.num_layers = 16, 4, 2
+    config.model.vocab_size = 256
     with pytest.raises(FileNotFoundError, match="no checkpoint in .*train first"):
         restore_for_inference(config, str(tmp_path))

@@ -203,3 +203,21 @@ def test_plot_errors(tmp_path, capsys):
                    "--out", str(tmp_path / "x.png")])
     assert "dev_ppl" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_word_run_defaults_to_dev_ppl(tmp_path):
+    """A word-level run, as the training loop logs it (dev_ppl in split "dev"): plotted without
+    --metric, and the metrics listed on an error carry no doubled `dev_dev_` prefix."""
+    from srupp_jax import plot
+    with M.MetricWriter(tmp_path, tensorboard=False) as w:
+        for step in (1, 2, 3):
+            w.write(step, {"train_loss": 5.0 / step, "train_ppl": 150.0 / step})
+            w.write(step, {"dev_loss": 4.0 / step, "dev_ppl": 55.0 / step}, split="dev")
+    assert plot.default_metric(str(tmp_path)) == "dev_ppl"
+    out = tmp_path / "ppl.png"
+    assert plot.main(["--workdir", str(tmp_path), "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError) as e:
+        plot.run_curve(str(tmp_path), "dev_bpc")
+    assert "'dev_ppl'" in str(e.value) and "'train_ppl'" in str(e.value)
+    assert "dev_dev_" not in str(e.value) and "train_train_" not in str(e.value)

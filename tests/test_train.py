@@ -22,6 +22,7 @@ def tiny_config(**train_overrides):
     """configs/default.py shrunk to seconds: d=16, 2 layers, 8 streams x 16 tokens."""
     config = importlib.import_module("configs.default").get_config()
     m, t, e = config.model, config.train, config.eval
+    m.vocab_size = 256  # bytes (the data would give the same; build_model needs it resolved)
     m.d, m.d_proj, m.num_layers = 16, 4, 2
     m.dropout = m.attn_dropout = 0.1
     config.data.max_bytes = 200_000
@@ -138,7 +139,7 @@ def test_paper_config_builds_and_steps_at_toy_size(name):
     m, t = config.model, config.train
     attention = attention_layers(m.num_layers, m.k,
                                  None if m.attention_last_n < 0 else m.attention_last_n)
-    m.d, m.d_proj = 16, 4
+    m.d, m.d_proj, m.vocab_size = 16, 4, 256
     if m.cutoffs:
         m.vocab_size, m.cutoffs = 60, tuple(10 * (i + 1) for i in range(len(m.cutoffs)))
         m.adaptive_factor = 2.0  # d = 16 has no room for factor-4 clusters

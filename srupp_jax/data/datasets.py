@@ -7,12 +7,15 @@
                (Transformer-XL's add_double_eos), vocab of train with min_count 3; TFDS has no
                validation split, so valid is the test split (held-out shard 0), as in
                Transformer-XL.
+  text         your own text file or folder of .txt files (`text.py`), bytes or words, 90/5/5
+               unless separate valid and test files are given; never TFDS.
 
 Token arrays (int32, documents in order) are cached as .npy under
 `cache_dir/<name>-<key>/` (default `~/.cache/srupp_jax`, or $SRUPP_JAX_CACHE) and opened with
 `mmap_mode='r'`; the key hashes the dataset fingerprint (for TFDS: the prepared splits of its
-`dataset_info.json`; for default: Python version, file list and sizes, max_bytes) and the
-tokenization settings. TensorFlow Datasets is imported only for the TFDS names.
+`dataset_info.json`; for default: Python version, file list and sizes, max_bytes; for text: the
+sha256 of the files' contents) and the tokenization settings. TensorFlow Datasets is imported
+only for the TFDS names.
 """
 from __future__ import annotations
 
@@ -26,10 +29,11 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from srupp_jax.data import corpus
+from srupp_jax.data import corpus, text
 from srupp_jax.data.vocab import ByteVocab, WordVocab
 
-NAMES = ("default", "enwik8", "wikitext103", "lm1b")
+NAMES = ("default", "enwik8", "wikitext103", "lm1b")   # prepared with srupp_jax.data.prepare
+TEXT = "text"                                         # your own files: nothing to prepare
 PIPELINE_VERSION = 1  # bump when tokenization changes, invalidates caches
 SPLITS = ("train", "valid", "test")
 # TFDS name, version, our split -> TFDS split, unit, word-vocab settings
@@ -86,8 +90,9 @@ def prepare_command(name: str, data_dir: Optional[str] = None,
 
 
 def _check_name(name: str) -> None:
-    if name not in NAMES:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(NAMES)}")
+    allowed = NAMES + (TEXT,)
+    if name not in allowed:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(allowed)}")
 
 
 def _tfds_dir(name: str, data_dir: str) -> str:
@@ -188,19 +193,25 @@ def _build_tfds(name: str, data_dir: str):
 
 
 def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
-                max_bytes: Optional[int] = None) -> LMData:
+                max_bytes: Optional[int] = None,
+                text_source: Optional[Dict[str, str]] = None) -> LMData:
     """Token arrays of dataset `name` (one of NAMES), built once and then read from the cache.
 
     data_dir: where TFDS datasets are prepared (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
     cache_dir: token cache (default $SRUPP_JAX_CACHE or ~/.cache/srupp_jax).
     max_bytes: size of the embedded corpus ("default" only; default corpus.DEFAULT_MAX_BYTES).
+    text_source: "text" only: dict(path=, valid_path=, test_path=, unit=) (see text.build).
     Raises ValueError for an unknown name, FileNotFoundError (with the command that prepares it)
     for a TFDS dataset that is not prepared in data_dir.
     """
     _check_name(name)
     cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
+    if (text_source is not None) != (name == TEXT):
+        raise ValueError(f"text_source is for the 'text' dataset only, got dataset {name!r}")
     if name == "default":
         key_info = dict(corpus_key=corpus.corpus_key(max_bytes))
+    elif name == TEXT:
+        key_info = dict(text_fingerprint=text.fingerprint(**text_source))
     else:
         if max_bytes is not None:
             raise ValueError(f"max_bytes applies to the 'default' corpus only, got "
@@ -213,6 +224,9 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
     if cached is None:
         if name == "default":
             arrays, vocab, info = _build_default(max_bytes)
+        elif name == TEXT:
+            arrays, vocab = text.build(**text_source)
+            info = dict(text_source)
         else:
             arrays, vocab = _build_tfds(name, data_dir)
             info = dict(data_dir=data_dir)
@@ -223,7 +237,7 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
         cached = _load_cached(path)
     arrays, vocab, meta = cached
     info = dict(meta["info"], cache_path=path, key=meta["key"])
-    if name != "default":
+    if name in _TFDS:
         source = _source_record(name, data_dir)
         info.update(source=source, standard_source=bool(source is None or source["standard"]))
     return LMData(name=name, train=arrays["train"], valid=arrays["valid"], test=arrays["test"],

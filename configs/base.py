@@ -1,0 +1,74 @@
+"""Every config key at a neutral value: the layer under `default.py` and each paper config.
+
+Nothing here is a corpus size or a toy size: the model and batch sizes are 0 ("unset"), which
+`srupp_jax.train.validate_config` rejects, so a config file must set them from its table. Keys
+that the data decide are 0 or empty here and filled in from the prepared data at the start of
+a run (`srupp_jax.train.resolve_config`): `model.vocab_size = 0` takes the vocabulary's size.
+The training recipe shared by every paper setting (RAdam, decoupled weight decay 0.1, clipping
+1.0, highway bias -2) is set here once.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.vocab_size = 0         # 0 = the prepared vocabulary's size (bytes: 256)
+    config.model.d = 0                  # hidden size d
+    config.model.d_proj = 0             # attention size d'
+    config.model.num_layers = 0
+    config.model.k = 1                  # attention every k layers (k = num_layers: last only)
+    config.model.attention_last_n = -1  # -1: use k; n >= 0: attention only in the last n layers
+    config.model.num_heads = 1
+    config.model.dropout = 0.0
+    config.model.attn_dropout = 0.0
+    config.model.highway_bias = -2.0
+    config.model.layer_norm = False
+    config.model.cutoffs = ()           # () = one softmax; adaptive input/softmax otherwise
+    config.model.adaptive_factor = 4.0
+    config.model.cutoff_fractions = ()  # word data with cutoffs (): cutoffs at these fractions
+                                        #   of the vocabulary (configs/text.py)
+    config.model.impl = "auto"          # recurrence backend: auto | scan | assoc | pallas
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = ""               # default (embedded) | enwik8 | wikitext103 | lm1b | text
+    config.data.data_dir = ""           # TFDS data_dir ("" = TFDS default)
+    config.data.cache_dir = ""          # token cache ("" = ~/.cache/srupp_jax)
+    config.data.max_bytes = 0           # 'default' corpus only: its size (0 = 8 MB)
+    config.data.path = ""               # 'text' only: a text file or a folder of .txt files
+    config.data.valid_path = ""         # 'text' only: optional separate valid / test files
+    config.data.test_path = ""          #   (both or neither; else a 90/5/5 split of path)
+    config.data.unit = "byte"           # 'text' only: byte | word
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 0         # B streams, global (split over devices and hosts)
+    config.train.unroll = 0             # M tokens per step; attention memory of M tokens
+    config.train.steps = 0
+    config.train.stop_at = 0            # stop (checkpointed) after this step; 0 = train.steps
+    config.train.lr = 3e-4
+    config.train.warmup_steps = 0
+    config.train.weight_decay = 0.1
+    config.train.clip_norm = 1.0
+    config.train.grad_accum_steps = 1
+    config.train.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
+    config.train.max_bad_steps = 5      # consecutive NaN/inf losses before stopping
+    config.train.log_every = 100
+    config.train.eval_every = 1000
+    config.train.checkpoint_every = 1000
+    config.train.keep_checkpoints = 3
+    config.train.profile_steps = (0, 0)  # (first, last): trace steps first+1..last to
+                                         #   workdir/profile; (0, 0) = off
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 1
+    config.eval.unroll = 0              # evaluation segment length
+    config.eval.mem_len = 0             # attention memory at evaluation (paper: longer than M)
+    config.eval.same_length = True      # every position sees the same number of tokens
+    config.eval.max_tokens = 0          # 0 = the whole split (dev evaluations during training)
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.num_devices = 0         # devices in the data mesh (0 = all of them)
+    config.mesh.fsdp = False            # shard params and optimizer state too (large models)
+    return config

@@ -1,0 +1,88 @@
+"""A run's config: resolved against its data, saved in the workdir, read back by eval/generate.
+
+`resolve(config, data)` fills in the keys the prepared data decide: `model.vocab_size = 0`
+becomes the vocabulary's size, word-level data with `model.cutoffs = ()` and
+`model.cutoff_fractions` get cutoffs at those fractions of the vocabulary; the cutoffs are then
+checked against the vocabulary. `save(config, workdir)` writes `workdir/config.json` at the
+start of training; `load(workdir)` reads it back (None for a workdir without one), so
+`--mode=eval` and `--mode=generate` rebuild exactly the model that was trained.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
+
+
+def fraction_cutoffs(vocab_size: int, fractions) -> tuple:
+    """Cutoffs int(f * vocab_size) for each fraction, () when vocab_size < MIN_ADAPTIVE_VOCAB."""
+    if vocab_size < MIN_ADAPTIVE_VOCAB:
+        return ()
+    return tuple(sorted({int(f * vocab_size) for f in fractions} - {0}))
+
+
+def resolve(config: ml_collections.ConfigDict, data) -> ml_collections.ConfigDict:
+    """A copy of `config` with vocab_size (and cutoffs) from `data` (an LMData); ValueError
+    when the config asks for a smaller vocabulary or cutoffs the vocabulary cannot hold."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    m, name, size = config.model, config.data.name, data.vocab_size
+    if m.vocab_size == 0:
+        m.vocab_size = size
+    elif m.vocab_size < size:
+        raise ValueError(f"model.vocab_size={m.vocab_size} but the {name} vocabulary has {size} "
+                         "entries; set --config.model.vocab_size=0 to take it from the data")
+    if data.unit == "word" and not m.cutoffs and m.cutoff_fractions:
+        m.cutoffs = fraction_cutoffs(m.vocab_size, m.cutoff_fractions)
+    if m.cutoffs and tuple(m.cutoffs)[-1] >= m.vocab_size:
+        raise ValueError(f"model.cutoffs={tuple(m.cutoffs)} but the {name} vocabulary has "
+                         f"{m.vocab_size} entries; expected cutoffs below {m.vocab_size} "
+                         "(set --config.model.cutoffs for this vocabulary)")
+    return config
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples the configs use; dicts recursively."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def save(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Write `workdir/config.json` (atomically); returns its path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(config.to_json(indent=1, sort_keys=True) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load(workdir: str) -> Optional[ml_collections.ConfigDict]:
+    """The config saved in `workdir`, or None when it has none."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, "r", encoding="utf-8") as f:
+        return ml_collections.ConfigDict(_tuples(json.load(f)))
+
+
+def override(config: ml_collections.ConfigDict,
+             values: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """Set each dotted path of `values` (e.g. {"eval.mem_len": 256}) in `config`; ValueError
+    for a path that `config` does not have."""
+    for path, value in values.items():
+        *parents, key = path.split(".")
+        node = config
+        for p in parents:
+            node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
+        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+            raise ValueError(f"--config.{path}: the saved config has no key {path!r}")
+        node[key] = value
+    return config

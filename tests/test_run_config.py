@@ -1,0 +1,120 @@
+"""Config layering (configs/base.py), keys resolved from the data, the workdir's saved config,
+and the config checks that run before anything compiles."""
+import importlib
+import types
+
+import pytest
+
+from srupp_jax import run_config, train
+
+PAPER = {"enwik8": [""], "enwik8_large": ["", "ratio8"], "wiki103": [None],
+         "wiki103_large": ["", "ratio8", "ratio8_k5"], "billion_word": ["", "large"]}
+
+
+def _config(name, variant=None):
+    module = importlib.import_module(f"configs.{name}")
+    return module.get_config() if variant is None else module.get_config(variant)
+
+
+def _flat(config, prefix=""):
+    out = {}
+    for k, v in config.items():
+        if hasattr(v, "items"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@pytest.mark.parametrize("name,variant", [(n, v) for n, vs in PAPER.items() for v in vs])
+def test_paper_configs_inherit_nothing_from_the_toy_config(name, variant):
+    """Every key of a paper config is base.py's or set by its own table, never default.py's
+    toy value: the corpus size, toy sizes and the toy dev slice stay in default.py."""
+    base, toy, paper = (_flat(c) for c in (_config("base"), _config("default"),
+                                           _config(name, variant)))
+    assert set(paper) == set(base) == set(toy)
+    assert paper["data.max_bytes"] == 0 and paper["eval.max_tokens"] == 0
+    assert paper["model.vocab_size"] == 0             # from the prepared vocabulary
+    for key in ("model.d", "model.d_proj", "model.num_layers", "train.batch_size",
+                "train.unroll", "train.steps", "eval.unroll"):
+        assert paper[key] != toy[key], key
+
+
+def _data(vocab_size, unit):
+    return types.SimpleNamespace(vocab_size=vocab_size, unit=unit)
+
+
+def test_resolve_takes_vocab_size_and_cutoffs_from_the_data():
+    config = _config("wiki103")
+    resolved = run_config.resolve(config, _data(70_000, "word"))
+    assert resolved.model.vocab_size == 70_000 and config.model.vocab_size == 0
+    with pytest.raises(ValueError, match=r"model.cutoffs=\(20000, 60000\) but the wikitext103 "
+                                         r"vocabulary has 30000 entries"):
+        run_config.resolve(config, _data(30_000, "word"))
+    config.model.vocab_size = 50_000
+    with pytest.raises(ValueError, match="model.vocab_size=50000 but the wikitext103 vocabulary "
+                                         "has 70000 entries; set --config.model.vocab_size=0"):
+        run_config.resolve(config, _data(70_000, "word"))
+    text = _config("text")
+    assert run_config.resolve(text, _data(256, "byte")).model.cutoffs == ()
+    assert run_config.resolve(text, _data(1000, "word")).model.cutoffs == (50, 250)
+    assert run_config.resolve(text, _data(60, "word")).model.cutoffs == ()
+
+
+def test_saved_config_round_trip_and_overrides(tmp_path):
+    config = run_config.resolve(_config("wiki103"), _data(300_000, "word"))
+    run_config.save(config, str(tmp_path))
+    back = run_config.load(str(tmp_path))
+    assert back.to_dict() == config.to_dict()
+    assert isinstance(back.model.cutoffs, tuple) and isinstance(back.train.lr, float)
+    run_config.override(back, {"eval.mem_len": 512, "train.batch_size": 8})
+    assert back.eval.mem_len == 512 and back.train.batch_size == 8
+    with pytest.raises(ValueError, match="--config.eval.memlen: the saved config has no key"):
+        run_config.override(back, {"eval.memlen": 1})
+    assert run_config.load(str(tmp_path / "none")) is None
+
+
+def _tiny(name="enwik8", variant=""):
+    config = _config(name, variant)
+    m, t, e = config.model, config.train, config.eval
+    m.d, m.d_proj, m.num_layers = 16, 4, 2
+    t.batch_size, t.unroll, e.unroll = 2, 8, 16
+    return config
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(), "model.k=5 with model.num_layers=2 leaves no attention layer"),
+    (dict(num_layers=4), "model.k=5 with model.num_layers=4 leaves no attention layer"),
+])
+def test_k_beyond_the_depth_is_an_error(change, match):
+    config = _tiny("enwik8", "k5")
+    for k, v in change.items():
+        setattr(config.model, k, v)
+    with pytest.raises(ValueError, match=match):
+        train.validate_config(config, 1)
+    config.model.num_layers = 5
+    train.validate_config(config, 1)                  # layer 5 has attention
+    config.model.num_layers, config.model.attention_last_n, config.model.k = 2, 0, 1
+    train.validate_config(config, 1)                  # a plain SRU stack, asked for explicitly
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("data.max_bytes", 4_000_000, "data.max_bytes=4000000 applies to data.name='default' only"),
+    ("data.name", "enwik9", "data.name='enwik9'; expected one of default, enwik8, wikitext103, "
+                            "lm1b, text"),
+    ("model.d", 0, "model.d=0; expected >= 1"),
+    ("train.steps", 0, "train.steps=0; expected >= 1"),
+    ("model.cutoffs", (4, 8, 12),
+     r"model.d=16, model.adaptive_factor=4.0, 3 cutoffs: cluster 3 .* = 0"),
+])
+def test_config_checks_name_the_value(key, value, match):
+    config = _tiny()
+    section, name = key.split(".")
+    setattr(getattr(config, section), name, value)
+    with pytest.raises(ValueError, match=match):
+        train.validate_config(config, 1)
+
+
+def test_base_alone_is_rejected_with_the_unset_sizes():
+    with pytest.raises(ValueError, match="model.d=0; expected >= 1"):
+        train.validate_config(_config("base"), 1)
