@@ -13,6 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.model = ml_collections.ConfigDict()
+    config.model.arch = "srupp"         # srupp | transformer_xl | sha_rnn (the baselines)
     config.model.vocab_size = 256       # bytes; word-level configs take it from the vocabulary
     config.model.d = 64                 # hidden size d
     config.model.d_proj = 16            # attention size d' (d:d' = 4)

@@ -11,6 +11,7 @@ dev and test BPC (characters) or perplexity (words) over whole splits;
 from __future__ import annotations
 
 import math
+import time
 from typing import NamedTuple
 
 import jax
@@ -73,6 +74,29 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
         if cut != sorted(set(cut)) or cut[0] <= 0 or cut[-1] >= m.vocab_size:
             raise ValueError(f"model.cutoffs={tuple(cut)}; expected strictly increasing values "
                              f"in 1..{m.vocab_size - 1}")
+    _validate_arch(m)
+
+
+ARCHS = ("srupp", "transformer_xl", "sha_rnn")
+
+
+def _validate_arch(m) -> None:
+    """The baselines' own keys (configs/txl_*.py, configs/sharnn_*.py)."""
+    arch = m.get("arch", "srupp")
+    if arch not in ARCHS:
+        raise ValueError(f"model.arch={arch!r}; expected one of {ARCHS}")
+    if arch == "srupp":
+        return
+    if m.get("d_inner", 0) < 1:
+        raise ValueError(f"model.d_inner={m.get('d_inner')}; expected >= 1 for {arch}")
+    if arch == "transformer_xl" and not m.get("d_head", 0) and m.d % m.num_heads:
+        raise ValueError(f"model.d={m.d} is not divisible by model.num_heads={m.num_heads} "
+                         "(or set model.d_head)")
+    if arch == "sha_rnn":
+        layers = tuple(m.get("attention_layers", ()))
+        if any(not 1 <= i <= m.num_layers for i in layers):
+            raise ValueError(f"model.attention_layers={layers}; expected layer numbers in "
+                             f"1..{m.num_layers}")
 
 
 def load_data(config):
@@ -83,16 +107,48 @@ def load_data(config):
                        max_bytes=d.max_bytes or None)
 
 
-def build_model(config, rngs: nnx.Rngs) -> SRUppLM:
-    """The SRU++ LM that `config.model` describes."""
+def build_model(config, rngs: nnx.Rngs):
+    """The language model that `config.model` describes: `model.arch` "srupp" (the default
+    when the key is absent), "transformer_xl" or "sha_rnn" (the paper's baselines)."""
     m = config.model
+    arch = m.get("arch", "srupp")
+    dtype = DTYPES[config.train.compute_dtype]
+    if arch == "transformer_xl":
+        from srupp_jax.transformer_xl import TransformerXLLM
+        return TransformerXLLM(m.vocab_size, m.d, m.num_layers, m.num_heads, m.d_inner,
+                               d_head=m.get("d_head", 0) or None, dropout=m.dropout,
+                               attn_dropout=m.attn_dropout,
+                               cutoffs=list(m.cutoffs) if m.cutoffs else None,
+                               adaptive_factor=m.adaptive_factor, dtype=dtype, rngs=rngs)
+    if arch == "sha_rnn":
+        from srupp_jax.sha_rnn import SHARNNLM
+        return SHARNNLM(m.vocab_size, m.d, m.num_layers, m.d_inner,
+                        attention_layers=tuple(m.attention_layers), dropout=m.dropout,
+                        attn_dropout=m.attn_dropout, dtype=dtype, rngs=rngs)
     return SRUppLM(m.vocab_size, m.d, m.d_proj, m.num_layers, k=m.k,
                    attention_last_n=None if m.attention_last_n < 0 else m.attention_last_n,
                    num_heads=m.num_heads, dropout=m.dropout, attn_dropout=m.attn_dropout,
                    highway_bias=m.highway_bias, layer_norm=m.layer_norm,
                    cutoffs=list(m.cutoffs) if m.cutoffs else None,
-                   adaptive_factor=m.adaptive_factor, impl=m.impl,
-                   dtype=DTYPES[config.train.compute_dtype], rngs=rngs)
+                   adaptive_factor=m.adaptive_factor, impl=m.impl, dtype=dtype, rngs=rngs)
+
+
+def count_params(model) -> int:
+    """Number of parameters (tied matrices once)."""
+    return int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def flops_per_token(model, config) -> float:
+    """Estimated forward + backward FLOPs per training token (attention over 2M keys: a
+    segment of M tokens and M tokens of memory), whatever the architecture."""
+    m, t = config.model, config.train
+    if hasattr(model, "flops_per_token"):  # the baselines count their own
+        return model.flops_per_token(2 * t.unroll)
+    from srupp_jax.metrics import estimate_flops_per_token
+    return estimate_flops_per_token(m.d, m.d_proj, m.num_layers, sum(model.rnn.has_attention),
+                                    m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
+                                    cutoffs=list(m.cutoffs) or None,
+                                    adaptive_factor=m.adaptive_factor)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,8 +266,7 @@ def _format(metrics: dict) -> str:
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     """Train `config` in `workdir` (resuming if it holds checkpoints); returns last metrics."""
     from srupp_jax.checkpoint import Checkpointer, install_sigterm_handler
-    from srupp_jax.metrics import MetricWriter, Progress, estimate_flops_per_token, mfu, \
-        peak_flops_per_device
+    from srupp_jax.metrics import MetricWriter, Progress, mfu, peak_flops_per_device
 
     sharding.initialize_distributed()
     mesh = sharding.make_mesh(config.mesh.num_devices or None)
@@ -223,6 +278,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                          f"vocabulary has {data.vocab_size} entries")
 
     model = build_model(config, nnx.Rngs(config.seed))
+    logging.warning("model %s: %s parameters", m.get("arch", "srupp"),
+                    f"{count_params(model):,}")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     total_steps = t.steps * t.grad_accum_steps  # micro-steps; the optimizer updates every k
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
@@ -249,11 +306,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                       num_processes=jax.process_count(), process_index=jax.process_index())
     train_step = make_train_step(graphdef, tx)
     evaluate = make_evaluator(model, config, mesh)
-    attn_layers = sum(model.rnn.has_attention)
-    flops = estimate_flops_per_token(m.d, m.d_proj, m.num_layers, attn_layers,
-                                     m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
-                                     cutoffs=list(m.cutoffs) or None,
-                                     adaptive_factor=m.adaptive_factor)
+    flops = flops_per_token(model, config)
     peak = peak_flops_per_device()
     writer = MetricWriter(workdir) if jax.process_index() == 0 else None
     tokens_per_step = t.batch_size * t.unroll
@@ -263,8 +316,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     preempted = install_sigterm_handler()
     bad, last = 0, {}
     window_loss, window_n = 0.0, 0
+    # Time budget (srupp_jax.study): train.time_budget seconds of training (steps, not
+    # evaluation or saving), dev evaluations once train.eval_marks seconds are reached.
+    budget, marks = t.get("time_budget", 0.0), sorted(t.get("eval_marks", ()))
+    timed = bool(budget or marks)
+    seconds = _train_seconds(workdir, start) if timed else 0.0
     try:
         for step in range(start, total_steps):
+            if budget and seconds >= budget:
+                break
+            tick = time.perf_counter()
             if step % streams.steps_per_epoch == 0 and step > 0:  # streams wrap: fresh state
                 carry = jax.device_put(carry0, carry_sh)
             inputs, targets = (sharding.global_batch(a, mesh) for a in streams.batch(step))
@@ -286,9 +347,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             done = step + 1
             if done % t.log_every == 0 or done == total_steps:
                 update = done // t.grad_accum_steps
+                if timed:
+                    seconds += time.perf_counter() - tick
+                    tick = time.perf_counter()
                 last = dict(split_metrics(window_loss / window_n, data.unit, "train"),
                             lr=float(schedule(update)), grad_norm=float(sm.grad_norm),
                             tokens_per_sec=progress.tokens_per_sec, devices=mesh.devices.size)
+                if timed:
+                    last["train_seconds"] = seconds
                 util = mfu(progress.tokens_per_sec, flops, peak, num_devices=mesh.devices.size)
                 if util is not None:
                     last["mfu"] = util
@@ -296,15 +362,23 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 if writer:
                     writer.write(done, last, split="train")
                 say(f"step {done}: " + _format(last))
+            if timed:
+                seconds += time.perf_counter() - tick
+            over_budget = bool(budget) and seconds >= budget
+            at_mark = bool(marks) and seconds >= marks[0]
+            while marks and seconds >= marks[0]:
+                marks.pop(0)
             dev = None
-            if done % t.eval_every == 0 or done == total_steps:
+            if done % t.eval_every == 0 or done == total_steps or at_mark or over_budget:
                 dev = split_metrics(evaluate(params, rest, data.valid, config.eval.max_tokens),
                                     data.unit, "dev")
+                if timed:
+                    dev["train_seconds"] = seconds
                 last.update(dev)
                 if writer:
                     writer.write(done, dev, split="dev")
                 say(f"step {done}: " + _format(dev))
-            stop = preempted.is_set() or done == t.stop_at
+            stop = preempted.is_set() or done == t.stop_at or over_budget
             if done % t.checkpoint_every == 0 or done == total_steps or stop:
                 ckpt.save(done, {"params": params, "rest": rest, "opt_state": opt_state,
                                  "carry": carry},
@@ -312,7 +386,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                           force=stop)
             if stop:
                 logging.warning("%s: saved step %d, stopping",
-                                "SIGTERM" if preempted.is_set() else "train.stop_at", done)
+                                "SIGTERM" if preempted.is_set() else
+                                "train.time_budget" if over_budget else "train.stop_at", done)
                 break
     finally:
         progress.close()
@@ -322,6 +397,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         if writer:
             writer.close()
     return last
+
+
+def _train_seconds(workdir: str, step: int) -> float:
+    """Training seconds recorded in `workdir`'s metrics up to `step` (0 for a fresh run)."""
+    from srupp_jax.metrics import read_metrics
+    try:
+        records = read_metrics(workdir)
+    except FileNotFoundError:
+        return 0.0
+    return max([r["train_seconds"] for r in records
+                if r["step"] <= step and "train_seconds" in r] or [0.0])
 
 
 def restore_for_inference(config, workdir: str, which: str = "best"):

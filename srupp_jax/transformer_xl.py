@@ -11,8 +11,9 @@
 
 Segment-level recurrence: every layer also attends to its own inputs of the previous `mem_len`
 positions (the memory, gradient stopped), like SRU++'s attention memory; so the model carries
-the same `LMState` as `SRUppLM` (its `c` is empty, [0, batch, d]) and plugs into the same
-training loop, evaluation and generation.
+the same `LMState` as `SRUppLM` and plugs into the same training loop, evaluation, checkpoints
+and generation. It has no recurrent state: `c` is a constant placeholder [1, batch, 1] (zeros;
+orbax cannot save zero-size arrays).
 
 Attention score of query i (key position p = M + i over [memory M ; segment L]) and key j
 (paper section 3.3, with E x = the layer input, W_k,R the position projection):
@@ -185,12 +186,13 @@ class TransformerXLLM(nnx.Module):
         self.dtype = dtype
 
     def init_state(self, batch: int, mem_len: int) -> LMState:
-        """Empty memory of `mem_len` slots per layer (all marked empty); c is [0, batch, d]."""
+        """Empty memory of `mem_len` slots per layer (all marked empty); c is a [1, batch, 1]
+        placeholder (no recurrent state)."""
         if mem_len < 0:
             raise ValueError(f"mem_len={mem_len}; expected >= 0")
         memory = tuple(jnp.zeros((batch, mem_len, self.d), jnp.float32)
                        for _ in range(self.num_layers))
-        return LMState(jnp.zeros((0, batch, self.d), jnp.float32), memory,
+        return LMState(jnp.zeros((1, batch, 1), jnp.float32), memory,
                        jnp.ones((batch, mem_len), bool))
 
     def _embed(self, tokens):
