@@ -36,6 +36,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
     """Raise ValueError naming the bad value before anything is built or compiled."""
     m, t, e = config.model, config.train, config.eval
+    _validate_arch(m)
     checks = [
         (m.d >= 1, f"model.d={m.d}; expected >= 1"),
         (m.d_proj >= 1, f"model.d_proj={m.d_proj}; expected >= 1"),
@@ -74,7 +75,6 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
         if cut != sorted(set(cut)) or cut[0] <= 0 or cut[-1] >= m.vocab_size:
             raise ValueError(f"model.cutoffs={tuple(cut)}; expected strictly increasing values "
                              f"in 1..{m.vocab_size - 1}")
-    _validate_arch(m)
 
 
 ARCHS = ("srupp", "transformer_xl", "sha_rnn")

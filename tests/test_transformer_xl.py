@@ -105,6 +105,8 @@ def test_two_segments_with_memory_equal_one_forward(cutoffs):
     a, state = log_probs(seq[:, :L1], state)
     b, _ = log_probs(seq[:, L1:], state)
     assert_close(jnp.concatenate([a, b], 1), full, 1e-5, "memory >= segment")
+    if cutoffs:
+        return  # the head does not change what the memory does
 
     M = 3                                                # memory keeps the last 3 of 5
     state = model.init_state(2, M)
@@ -130,14 +132,16 @@ def test_gradients_reach_every_parameter_but_not_through_memory():
 
     m = nnx.merge(graphdef, params, rest)
     _, fixed_state = m.nll(seq[:, :4], seq[:, 1:5], m.init_state(2, 4))
-    joint = jax.grad(second_segment_loss)(params)
-    fixed = jax.grad(second_segment_loss)(params, fixed_state)
+    grad = jax.jit(jax.grad(second_segment_loss))
+    joint = grad(params)
+    fixed = grad(params, fixed_state)
     for (path, g), g2 in zip(jax.tree_util.tree_leaves_with_path(joint), jax.tree.leaves(fixed)):
         assert float(jnp.max(jnp.abs(g))) > 0, path
         assert_close(g, g2, 1e-6, str(path))
     # the memory does carry information forward (the loss depends on it)
-    fresh = second_segment_loss(params, m.init_state(2, 4))
-    assert abs(float(fresh) - float(second_segment_loss(params, fixed_state))) > 1e-6
+    loss = jax.jit(second_segment_loss)
+    fresh = loss(params, m.init_state(2, 4))
+    assert abs(float(fresh) - float(loss(params, fixed_state))) > 1e-6
 
 
 def test_incremental_decoding_and_greedy_generate():
