@@ -316,8 +316,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     preempted = install_sigterm_handler()
     bad, last = 0, {}
     window_loss, window_n = 0.0, 0
-    # Time budget (srupp_jax.study): train.time_budget seconds of training (steps, not
-    # evaluation or saving), dev evaluations once train.eval_marks seconds are reached.
+    # Time budget (srupp_jax.study): train.time_budget seconds of training (the steps, not
+    # evaluation or saving, nor the first step after a (re)start, which compiles), dev
+    # evaluations once the training seconds reach each of train.eval_marks.
     budget, marks = t.get("time_budget", 0.0), sorted(t.get("eval_marks", ()))
     timed = bool(budget or marks)
     seconds = _train_seconds(workdir, start) if timed else 0.0
@@ -348,7 +349,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             if done % t.log_every == 0 or done == total_steps:
                 update = done // t.grad_accum_steps
                 if timed:
-                    seconds += time.perf_counter() - tick
+                    seconds += (time.perf_counter() - tick) * (step > start)
                     tick = time.perf_counter()
                 last = dict(split_metrics(window_loss / window_n, data.unit, "train"),
                             lr=float(schedule(update)), grad_norm=float(sm.grad_norm),
@@ -363,7 +364,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     writer.write(done, last, split="train")
                 say(f"step {done}: " + _format(last))
             if timed:
-                seconds += time.perf_counter() - tick
+                seconds += (time.perf_counter() - tick) * (step > start)
             over_budget = bool(budget) and seconds >= budget
             at_mark = bool(marks) and seconds >= marks[0]
             while marks and seconds >= marks[0]:
