@@ -143,19 +143,22 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], out: str) -> None:
-    """dev BPC against training hours (x the device count), one line per run."""
+    """dev BPC against training time (x the device count; hours, or minutes for short
+    studies), one line per run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    longest = max([s * r["devices"] for r in rows for s, _ in r["dev_curve"]] or [0])
+    unit, scale = ("hours", 3600) if longest >= 1800 else ("minutes", 60)
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     for r in rows:
         if r["dev_curve"]:
-            xs = [s / 3600 * r["devices"] for s, _ in r["dev_curve"]]
+            xs = [s / scale * r["devices"] for s, _ in r["dev_curve"]]
             ax.plot(xs, [b for _, b in r["dev_curve"]], marker="o", markersize=3,
                     label=f"{r['label']} ({r['params'] / 1e6:.3g}M)")
     devices = {r["devices"] for r in rows}
-    ax.set_xlabel("training hours" + (" (1 device)" if devices == {1} else " x devices"))
+    ax.set_xlabel(f"training {unit}" + (" (1 device)" if devices == {1} else " x devices"))
     ax.set_ylabel("dev BPC")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
