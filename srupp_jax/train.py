@@ -318,7 +318,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     window_loss, window_n = 0.0, 0
     # Time budget (srupp_jax.study): train.time_budget seconds of training (the steps, not
     # evaluation or saving, nor the first step after a (re)start, which compiles), dev
-    # evaluations once the training seconds reach each of train.eval_marks.
+    # evaluations once the training seconds reach each of train.eval_marks. Each process
+    # times itself, so budgets are for single-process runs.
     budget, marks = t.get("time_budget", 0.0), sorted(t.get("eval_marks", ()))
     timed = bool(budget or marks)
     seconds = _train_seconds(workdir, start) if timed else 0.0
