@@ -81,7 +81,7 @@ def get_config(variant: str = ""):
         t.batch_size, t.unroll = 8, 64
         t.steps, t.lr, t.warmup_steps = 20_000, 3e-3, 50
         t.log_every, t.checkpoint_every = 20, 200
-        e.batch_size, e.unroll, e.mem_len, e.max_tokens = 4, 64, 64, 20_000
+        e.batch_size, e.unroll, e.mem_len, e.max_tokens = 8, 64, 64, 100_000
         config.study.marks = 4
         for name, sizes in CPU_MODELS.items():
             config.study.runs[name].model.update(sizes)
