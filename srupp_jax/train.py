@@ -329,7 +329,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 break
             tick = time.perf_counter()
             if step % streams.steps_per_epoch == 0 and step > 0:  # streams wrap: fresh state
-                carry = jax.device_put(carry0, carry_sh)
+                # built anew: carry0's buffers may have been donated (a carry leaf the model
+                # returns unchanged, as Transformer-XL's placeholder c, is freed with them)
+                carry = jax.device_put(model.init_state(t.batch_size, t.unroll), carry_sh)
             inputs, targets = (sharding.global_batch(a, mesh) for a in streams.batch(step))
             params, rest, opt_state, carry, sm = train_step(params, rest, opt_state, carry,
                                                             inputs, targets)
