@@ -1,13 +1,13 @@
 """The compute-efficiency study: dev BPC against training time, every model the same budget.
 
     python -m srupp_jax.study --config=configs/study_enwik8.py --budget=8h --workdir=DIR
-    python -m srupp_jax.study --config=configs/study_enwik8.py:cpu --budget=30s --workdir=DIR
+    python -m srupp_jax.study --config=configs/study_enwik8.py:cpu --budget=2m --workdir=DIR
 
 For each run of `config.study.order` (the config's `study.runs[name]`: a label, the paper row
 it stands for and its `model` overrides of the shared config), one after another on the same
 device and data: train with `train.train_and_evaluate` in `DIR/<name>` until `--budget` seconds
-of training (the steps themselves, compilation included; not the dev evaluations or
-checkpoint saves), evaluating dev BPC whenever the training time passes one of the marks
+of training (the steps themselves; not the dev evaluations, checkpoint saves or the first
+step after each (re)start, which compiles), evaluating dev BPC whenever the training time passes one of the marks
 budget * i / study.marks. Runs resume from their checkpoints (a run that finished is skipped),
 so an interrupted study continues where it stopped when started again with the same command.
 
@@ -15,13 +15,12 @@ Then it writes, in DIR:
   study.json   per run: label, paper row, parameters, FLOPs per token, tokens/s (trained
                tokens / training seconds), steps, dev BPC at each mark, the dev curve
   study.md     the same as a Markdown table
-  study.png    dev BPC against training hours (the paper's Figures 1 and 3)
+  study.png    dev BPC against training time (the paper's Figures 1 and 3)
 """
 from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import re
 import sys
