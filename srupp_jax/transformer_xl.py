@@ -259,9 +259,12 @@ class TransformerXLLM(nnx.Module):
         return jax.nn.log_softmax(logits, axis=-1)
 
     def flops_per_token(self, attn_len: float) -> float:
-        """Forward + backward FLOPs per training token: 6 per matrix weight (embedding
-        lookups excluded, the tied output layer included), plus the attention scores and
-        weighted sums (q.k, q.r and p.v: 3 * 2 * attn_len * H * d_head forward, x3)."""
+        """Forward + backward FLOPs per training token, by the convention of
+        `metrics.estimate_flops_per_token` for SRU++: 6 per matrix weight applied to the token
+        (W_qkv, W_o, the feed-forward, the tied output layer; not the embedding lookup, nor
+        W_r on the positions and the keys/values recomputed over the memory, which the code
+        also runs), plus the attention scores and weighted sums (q.k, q.r and p.v:
+        3 * 2 * attn_len * H * d_head forward, x3)."""
         layer = self.layers[0]
         hd = layer.attn.num_heads * layer.attn.d_head
         d_inner = layer.ff.w_1.kernel.shape[1]
