@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.model = ml_collections.ConfigDict()
+    config.model.arch = "srupp"         # srupp | transformer_xl | sha_rnn (the baselines)
     config.model.vocab_size = 0         # 0 = the prepared vocabulary's size (bytes: 256)
     config.model.d = 0                  # hidden size d
     config.model.d_proj = 0             # attention size d'
@@ -31,6 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.cutoff_fractions = ()  # word data with cutoffs (): cutoffs at these fractions
                                         #   of the vocabulary (configs/text.py)
     config.model.impl = "auto"          # recurrence backend: auto | scan | assoc | pallas
+    config.model.d_inner = 0            # transformer_xl, sha_rnn: feed-forward / Boom width
+    config.model.d_head = 0             # transformer_xl: head width (0 = d / num_heads)
+    config.model.attention_layers = ()  # sha_rnn: 1-based blocks with attention
 
     config.data = ml_collections.ConfigDict()
     config.data.name = ""               # default (embedded) | enwik8 | wikitext103 | lm1b | text
@@ -58,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
+    config.train.time_budget = 0.0      # > 0: stop after this many seconds of training steps
+    config.train.eval_marks = ()        # dev evaluations at these training seconds (study)
     config.train.profile_steps = (0, 0)  # (first, last): trace steps first+1..last to
                                          #   workdir/profile; (0, 0) = off
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import NamedTuple
 
 import jax
@@ -36,6 +37,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
     """Raise ValueError naming the bad value before anything is built or compiled."""
     m, t, e = config.model, config.train, config.eval
+    _validate_arch(m)
     checks = [
         (m.d >= 1, f"model.d={m.d}; expected >= 1"),
         (m.d_proj >= 1, f"model.d_proj={m.d_proj}; expected >= 1"),
@@ -122,6 +124,28 @@ def resolve_config(config):
     return run_config.resolve(config, data), data
 
 
+ARCHS = ("srupp", "transformer_xl", "sha_rnn")
+
+
+def _validate_arch(m) -> None:
+    """The baselines' own keys (configs/txl_*.py, configs/sharnn_*.py)."""
+    arch = m.get("arch", "srupp")
+    if arch not in ARCHS:
+        raise ValueError(f"model.arch={arch!r}; expected one of {ARCHS}")
+    if arch == "srupp":
+        return
+    if m.get("d_inner", 0) < 1:
+        raise ValueError(f"model.d_inner={m.get('d_inner')}; expected >= 1 for {arch}")
+    if arch == "transformer_xl" and not m.get("d_head", 0) and m.d % m.num_heads:
+        raise ValueError(f"model.d={m.d} is not divisible by model.num_heads={m.num_heads} "
+                         "(or set model.d_head)")
+    if arch == "sha_rnn":
+        layers = tuple(m.get("attention_layers", ()))
+        if any(not 1 <= i <= m.num_layers for i in layers):
+            raise ValueError(f"model.attention_layers={layers}; expected layer numbers in "
+                             f"1..{m.num_layers}")
+
+
 def load_data(config):
     """The token arrays and vocabulary `config.data` names (see srupp_jax.data.datasets)."""
     from srupp_jax.data.datasets import load_tokens
@@ -132,19 +156,51 @@ def load_data(config):
                        max_bytes=d.max_bytes or None, text_source=text)
 
 
-def build_model(config, rngs: nnx.Rngs) -> SRUppLM:
-    """The SRU++ LM that `config.model` describes (vocab_size resolved: see resolve_config)."""
+def build_model(config, rngs: nnx.Rngs):
+    """The language model that `config.model` describes: `model.arch` "srupp" (the default
+    when the key is absent), "transformer_xl" or "sha_rnn" (the paper's baselines)."""
     m = config.model
     if m.vocab_size < 1:
         raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its data "
                          "first (train.resolve_config)")
+    arch = m.get("arch", "srupp")
+    dtype = DTYPES[config.train.compute_dtype]
+    if arch == "transformer_xl":
+        from srupp_jax.transformer_xl import TransformerXLLM
+        return TransformerXLLM(m.vocab_size, m.d, m.num_layers, m.num_heads, m.d_inner,
+                               d_head=m.get("d_head", 0) or None, dropout=m.dropout,
+                               attn_dropout=m.attn_dropout,
+                               cutoffs=list(m.cutoffs) if m.cutoffs else None,
+                               adaptive_factor=m.adaptive_factor, dtype=dtype, rngs=rngs)
+    if arch == "sha_rnn":
+        from srupp_jax.sha_rnn import SHARNNLM
+        return SHARNNLM(m.vocab_size, m.d, m.num_layers, m.d_inner,
+                        attention_layers=tuple(m.attention_layers), dropout=m.dropout,
+                        attn_dropout=m.attn_dropout, dtype=dtype, rngs=rngs)
     return SRUppLM(m.vocab_size, m.d, m.d_proj, m.num_layers, k=m.k,
                    attention_last_n=None if m.attention_last_n < 0 else m.attention_last_n,
                    num_heads=m.num_heads, dropout=m.dropout, attn_dropout=m.attn_dropout,
                    highway_bias=m.highway_bias, layer_norm=m.layer_norm,
                    cutoffs=list(m.cutoffs) if m.cutoffs else None,
-                   adaptive_factor=m.adaptive_factor, impl=m.impl,
-                   dtype=DTYPES[config.train.compute_dtype], rngs=rngs)
+                   adaptive_factor=m.adaptive_factor, impl=m.impl, dtype=dtype, rngs=rngs)
+
+
+def count_params(model) -> int:
+    """Number of parameters (tied matrices once)."""
+    return int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def flops_per_token(model, config) -> float:
+    """Estimated forward + backward FLOPs per training token (attention over 2M keys: a
+    segment of M tokens and M tokens of memory), whatever the architecture."""
+    m, t = config.model, config.train
+    if hasattr(model, "flops_per_token"):  # the baselines count their own
+        return model.flops_per_token(2 * t.unroll)
+    from srupp_jax.metrics import estimate_flops_per_token
+    return estimate_flops_per_token(m.d, m.d_proj, m.num_layers, sum(model.rnn.has_attention),
+                                    m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
+                                    cutoffs=list(m.cutoffs) or None,
+                                    adaptive_factor=m.adaptive_factor)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,8 +352,8 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
     """
     from srupp_jax import run_config
     from srupp_jax.checkpoint import Checkpoints
-    from srupp_jax.metrics import MetricWriter, Progress, estimate_flops_per_token, mfu, \
-        peak_flops_per_device, read_metrics
+    from srupp_jax.metrics import MetricWriter, Progress, mfu, peak_flops_per_device, \
+        read_metrics
     from srupp_jax.workdir import StopSignals, WorkdirLock
 
     sharding.initialize_distributed()
@@ -312,6 +368,8 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
     ckpt = None
     try:
         model = build_model(config, nnx.Rngs(config.seed))
+        logging.warning("model %s: %s parameters", m.get("arch", "srupp"),
+                        f"{count_params(model):,}")
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         total_steps = t.steps * t.grad_accum_steps  # micro-steps; the optimizer updates every k
         tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
@@ -342,11 +400,7 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
                           num_processes=jax.process_count(), process_index=jax.process_index())
         train_step = make_train_step(graphdef, tx)
         evaluate = make_evaluator(model, config, mesh)
-        attn_layers = sum(model.rnn.has_attention)
-        flops = estimate_flops_per_token(m.d, m.d_proj, m.num_layers, attn_layers,
-                                         m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
-                                         cutoffs=list(m.cutoffs) or None,
-                                         adaptive_factor=m.adaptive_factor)
+        flops = flops_per_token(model, config)
         peak = peak_flops_per_device()
         writer = (MetricWriter(workdir, resume_step=start) if jax.process_index() == 0
                   else None)
@@ -358,6 +412,13 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
         window = Window.empty()
         put = lambda step: [sharding.global_batch(a, mesh) for a in streams.batch(step)]
         first_profiled, last_profiled = t.profile_steps
+        # Time budget (srupp_jax.study): train.time_budget seconds of training steps (not
+        # evaluation or saving, nor the first step of each start, which compiles), dev
+        # evaluations once the training seconds reach each of train.eval_marks. Timing waits
+        # for every step, so only timed runs do; each process times itself (single process).
+        budget, eval_marks = t.get("time_budget", 0.0), sorted(t.get("eval_marks", ()))
+        timed = bool(budget or eval_marks)
+        seconds = _train_seconds(workdir, start) if timed else 0.0
 
         def fetch(done):
             """Bring the window's metrics to the host (the loop's only wait for the device)."""
@@ -378,6 +439,10 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
         try:
             batch = put(start)
             for step in range(start, total_steps):
+                if budget and seconds >= budget:
+                    status = "stopped"
+                    break
+                tick = time.perf_counter()
                 if step == first_profiled and last_profiled > first_profiled:
                     jax.profiler.start_trace(os.path.join(workdir, "profile"))
                 if step % streams.steps_per_epoch == 0 and step > 0:  # streams wrap
@@ -386,6 +451,9 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
                                                                 *batch)
                 window = accumulate(window, sm)
                 done = step + 1
+                if timed:
+                    jax.block_until_ready(sm)
+                    seconds += (time.perf_counter() - tick) * (step > start)
                 if done < total_steps:
                     batch = put(done)      # the next batch goes to the device meanwhile
                 if done == last_profiled and last_profiled > first_profiled:
@@ -401,6 +469,8 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
                                     lr=float(schedule(done // t.grad_accum_steps)),
                                     grad_norm=grad_norm, tokens_per_sec=progress.tokens_per_sec,
                                     devices=mesh.devices.size, **marks)
+                        if timed:
+                            last["train_seconds"] = seconds
                         util = mfu(progress.tokens_per_sec, flops, peak,
                                    num_devices=mesh.devices.size)
                         if util is not None:
@@ -408,11 +478,17 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
                         if writer:
                             writer.write(done, last, split="train")
                         say(f"step {done}: " + _format(last))
+                over_budget = bool(budget) and seconds >= budget
+                at_mark = bool(eval_marks) and seconds >= eval_marks[0]
+                while eval_marks and seconds >= eval_marks[0]:
+                    eval_marks.pop(0)
                 dev = None
-                if done % t.eval_every == 0 or final:
+                if done % t.eval_every == 0 or final or at_mark or over_budget:
                     dev = dict(split_metrics(evaluate(params, rest, data.valid,
                                                       config.eval.max_tokens), data.unit, "dev"),
                                **marks)
+                    if timed:
+                        dev["train_seconds"] = seconds
                     last.update(dev)
                     if writer:
                         writer.write(done, dev, split="dev")
@@ -420,7 +496,7 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
                 signalled = signals.agreed_status()
                 if signalled:
                     status = signalled
-                elif done == t.stop_at and not final:
+                elif (done == t.stop_at or over_budget) and not final:
                     status = "stopped"
                 if done % t.checkpoint_every == 0 or final or status != "finished":
                     ckpt.save(done, {"params": params, "rest": rest, "opt_state": opt_state,
@@ -469,6 +545,17 @@ def _finished_run(workdir: str, step: int, read_metrics) -> dict:
     except FileNotFoundError:
         pass
     return dict(last, status="finished", step=step)
+
+
+def _train_seconds(workdir: str, step: int) -> float:
+    """Training seconds recorded in `workdir`'s metrics up to `step` (0 for a fresh run)."""
+    from srupp_jax.metrics import read_metrics
+    try:
+        records = read_metrics(workdir)
+    except FileNotFoundError:
+        return 0.0
+    return max([r["train_seconds"] for r in records
+                if r["step"] <= step and "train_seconds" in r] or [0.0])
 
 
 def restore_for_inference(config, workdir: str, which: str = "best"):

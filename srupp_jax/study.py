@@ -1,0 +1,219 @@
+"""The compute-efficiency study: dev BPC against training time, every model the same budget.
+
+    python -m srupp_jax.study --config=configs/study_enwik8.py --budget=8h --workdir=DIR
+    python -m srupp_jax.study --config=configs/study_enwik8.py:cpu --budget=2m --workdir=DIR
+
+For each run of `config.study.order` (the config's `study.runs[name]`: a label, the paper row
+it stands for and its `model` overrides of the shared config), one after another on the same
+device and data: train with `train.train_and_evaluate` in `DIR/<name>` until `--budget` seconds
+of training (the steps themselves; not the dev evaluations, checkpoint saves or the first
+step after each (re)start, which compiles), evaluating dev BPC whenever the training time passes one of the marks
+budget * i / study.marks. Runs resume from their checkpoints (a run that finished is skipped),
+so an interrupted study continues where it stopped when started again with the same command.
+
+Then it writes, in DIR:
+  study.json   per run: label, paper row, parameters, FLOPs per token, tokens/s (trained
+               tokens / training seconds), steps, dev BPC at each mark, the dev curve
+  study.md     the same as a Markdown table
+  study.png    dev BPC against training time (the paper's Figures 1 and 3)
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import sys
+from typing import Optional
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+STUDY_FILES = ("study.json", "study.md", "study.png")
+
+
+def parse_budget(text: str) -> float:
+    """'90', '90s', '20m', '1.5h' -> seconds (> 0); ValueError naming the text otherwise."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"budget={text!r}; expected a positive time such as 90, 90s, 20m or 2h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def time_marks(budget: float, marks: int) -> tuple[float, ...]:
+    """The training times (seconds) at which dev BPC is measured: budget * i / marks."""
+    if marks < 1:
+        raise ValueError(f"study.marks={marks}; expected >= 1")
+    return tuple(budget * (i + 1) / marks for i in range(marks))
+
+
+def run_config(config, name: str, budget: float):
+    """The training config of run `name`: the shared config, the run's model overrides, the
+    time budget and marks; no `study` section."""
+    if name not in config.study.runs:
+        raise ValueError(f"study.order names {name!r}, which is not in study.runs "
+                         f"({', '.join(config.study.runs)})")
+    run = config.study.runs[name]
+    cfg = copy.deepcopy(config)
+    with cfg.unlocked():
+        del cfg["study"]
+        for key, value in run.model.items():
+            cfg.model[key] = tuple(value) if isinstance(value, list) else value
+        cfg.train.time_budget = float(budget)
+        cfg.train.eval_marks = time_marks(budget, config.study.marks)
+    return cfg
+
+
+def _finished(workdir: str) -> Optional[dict]:
+    path = os.path.join(workdir, "done.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def train_run(cfg, workdir: str, budget: float) -> None:
+    """Train one run to its budget (resuming), then mark it done; SystemExit if it stopped
+    early (SIGTERM), so that the study stops too and a rerun resumes it."""
+    from srupp_jax import train
+    from srupp_jax.metrics import read_metrics
+    if _finished(workdir):
+        logging.warning("%s: finished earlier, skipped", workdir)
+        return
+    train.train_and_evaluate(cfg, workdir)
+    seconds = train._train_seconds(workdir, 10 ** 12)
+    steps = max([r["step"] for r in read_metrics(workdir)] or [0])
+    if seconds < budget and steps < cfg.train.steps:
+        raise SystemExit(f"{workdir} stopped after {seconds:.0f} of {budget:.0f} training "
+                         "seconds; run the same command again to resume")
+    with open(os.path.join(workdir, "done.json"), "w") as f:
+        json.dump({"train_seconds": seconds, "steps": steps}, f)
+
+
+def summarize(config, name: str, workdir: str, budget: float) -> dict:
+    """One table row: sizes, speed and the dev curve of a trained run."""
+    import jax
+    from flax import nnx
+
+    from srupp_jax import train
+    from srupp_jax.metrics import read_metrics
+
+    cfg = run_config(config, name, budget)
+    run = config.study.runs[name]
+    model = nnx.eval_shape(lambda: train.build_model(cfg, nnx.Rngs(0)))
+    records = read_metrics(workdir)
+    dev = sorted((r["train_seconds"], r["dev_bpc"]) for r in records
+                 if r["split"] == "dev" and "train_seconds" in r and "dev_bpc" in r)
+    steps = max([r["step"] for r in records] or [0])
+    seconds = train._train_seconds(workdir, 10 ** 12)
+    at_marks = []
+    for mark in cfg.train.eval_marks:   # the first evaluation at or after each mark
+        after = [bpc for s, bpc in dev if s >= mark - 1e-9]
+        at_marks.append(after[0] if after else None)
+    tokens = steps * cfg.train.batch_size * cfg.train.unroll
+    return {
+        "name": name, "label": run.label, "paper": run.paper, "arch": cfg.model.arch,
+        "params": train.count_params(model),
+        "flops_per_token": train.flops_per_token(model, cfg),
+        "tokens_per_sec": tokens / seconds if seconds else 0.0,
+        "steps": steps, "train_seconds": seconds, "devices": jax.device_count(),
+        "marks_seconds": list(cfg.train.eval_marks), "dev_bpc_at_marks": at_marks,
+        "dev_curve": [[s, bpc] for s, bpc in dev],
+    }
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} h" if seconds >= 360 else f"{seconds:.0f} s"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The study table: one row per run, dev BPC at each time mark."""
+    marks = rows[0]["marks_seconds"] if rows else []
+    head = (["model", "paper row", "params", "GFLOPs/token", "tokens/s", "steps"]
+            + [f"dev BPC @ {_hours(m)}" for m in marks])
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        bpcs = ["-" if b is None else f"{b:.3f}" for b in r["dev_bpc_at_marks"]]
+        lines.append("| " + " | ".join(
+            [r["label"], r["paper"], f"{r['params'] / 1e6:.3g}M",
+             f"{r['flops_per_token'] / 1e9:.3g}", f"{r['tokens_per_sec']:,.0f}",
+             f"{r['steps']:,}"] + bpcs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], out: str) -> None:
+    """dev BPC against training time (x the device count; hours, or minutes for short
+    studies), one line per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    longest = max([s * r["devices"] for r in rows for s, _ in r["dev_curve"]] or [0])
+    unit, scale = ("hours", 3600) if longest >= 1800 else ("minutes", 60)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    for r in rows:
+        if r["dev_curve"]:
+            xs = [s / scale * r["devices"] for s, _ in r["dev_curve"]]
+            ax.plot(xs, [b for _, b in r["dev_curve"]], marker="o", markersize=3,
+                    label=f"{r['label']} ({r['params'] / 1e6:.3g}M)")
+    devices = {r["devices"] for r in rows}
+    ax.set_xlabel(f"training {unit}" + (" (1 device)" if devices == {1} else " x devices"))
+    ax.set_ylabel("dev BPC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def run_study(config, workdir: str, budget: float) -> list[dict]:
+    """Train every run of config.study.order for `budget` training seconds (resuming), then
+    write study.json, study.md and study.png in `workdir`; returns the rows."""
+    from srupp_jax import train
+    order = list(config.study.order)
+    if not order:
+        raise ValueError("study.order is empty; expected run names from study.runs")
+    configs = {name: run_config(config, name, budget) for name in order}
+    for name, cfg in configs.items():    # every config checked before anything trains
+        train.validate_config(cfg, cfg.mesh.num_devices or _device_count())
+    os.makedirs(workdir, exist_ok=True)
+    for name, cfg in configs.items():
+        logging.warning("study: %s (%s), %s of training", name, config.study.runs[name].label,
+                        _hours(budget))
+        train_run(cfg, os.path.join(workdir, name), budget)
+    rows = [summarize(config, name, os.path.join(workdir, name), budget) for name in order]
+    with open(os.path.join(workdir, "study.json"), "w") as f:
+        json.dump({"budget_seconds": budget, "rows": rows}, f, indent=1)
+    with open(os.path.join(workdir, "study.md"), "w") as f:
+        f.write(markdown_table(rows))
+    plot(rows, os.path.join(workdir, "study.png"))
+    return rows
+
+
+def _device_count() -> int:
+    import jax
+    return jax.device_count()
+
+
+config_flags.DEFINE_config_file("config", "configs/study_enwik8.py", "Study config file.")
+flags.DEFINE_string("workdir", None, "Directory of the study (one sub-directory per run).")
+flags.DEFINE_string("budget", None, "Training time per model: seconds, or 90s / 20m / 2h.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.workdir or not FLAGS.budget:
+        raise app.UsageError("--workdir and --budget are required")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        budget = parse_budget(FLAGS.budget)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    run_study(FLAGS.config, FLAGS.workdir, budget)
+    sys.stdout.write(open(os.path.join(FLAGS.workdir, "study.md")).read())
+
+
+if __name__ == "__main__":
+    app.run(main)

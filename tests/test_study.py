@@ -1,0 +1,78 @@
+"""The compute-efficiency study end to end on the embedded corpus with a budget of seconds:
+every run trains to its budget, dev BPC at each time mark, table + figure + JSON; a second
+invocation skips the finished runs and writes the same table."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from srupp_jax import study
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_parse_budget():
+    assert study.parse_budget("90") == 90 and study.parse_budget("20m") == 1200
+    assert study.parse_budget("1.5h") == 5400 and study.parse_budget("3s") == 3
+    for bad in ("0", "-3", "2d", "soon"):
+        with pytest.raises(ValueError, match="budget="):
+            study.parse_budget(bad)
+    assert study.time_marks(8.0, 4) == (2.0, 4.0, 6.0, 8.0)
+
+
+def test_study_end_to_end_and_resume(tmp_path):
+    args = [sys.executable, "-m", "srupp_jax.study", "--config=configs/study_enwik8.py:cpu",
+            f"--workdir={tmp_path}", "--budget=3s", "--config.study.marks=2",
+            "--config.study.order=('srupp_k1', 'transformer_xl', 'sha_rnn')",
+            "--config.data.max_bytes=200000", "--config.eval.max_tokens=2000",
+            "--config.study.runs.srupp_k1.model.num_layers=2",
+            "--config.study.runs.transformer_xl.model.num_layers=1",
+            "--config.study.runs.sha_rnn.model.num_layers=2",
+            "--config.study.runs.sha_rnn.model.attention_layers=(1,)"]
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in study.STUDY_FILES:
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows = json.load(open(tmp_path / "study.json"))["rows"]
+    assert [r["arch"] for r in rows] == ["srupp", "transformer_xl", "sha_rnn"]
+    for r in rows:
+        assert r["params"] > 1000 and r["flops_per_token"] > 0 and r["tokens_per_sec"] > 0
+        assert r["steps"] >= 2 and r["train_seconds"] >= 3.0, r
+        assert r["marks_seconds"] == [1.5, 3.0]
+        assert all(0 < b < 9 for b in r["dev_bpc_at_marks"]), r
+    table = (tmp_path / "study.md").read_text()
+    assert "SRU++ k=1" in table and "Transformer-XL" in table and "dev BPC @ 3 s" in table
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("finished earlier, skipped") == 3
+    assert (tmp_path / "study.md").read_text() == table
+
+
+def test_unknown_run_is_named():
+    import importlib
+    config = importlib.import_module("configs.study_enwik8").get_config("cpu")
+    with pytest.raises(ValueError, match="'lstm', which is not in study.runs"):
+        study.run_config(config, "lstm", 10)
+
+
+def test_training_seconds_continue_across_a_restart(tmp_path):
+    """Stopped at step 3 and restarted, a timed run continues its training seconds from the
+    checkpointed step; the first step of each session (it compiles) adds nothing."""
+    from srupp_jax import train
+    from srupp_jax.metrics import read_metrics
+    from tests.test_train import tiny_config
+
+    def config(**kw):
+        c = tiny_config(eval_every=100, **kw)
+        with c.unlocked():
+            c.train.eval_marks = (1e9,)     # timed, no mark reached
+        return c
+
+    train.train_and_evaluate(config(stop_at=3), str(tmp_path))
+    train.train_and_evaluate(config(), str(tmp_path))
+    seconds = {r["step"]: r["train_seconds"] for r in read_metrics(tmp_path, split="train")}
+    assert sorted(seconds) == list(range(1, 7))
+    assert seconds[1] == 0.0 and seconds[4] == seconds[3]       # compiling steps not counted
+    assert 0 < seconds[2] < seconds[3] < seconds[5] < seconds[6]
