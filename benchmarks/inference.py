@@ -35,16 +35,16 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from srupp_jax import generate as gen  # noqa: E402
-from srupp_jax.models import SRUppLM, split_for_eval  # noqa: E402
+from srupp_jax.models import SRUppConfig, SRUppLM, split_for_eval  # noqa: E402
 from srupp_jax.train import DTYPES, make_eval_step  # noqa: E402
 from report import save_json  # noqa: E402
 
 
 def build(args, k):
-    model = SRUppLM(args.vocab, args.d, args.d_proj, args.layers, k=k,
-                    cutoffs=[int(c) for c in args.cutoffs.split(",")] if args.cutoffs else None,
-                    adaptive_factor=4.0, impl=args.impl, dtype=DTYPES[args.dtype],
-                    rngs=nnx.Rngs(0))
+    cutoffs = tuple(int(c) for c in args.cutoffs.split(",")) if args.cutoffs else ()
+    model = SRUppLM(SRUppConfig(args.vocab, args.d, args.d_proj, args.layers, k=k,
+                                cutoffs=cutoffs, adaptive_factor=4.0, impl=args.impl,
+                                dtype=args.dtype), rngs=nnx.Rngs(0))
     model.eval()
     return model
 

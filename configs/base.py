@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.cutoff_fractions = ()  # word data with cutoffs (): cutoffs at these fractions
                                         #   of the vocabulary (configs/text.py)
     config.model.impl = "auto"          # recurrence backend: auto | scan | assoc | pallas
+    config.model.kernel = ml_collections.ConfigDict(dict(
+        block_d=0, num_warps=0, prefetch=0))  # Pallas kernel tuning (0: its default)
     config.model.d_inner = 0            # transformer_xl, sha_rnn: feed-forward / Boom width
     config.model.d_head = 0             # transformer_xl: head width (0 = d / num_heads)
     config.model.attention_layers = ()  # sha_rnn: 1-based blocks with attention

@@ -1,4 +1,5 @@
-"""Pallas kernels. Each kernel has a pure-JAX reference it is tested against."""
-from pallas_kernels.sru_recurrence import sru_recurrence_pallas
+"""Pallas kernels. Each kernel has a pure-JAX reference it is tested against. This package
+imports nothing from srupp_jax (tests/test_structure.py)."""
+from pallas_kernels.sru_recurrence import KernelOptions, sru_recurrence_pallas
 
-__all__ = ["sru_recurrence_pallas"]
+__all__ = ["KernelOptions", "sru_recurrence_pallas"]

@@ -44,6 +44,7 @@ tests check them.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple, Optional
 
@@ -93,6 +94,18 @@ MAX_BLOCK_D = 256
 MIN_BLOCK_D = 32
 DEFAULT_PREFETCH = 0    # untuned: no GPU has run these kernels yet (BENCHMARKS.md)
 MAX_PREFETCH = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelOptions:
+    """Tuning options of `sru_recurrence_pallas` (None: its defaults). They change speed and
+    registers only, never a result. `config.model.kernel` in a config."""
+    block_d: Optional[int] = None
+    num_warps: Optional[int] = None
+    prefetch: int = DEFAULT_PREFETCH
+
+    def as_kwargs(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def default_block_d(d: int) -> int:

@@ -13,15 +13,20 @@ negative log-likelihoods in nats, so BPC = mean / ln 2 and PPL = exp(mean).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax
-from srupp_jax.layers import SRUpp
+from pallas_kernels import KernelOptions
+from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax, cluster_dims
+from srupp_jax.layers import SRUpp, attention_layers
+from srupp_jax.recurrence import IMPLS, resolve_backend
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class LMState(NamedTuple):
@@ -42,42 +47,130 @@ def _uniform(limit: float):
                                                                      -limit, limit)
 
 
-class SRUppLM(nnx.Module):
-    """SRU++ language model.
+@dataclasses.dataclass(frozen=True)
+class SRUppConfig:
+    """The hyperparameters of an SRU++ language model, in the paper's notation, checked once.
 
-    Args:
-      vocab_size; d (hidden size, also the embedding size); d_proj (d'); num_layers;
-      k / attention_last_n / num_heads / dropout / attn_dropout / highway_bias / layer_norm /
-      impl: as in `SRUpp`;
-      cutoffs: None for a character-level model; a list for adaptive input + adaptive softmax
-        with tied weights; adaptive_factor: the size ratio between successive clusters.
+    Built from a run's config by `from_config` (config.model, config.train.compute_dtype, and
+    vocab_size from the data); every bad value raises ValueError naming the config key.
+    vocab_size: 0 while the data have not been read (checks against it wait; a model needs it).
+    d: hidden size (also the embedding size); d_proj: d'; num_layers; k: attention every k
+    layers, or attention_last_n >= 0: only in the last n; num_heads; dropout, attn_dropout;
+    highway_bias; layer_norm; cutoffs: () for one softmax, else adaptive input and a tied
+    adaptive softmax with clusters adaptive_factor times narrower; impl: recurrence backend
+    ("auto" resolves on the device that builds the model); kernel: Pallas tuning options;
+    dtype: compute dtype name ("float32" | "bfloat16"; parameters stay float32).
     """
+    vocab_size: int
+    d: int
+    d_proj: int
+    num_layers: int = 10
+    k: int = 1
+    attention_last_n: int = -1
+    num_heads: int = 1
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    highway_bias: float = -2.0
+    layer_norm: bool = False
+    cutoffs: tuple = ()
+    adaptive_factor: float = 4.0
+    impl: str = "auto"
+    kernel: KernelOptions = KernelOptions()
+    dtype: str = "float32"
 
-    def __init__(self, vocab_size: int, d: int, d_proj: int, num_layers: int = 10, *,
-                 k: int = 1, attention_last_n: Optional[int] = None, num_heads: int = 1,
-                 dropout: float = 0.0, attn_dropout: float = 0.0, highway_bias: float = -2.0,
-                 layer_norm: bool = False, cutoffs: Optional[Sequence[int]] = None,
-                 adaptive_factor: float = 4.0, impl: str = "auto", dtype=None,
-                 rngs: nnx.Rngs):
-        if vocab_size < 2:
-            raise ValueError(f"vocab_size={vocab_size}; expected >= 2")
-        self.vocab_size, self.d, self.num_layers = vocab_size, d, num_layers
-        self.adaptive = cutoffs is not None
-        limit = math.sqrt(3.0 / d)
+    def __post_init__(self):
+        object.__setattr__(self, "cutoffs", tuple(self.cutoffs or ()))
+        last_n = None if self.attention_last_n < 0 else self.attention_last_n
+        checks = [
+            (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0 "
+                                   "(0 = the data's)"),
+            (self.d >= 1, f"model.d={self.d}; expected >= 1"),
+            (self.d_proj >= 1, f"model.d_proj={self.d_proj}; expected >= 1"),
+            (self.num_layers >= 1, f"model.num_layers={self.num_layers}; expected >= 1"),
+            (self.k >= 1, f"model.k={self.k}; expected >= 1 (attention every k layers)"),
+            (self.attention_last_n == -1 or 0 <= self.attention_last_n <= self.num_layers,
+             f"model.attention_last_n={self.attention_last_n}; expected -1 or "
+             f"0..{self.num_layers}"),
+            (self.attention_last_n == -1 or self.k == 1,
+             f"model.k={self.k} and model.attention_last_n={self.attention_last_n}: set only "
+             "one"),
+            (self.num_heads >= 1 and self.d_proj % self.num_heads == 0,
+             f"model.d_proj={self.d_proj} is not divisible by model.num_heads="
+             f"{self.num_heads}"),
+            (0 <= self.dropout < 1, f"model.dropout={self.dropout}; expected 0 <= p < 1"),
+            (0 <= self.attn_dropout < 1,
+             f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
+            (self.impl in IMPLS, f"model.impl={self.impl!r}; expected auto, scan, assoc or "
+                                 "pallas"),
+            (self.dtype in DTYPES, f"train.compute_dtype={self.dtype!r}; expected one of "
+                                   f"{sorted(DTYPES)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if last_n is None and not any(attention_layers(self.num_layers, self.k)):
+            raise ValueError(f"model.k={self.k} with model.num_layers={self.num_layers} leaves "
+                             "no attention layer; expected k <= num_layers (or "
+                             "model.attention_last_n=0 for a plain SRU stack)")
+        cut = list(self.cutoffs)
+        if cut and (cut != sorted(set(cut)) or cut[0] <= 0
+                    or (self.vocab_size and cut[-1] >= self.vocab_size)):
+            raise ValueError(f"model.cutoffs={tuple(cut)}; expected strictly increasing values "
+                             f"in 1..{self.vocab_size - 1 if self.vocab_size else 'vocab_size - 1'}")
+        if cut:
+            try:
+                cluster_dims(self.d, self.adaptive_factor, len(cut) + 1)
+            except ValueError as e:
+                raise ValueError(f"model.d={self.d}, model.adaptive_factor="
+                                 f"{self.adaptive_factor}, {len(cut)} cutoffs: {e}") from None
+        for name, value in self.kernel.as_kwargs().items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"model.kernel.{name}={value!r}; expected an integer")
+
+    @classmethod
+    def from_config(cls, config) -> "SRUppConfig":
+        """From a run's config: config.model (its SRU++ keys) and config.train.compute_dtype."""
+        m = config.model
+        kernel = m.get("kernel", None)
+        kernel = KernelOptions(**{k: (v or None) if k != "prefetch" else v
+                                  for k, v in kernel.items()}) if kernel else KernelOptions()
+        return cls(vocab_size=m.vocab_size, d=m.d, d_proj=m.d_proj, num_layers=m.num_layers,
+                   k=m.k, attention_last_n=m.attention_last_n, num_heads=m.num_heads,
+                   dropout=m.dropout, attn_dropout=m.attn_dropout,
+                   highway_bias=m.highway_bias, layer_norm=m.layer_norm,
+                   cutoffs=tuple(m.cutoffs), adaptive_factor=m.adaptive_factor, impl=m.impl,
+                   kernel=kernel, dtype=config.train.compute_dtype)
+
+
+class SRUppLM(nnx.Module):
+    """SRU++ language model of an `SRUppConfig`; its recurrence backend is resolved once, here
+    (`self.backend`)."""
+
+    def __init__(self, config: SRUppConfig, *, rngs: nnx.Rngs):
+        c = config
+        if c.vocab_size < 2:
+            raise ValueError(f"vocab_size={c.vocab_size}; expected >= 2")
+        self.config = c
+        self.vocab_size, self.d, self.num_layers = c.vocab_size, c.d, c.num_layers
+        self.adaptive = bool(c.cutoffs)
+        dtype = DTYPES[c.dtype]
+        limit = math.sqrt(3.0 / c.d)
         if self.adaptive:
-            self.embed = AdaptiveInput(vocab_size, d, list(cutoffs), factor=adaptive_factor,
-                                       rngs=rngs)
-            self.head = AdaptiveSoftmax(vocab_size, d, list(cutoffs), factor=adaptive_factor,
-                                        tie_to=self.embed, rngs=rngs)
+            self.embed = AdaptiveInput(c.vocab_size, c.d, list(c.cutoffs),
+                                       factor=c.adaptive_factor, rngs=rngs)
+            self.head = AdaptiveSoftmax(c.vocab_size, c.d, list(c.cutoffs),
+                                        factor=c.adaptive_factor, tie_to=self.embed, rngs=rngs)
         else:
-            self.embed = nnx.Embed(vocab_size, d, embedding_init=_uniform(limit), rngs=rngs)
-            self.head = nnx.Linear(d, vocab_size, kernel_init=_uniform(limit), dtype=dtype,
+            self.embed = nnx.Embed(c.vocab_size, c.d, embedding_init=_uniform(limit), rngs=rngs)
+            self.head = nnx.Linear(c.d, c.vocab_size, kernel_init=_uniform(limit), dtype=dtype,
                                    rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.rnn = SRUpp(d, d, d_proj, num_layers, k=k, attention_last_n=attention_last_n,
-                         num_heads=num_heads, dropout=dropout, attn_dropout=attn_dropout,
-                         highway_bias=highway_bias, layer_norm=layer_norm, causal=True,
-                         impl=impl, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(c.dropout, rngs=rngs)
+        self.backend = resolve_backend(c.impl)
+        self.rnn = SRUpp(c.d, c.d, c.d_proj, c.num_layers, k=c.k,
+                         attention_last_n=None if c.attention_last_n < 0 else c.attention_last_n,
+                         num_heads=c.num_heads, dropout=c.dropout, attn_dropout=c.attn_dropout,
+                         highway_bias=c.highway_bias, layer_norm=c.layer_norm, causal=True,
+                         impl=self.backend, kernel=c.kernel, dtype=dtype, rngs=rngs)
 
     def init_state(self, batch: int, mem_len: int) -> LMState:
         """Zero state and empty memory of `mem_len` slots (all marked empty)."""

@@ -27,6 +27,7 @@ State, gates and the solve run in float32 whatever the input dtype; `h` comes ba
 """
 from __future__ import annotations
 
+import enum
 import functools
 import warnings
 from typing import NamedTuple
@@ -35,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pallas_kernels import KernelOptions, sru_recurrence_pallas
 from pallas_kernels.inputs import check_inputs
 
 IMPLS = ("auto", "scan", "assoc", "pallas")
@@ -205,15 +207,31 @@ _solve_assoc.defvjp(_solve_assoc_fwd, _solve_assoc_bwd)
 # Public API.
 # ----------------------------------------------------------------------------------------------
 
+class Backend(enum.Enum):
+    """How the recurrence runs (see the module docstring); "auto" resolves to one of these."""
+    SCAN = "scan"
+    ASSOC = "assoc"
+    PALLAS = "pallas"
+
+
 def default_impl() -> str:
     """The backend "auto" resolves to on the current default device."""
     return "pallas" if jax.default_backend() == "gpu" else "scan"
 
 
-def _check_inputs(U, v, b, x, c0, mask_c, mask_pad, impl):
+def resolve_backend(impl) -> Backend:
+    """"auto" | "scan" | "assoc" | "pallas" (or a Backend) -> Backend, "auto" for the current
+    default device. Models resolve it once, when they are built."""
+    if isinstance(impl, Backend):
+        return impl
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r}; expected one of {IMPLS}")
-    check_inputs(U, v, b, x, c0, mask_c, mask_pad)
+    return Backend(default_impl() if impl == "auto" else impl)
+
+
+def describe_backend(backend: Backend) -> str:
+    """E.g. "pallas (GPU)": the backend and the device kind it runs on."""
+    return f"{backend.value} ({jax.default_backend().upper()})"
 
 
 def _time_major(U, x, mask_pad, reverse):
@@ -227,7 +245,8 @@ def _time_major(U, x, mask_pad, reverse):
 
 
 def sru_recurrence(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None, reverse=False,
-                   impl="auto", tol=NEWTON_TOL, max_iters=NEWTON_MAX_ITERS):
+                   impl="auto", kernel: KernelOptions | None = None, tol=NEWTON_TOL,
+                   max_iters=NEWTON_MAX_ITERS):
     """The elementwise SRU recurrence for one direction.
 
     Args:
@@ -239,20 +258,19 @@ def sru_recurrence(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None, reve
       mask_c: [batch, d] dropout mask on the hidden path (already scaled by 1/(1-p)).
       mask_pad: [batch, length] bool, True at padded steps.
       reverse: run from the last step to the first (backward direction).
-      impl: "auto" | "scan" | "assoc" | "pallas".
+      impl: "auto" | "scan" | "assoc" | "pallas", or a Backend.
+      kernel: the Pallas kernel's tuning options (impl "pallas"; None: its defaults).
       tol, max_iters: Newton stopping rule for impl="assoc".
 
     Returns:
       h: [batch, length, d] in U's dtype; c: [batch, d] float32, the state after the last
       processed step (the first step when reverse).
     """
-    _check_inputs(U, v, b, x, c0, mask_c, mask_pad, impl)
-    if impl == "auto":
-        impl = default_impl()
-    if impl == "pallas":
-        from pallas_kernels import sru_recurrence_pallas
+    backend = resolve_backend(impl)
+    check_inputs(U, v, b, x, c0, mask_c, mask_pad)
+    if backend is Backend.PALLAS:
         return sru_recurrence_pallas(U, v, b, x, c0=c0, mask_c=mask_c, mask_pad=mask_pad,
-                                     reverse=reverse)
+                                     reverse=reverse, **(kernel or KernelOptions()).as_kwargs())
     batch, _, _, d = U.shape
     v = v.astype(jnp.float32)
     b = b.astype(jnp.float32)
@@ -260,7 +278,7 @@ def sru_recurrence(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None, reve
     mask_c = None if mask_c is None else mask_c.astype(jnp.float32)
     u_c, u_f, u_r, x_skip, keep = _time_major(U, x, mask_pad, reverse)
 
-    if impl == "scan":
+    if backend is Backend.SCAN:
         c = _solve_scan(u_c, u_f, v[0], b[0], c0, keep)
     else:
         c = _solve_assoc(u_c, u_f, v[0], b[0], c0, keep, float(tol), int(max_iters))
@@ -273,7 +291,7 @@ def sru_recurrence(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None, reve
 def newton_info(U, v, b, *, c0=None, mask_pad=None, reverse=False, tol=NEWTON_TOL,
                 max_iters=NEWTON_MAX_ITERS) -> NewtonInfo:
     """How the Newton solve of impl="assoc" went on these inputs (for tests and benchmarks)."""
-    _check_inputs(U, v, b, None, c0, None, mask_pad, "assoc")
+    check_inputs(U, v, b, None, c0, None, mask_pad)
     batch, _, _, d = U.shape
     c0 = jnp.zeros((batch, d), jnp.float32) if c0 is None else c0.astype(jnp.float32)
     u_c, u_f, _, _, keep = _time_major(U, None, mask_pad, reverse)

@@ -10,6 +10,7 @@ dev and test BPC (characters) or perplexity (words) over whole splits;
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -24,10 +25,10 @@ from flax import nnx
 
 from srupp_jax import sharding
 from srupp_jax.data.streams import Streams
-from srupp_jax.models import SRUppLM, split_for_eval
+from srupp_jax.models import DTYPES, SRUppConfig, SRUppLM, split_for_eval
 from srupp_jax.optim import lr_schedule, make_optimizer
+from srupp_jax.recurrence import describe_backend
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -38,21 +39,9 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
     """Raise ValueError naming the bad value before anything is built or compiled."""
     m, t, e = config.model, config.train, config.eval
     _validate_arch(m)
+    if m.get("arch", "srupp") == "srupp":
+        SRUppConfig.from_config(config)      # the model's own checks, one place
     checks = [
-        (m.d >= 1, f"model.d={m.d}; expected >= 1"),
-        (m.d_proj >= 1, f"model.d_proj={m.d_proj}; expected >= 1"),
-        (m.num_layers >= 1, f"model.num_layers={m.num_layers}; expected >= 1"),
-        (m.k >= 1, f"model.k={m.k}; expected >= 1 (attention every k layers)"),
-        (m.attention_last_n == -1 or 0 <= m.attention_last_n <= m.num_layers,
-         f"model.attention_last_n={m.attention_last_n}; expected -1 or 0..{m.num_layers}"),
-        (m.attention_last_n == -1 or m.k == 1,
-         f"model.k={m.k} and model.attention_last_n={m.attention_last_n}: set only one"),
-        (m.num_heads >= 1 and m.d_proj % m.num_heads == 0,
-         f"model.d_proj={m.d_proj} is not divisible by model.num_heads={m.num_heads}"),
-        (0 <= m.dropout < 1, f"model.dropout={m.dropout}; expected 0 <= p < 1"),
-        (0 <= m.attn_dropout < 1, f"model.attn_dropout={m.attn_dropout}; expected 0 <= p < 1"),
-        (m.impl in ("auto", "scan", "assoc", "pallas"),
-         f"model.impl={m.impl!r}; expected auto, scan, assoc or pallas"),
         (t.batch_size >= 1, f"train.batch_size={t.batch_size}; expected >= 1"),
         (t.batch_size % num_devices == 0,
          f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices"),
@@ -79,19 +68,12 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
-    if m.cutoffs:
-        cut = list(m.cutoffs)
-        if cut != sorted(set(cut)) or cut[0] <= 0 or (m.vocab_size and cut[-1] >= m.vocab_size):
-            raise ValueError(f"model.cutoffs={tuple(cut)}; expected strictly increasing values "
-                             f"in 1..{m.vocab_size - 1 if m.vocab_size else 'vocab_size - 1'}")
-    _validate_data_and_structure(config)
+    _validate_data(config)
 
 
-def _validate_data_and_structure(config) -> None:
-    """The checks of the dataset keys, the attention layout and the adaptive cluster widths."""
-    from srupp_jax.adaptive import cluster_dims
+def _validate_data(config) -> None:
+    """The checks of the dataset keys."""
     from srupp_jax.data.datasets import NAMES, TEXT
-    from srupp_jax.layers import attention_layers
     m, d = config.model, config.data
     checks = [
         (d.name in NAMES + (TEXT,),
@@ -102,19 +84,10 @@ def _validate_data_and_structure(config) -> None:
         (d.name != "text" or d.path,
          "data.name='text' needs a file: set --config.data.path=FILE_OR_FOLDER_OF_TXT"),
         (m.vocab_size >= 0, f"model.vocab_size={m.vocab_size}; expected >= 0 (0 = the data's)"),
-        (m.attention_last_n != -1 or any(attention_layers(m.num_layers, m.k)),
-         f"model.k={m.k} with model.num_layers={m.num_layers} leaves no attention layer; "
-         f"expected k <= num_layers (or model.attention_last_n=0 for a plain SRU stack)"),
     ]
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
-    if m.cutoffs:
-        try:
-            cluster_dims(m.d, m.adaptive_factor, len(m.cutoffs) + 1)
-        except ValueError as e:
-            raise ValueError(f"model.d={m.d}, model.adaptive_factor={m.adaptive_factor}, "
-                             f"{len(m.cutoffs)} cutoffs: {e}") from None
 
 
 def resolve_config(config):
@@ -177,12 +150,9 @@ def build_model(config, rngs: nnx.Rngs):
         return SHARNNLM(m.vocab_size, m.d, m.num_layers, m.d_inner,
                         attention_layers=tuple(m.attention_layers), dropout=m.dropout,
                         attn_dropout=m.attn_dropout, dtype=dtype, rngs=rngs)
-    return SRUppLM(m.vocab_size, m.d, m.d_proj, m.num_layers, k=m.k,
-                   attention_last_n=None if m.attention_last_n < 0 else m.attention_last_n,
-                   num_heads=m.num_heads, dropout=m.dropout, attn_dropout=m.attn_dropout,
-                   highway_bias=m.highway_bias, layer_norm=m.layer_norm,
-                   cutoffs=list(m.cutoffs) if m.cutoffs else None,
-                   adaptive_factor=m.adaptive_factor, impl=m.impl, dtype=dtype, rngs=rngs)
+    model = SRUppLM(SRUppConfig.from_config(config), rngs=rngs)
+    logging.warning("recurrence: %s", describe_backend(model.backend))
+    return model
 
 
 def count_params(model) -> int:
@@ -341,7 +311,7 @@ def _format(metrics: dict) -> str:
 
 def _model_meta(config) -> dict:
     """What a checkpoint records of its run: the model config, to name sizes on a mismatch."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.model.items()}
+    return json.loads(config.model.to_json())
 
 
 def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:

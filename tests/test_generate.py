@@ -20,15 +20,16 @@ import pytest
 from flax import nnx
 
 from srupp_jax.generate import generate, generate_iter, sample_logits, windowed_log_probs
-from srupp_jax.models import SRUppLM
+from srupp_jax.models import SRUppConfig, SRUppLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL, ATOL = 2e-6, 2e-6
 
 
 def tiny(k=1, num_layers=3, cutoffs=None, seed=0):
-    model = SRUppLM(29, 16, 4, num_layers, k=k, cutoffs=cutoffs, dropout=0.1,
-                    attn_dropout=0.1, rngs=nnx.Rngs(seed))
+    config = SRUppConfig(29, 16, 4, num_layers, k=k, cutoffs=cutoffs or (), dropout=0.1,
+                         attn_dropout=0.1)
+    model = SRUppLM(config, rngs=nnx.Rngs(seed))
     for layer in model.rnn.layers:
         if hasattr(layer.transform, "alpha"):
             layer.transform.alpha[...] = 0.8  # attention matters

@@ -6,14 +6,16 @@ import pytest
 from flax import nnx
 
 from helpers import assert_close
-from srupp_jax.models import SRUppLM
+from pallas_kernels import KernelOptions
+from srupp_jax.models import SRUppConfig, SRUppLM
 
 VOCAB = 29
 
 
 def _model(cutoffs=None, k=1, dropout=0.0, impl="scan", seed=0):
-    return SRUppLM(VOCAB, 16, 4, num_layers=3, k=k, dropout=dropout, attn_dropout=dropout,
-                   cutoffs=cutoffs, adaptive_factor=2.0, impl=impl, rngs=nnx.Rngs(seed))
+    config = SRUppConfig(VOCAB, 16, 4, num_layers=3, k=k, dropout=dropout, attn_dropout=dropout,
+                         cutoffs=cutoffs or (), adaptive_factor=2.0, impl=impl)
+    return SRUppLM(config, rngs=nnx.Rngs(seed))
 
 
 def _tokens(batch, length, seed=0):
@@ -117,4 +119,52 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match=r"targets has shape \(2, 3\); expected \(2, 4\)"):
         model.nll(jnp.zeros((2, 4), jnp.int32), jnp.zeros((2, 3), jnp.int32))
     with pytest.raises(ValueError, match="vocab_size=1"):
-        SRUppLM(1, 8, 2, rngs=nnx.Rngs(0))
+        SRUppLM(SRUppConfig(1, 8, 2), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("d", 0, "model.d=0; expected >= 1"),
+    ("d_proj", 0, "model.d_proj=0; expected >= 1"),
+    ("num_layers", 0, "model.num_layers=0; expected >= 1"),
+    ("attention_last_n", 4, "model.attention_last_n=4; expected -1 or 0..3"),
+    ("dropout", 1.0, "model.dropout=1.0; expected 0 <= p < 1"),
+    ("attn_dropout", -0.1, "model.attn_dropout=-0.1"),
+    ("num_heads", 3, "model.d_proj=4 is not divisible by model.num_heads=3"),
+    ("k", 4, "model.k=4 with model.num_layers=3 leaves no attention layer"),
+    ("cutoffs", (5, 40), r"model.cutoffs=\(5, 40\); expected strictly increasing values in "
+                         r"1..28"),
+    ("adaptive_factor", 64.0, "model.d=16, model.adaptive_factor=64.0, 1 cutoffs"),
+    ("impl", "cuda", "model.impl='cuda'"),
+    ("dtype", "float16", "train.compute_dtype='float16'"),
+    ("kernel", KernelOptions(block_d=1.5), r"model.kernel.block_d=1.5; expected an integer"),
+])
+def test_every_bad_model_value_is_named_once(key, value, match):
+    """SRUppConfig checks every field in one place, naming the config key (before any
+    compile: it is a plain dataclass)."""
+    good = dict(vocab_size=29, d=16, d_proj=4, num_layers=3,
+                cutoffs=(5,) if key == "adaptive_factor" else ())
+    with pytest.raises(ValueError, match=match):
+        SRUppConfig(**dict(good, **{key: value}))
+
+
+def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
+    """impl is resolved when the model is built (logged by train.build_model), and
+    config.model.kernel's options are what the Pallas kernel receives."""
+    from srupp_jax import recurrence
+    from srupp_jax.recurrence import Backend
+    assert _model(impl="auto").backend is Backend.SCAN          # CPU: scan
+    seen = []
+    real = recurrence.sru_recurrence_pallas
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs[k] for k in ("block_d", "num_warps", "prefetch")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recurrence, "sru_recurrence_pallas", spy)
+    options = KernelOptions(block_d=8, num_warps=1, prefetch=2)
+    model = SRUppLM(SRUppConfig(VOCAB, 16, 4, num_layers=2, impl="pallas", kernel=options),
+                    rngs=nnx.Rngs(0))
+    assert model.backend is Backend.PALLAS
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 5), 0, VOCAB)
+    nll, _ = model.nll(tokens, tokens)
+    assert seen and all(s == options.as_kwargs() for s in seen) and bool(jnp.isfinite(nll).all())

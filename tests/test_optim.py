@@ -6,7 +6,7 @@ import optax
 import pytest
 from flax import nnx
 
-from srupp_jax.models import SRUppLM
+from srupp_jax.models import SRUppConfig, SRUppLM
 from srupp_jax.optim import lr_schedule, make_optimizer, weight_decay_mask
 
 
@@ -16,7 +16,7 @@ _CACHE = {}
 def _small_params():
     """A small real model (built once per module: module construction dominates the runtime)."""
     if "params" not in _CACHE:
-        model = SRUppLM(29, 16, 4, num_layers=2, rngs=nnx.Rngs(0))
+        model = SRUppLM(SRUppConfig(29, 16, 4, num_layers=2), rngs=nnx.Rngs(0))
         _CACHE["split"] = nnx.split(model, nnx.Param, ...)
     graphdef, params, rest = _CACHE["split"]
     return nnx.merge(graphdef, params, rest), params
