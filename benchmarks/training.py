@@ -14,7 +14,7 @@ layer, torch.optim.RAdam, gradient clipping 1.0, fp16 autocast with a GradScaler
 
 Timing: --warmup steps (compiling), then --steps steps, blocked on at the end; step ms is their
 mean. tokens/s = B * M / step time. MFU = tokens/s x FLOPs per token / peak, FLOPs per token
-from `srupp_jax.metrics.estimate_flops_per_token` (matmuls 6 per weight per token, attention
+from `srupp_jax.flops.estimate_flops_per_token` (matmuls 6 per weight per token, attention
 scores over the 2M keys computed, elementwise work roughly), the same count for both rows;
 peak is the device's dense bf16 peak (None where unknown, e.g. CPU). Peak memory: the device
 allocator's peak (JAX memory_stats, torch.cuda.max_memory_allocated), None on CPU.
@@ -38,7 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from srupp_jax import train  # noqa: E402
-from srupp_jax.metrics import estimate_flops_per_token, mfu, peak_flops_per_device  # noqa: E402
+from srupp_jax.flops import estimate_flops_per_token, mfu, peak_flops_per_device  # noqa: E402
 from srupp_jax.optim import make_optimizer  # noqa: E402
 from report import save_json  # noqa: E402
 

@@ -95,7 +95,7 @@ def summarize(config, name: str, workdir: str, budget: float) -> dict:
     import jax
     from flax import nnx
 
-    from srupp_jax import train
+    from srupp_jax import flops, train
     from srupp_jax.metrics import read_metrics
 
     cfg = run_config(config, name, budget)
@@ -114,7 +114,7 @@ def summarize(config, name: str, workdir: str, budget: float) -> dict:
     return {
         "name": name, "label": run.label, "paper": run.paper, "arch": cfg.model.arch,
         "params": train.count_params(model),
-        "flops_per_token": train.flops_per_token(model, cfg),
+        "flops_per_token": flops.flops_per_token(model, cfg),
         "tokens_per_sec": tokens / seconds if seconds else 0.0,
         "steps": steps, "train_seconds": seconds, "devices": jax.device_count(),
         "marks_seconds": list(cfg.train.eval_marks), "dev_bpc_at_marks": at_marks,

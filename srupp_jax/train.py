@@ -160,19 +160,6 @@ def count_params(model) -> int:
     return int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
 
 
-def flops_per_token(model, config) -> float:
-    """Estimated forward + backward FLOPs per training token (attention over 2M keys: a
-    segment of M tokens and M tokens of memory), whatever the architecture."""
-    m, t = config.model, config.train
-    if hasattr(model, "flops_per_token"):  # the baselines count their own
-        return model.flops_per_token(2 * t.unroll)
-    from srupp_jax.metrics import estimate_flops_per_token
-    return estimate_flops_per_token(m.d, m.d_proj, m.num_layers, sum(model.rnn.has_attention),
-                                    m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
-                                    cutoffs=list(m.cutoffs) or None,
-                                    adaptive_factor=m.adaptive_factor)
-
-
 # ----------------------------------------------------------------------------------------------
 # Compiled steps.
 # ----------------------------------------------------------------------------------------------
@@ -322,8 +309,8 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
     """
     from srupp_jax import run_config
     from srupp_jax.checkpoint import Checkpoints
-    from srupp_jax.metrics import MetricWriter, Progress, mfu, peak_flops_per_device, \
-        read_metrics
+    from srupp_jax.flops import flops_per_token, mfu, peak_flops_per_device
+    from srupp_jax.metrics import MetricWriter, Progress, read_metrics
     from srupp_jax.workdir import StopSignals, WorkdirLock
 
     sharding.initialize_distributed()

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from srupp_jax import flops as F
 from srupp_jax import metrics as M
 
 
@@ -130,39 +131,39 @@ def test_flops_formula_by_hand():
     proj1 = 5 * dp + 3 * d * dp                   # layer 1 reads d_in=5
     proj3 = d * dp + 3 * d * dp
     want = 6 * (attn + proj1 + proj3) + 12 * L * dp + 6 * d * V
-    got = M.estimate_flops_per_token(d, dp, 3, 1, V, L, d_in=5, include_elementwise=False)
+    got = F.estimate_flops_per_token(d, dp, 3, 1, V, L, d_in=5, include_elementwise=False)
     assert got == want
-    full = M.estimate_flops_per_token(d, dp, 3, 1, V, L, d_in=5)
-    assert full == want + 3 * M.ELEMENTWISE_FLOPS_PER_D * d * 3
+    full = F.estimate_flops_per_token(d, dp, 3, 1, V, L, d_in=5)
+    assert full == want + 3 * F.ELEMENTWISE_FLOPS_PER_D * d * 3
     with pytest.raises(ValueError, match="attn_layers"):
-        M.estimate_flops_per_token(d, dp, 3, 4, V, L)
+        F.estimate_flops_per_token(d, dp, 3, 4, V, L)
 
 
 def test_flops_adaptive_by_hand():
     # d=16, factor 4, cutoffs [4, 10], vocab 20: dims (16, 4, 1), sizes (4, 6, 10)
     d, dp = 16, 8
-    base = M.estimate_flops_per_token(d, dp, 1, 0, 2, 0, include_elementwise=False) - 6 * d * 2
-    got = M.estimate_flops_per_token(d, dp, 1, 0, 20, 0, adaptive=True, cutoffs=[4, 10],
+    base = F.estimate_flops_per_token(d, dp, 1, 0, 2, 0, include_elementwise=False) - 6 * d * 2
+    got = F.estimate_flops_per_token(d, dp, 1, 0, 20, 0, adaptive=True, cutoffs=[4, 10],
                                      include_elementwise=False)
     inp = 16 * d + 4 * d + 1 * d
     head = 16 * 4 + d * 2
     tails = (d * 4 + 4 * 6) + (d * 1 + 1 * 10)
     assert got - base == 6 * (inp + head + tails)
     with pytest.warns(UserWarning, match="cutoffs"):
-        M.estimate_flops_per_token(d, dp, 1, 0, 20, 0, adaptive=True)
+        F.estimate_flops_per_token(d, dp, 1, 0, 20, 0, adaptive=True)
 
 
 def test_mfu_and_peak():
-    assert M.peak_flops_per_device() is None                 # CPU test machine
-    assert M.mfu(1e6, 1e9, None) is None
-    assert M.mfu(1e6, 1e9, M.peak_flops_per_device()) is None
-    assert M.peak_flops_per_device("NVIDIA H100 80GB HBM3") == 989e12
-    assert M.peak_flops_per_device("NVIDIA H200") == 989e12
-    assert M.peak_flops_per_device("NVIDIA A100-SXM4-80GB") == 312e12
-    assert M.peak_flops_per_device("TPU v5 lite") == 197e12
-    assert M.peak_flops_per_device("TPU v5p") == 459e12
-    assert M.peak_flops_per_device("Some New Chip") is None
-    assert M.mfu(1e5, 1e9, 1e15, num_devices=2) == pytest.approx(0.05)
+    assert F.peak_flops_per_device() is None                 # CPU test machine
+    assert F.mfu(1e6, 1e9, None) is None
+    assert F.mfu(1e6, 1e9, F.peak_flops_per_device()) is None
+    assert F.peak_flops_per_device("NVIDIA H100 80GB HBM3") == 989e12
+    assert F.peak_flops_per_device("NVIDIA H200") == 989e12
+    assert F.peak_flops_per_device("NVIDIA A100-SXM4-80GB") == 312e12
+    assert F.peak_flops_per_device("TPU v5 lite") == 197e12
+    assert F.peak_flops_per_device("TPU v5p") == 459e12
+    assert F.peak_flops_per_device("Some New Chip") is None
+    assert F.mfu(1e5, 1e9, 1e15, num_devices=2) == pytest.approx(0.05)
 
 
 def _synthetic_run(path, devices=2):

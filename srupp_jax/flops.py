@@ -1,0 +1,157 @@
+"""FLOPs and model FLOPs utilisation (MFU) of a training run.
+
+  flops_per_token(model, config)   forward+backward FLOPs per training token of a run's model,
+                                   whatever its architecture (the baselines count their own).
+  estimate_flops_per_token(..)     the SRU++ count (formula below).
+  peak_flops_per_device()          dense bf16 peak of jax.devices()[0] from a table, None if
+                                   unknown.
+  mfu(tokens_per_sec, flops_per_token, peak_flops)   model FLOPs utilisation, None if no peak.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence
+
+from srupp_jax.adaptive import cluster_bounds, cluster_dims
+
+
+def flops_per_token(model, config) -> float:
+    """Estimated forward + backward FLOPs per training token (attention over 2M keys: a
+    segment of M tokens and M tokens of memory), whatever the architecture."""
+    m, t = config.model, config.train
+    if hasattr(model, "flops_per_token"):  # the baselines count their own
+        return model.flops_per_token(2 * t.unroll)
+    return estimate_flops_per_token(m.d, m.d_proj, m.num_layers, sum(model.rnn.has_attention),
+                                    m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
+                                    cutoffs=list(m.cutoffs) or None,
+                                    adaptive_factor=m.adaptive_factor)
+
+
+#: Forward FLOPs per hidden unit per token of one layer's elementwise work (the SRU
+#: recurrence c_t = f*c_{t-1} + (1-f)*U, the gates with their v*c terms, the highway output,
+#: the alpha residual, layer norm): a rough constant; it is O(d) and small next to the
+#: matmuls (e.g. 3 * 30 * d vs 6 * 3 * d * d' per layer).
+ELEMENTWISE_FLOPS_PER_D = 30
+
+
+def estimate_flops_per_token(d: int, d_proj: int, num_layers: int, attn_layers: int,
+                             vocab_size: int, attn_len: float, d_in: Optional[int] = None,
+                             adaptive: bool = False, *, cutoffs: Optional[Sequence[int]] = None,
+                             adaptive_factor: float = 4.0, include_elementwise: bool = True
+                             ) -> float:
+    """Forward + backward FLOPs per training token of an SRU++ language model.
+
+    Matmuls count 6 FLOPs per weight per token (2 forward, 4 backward: input and weight
+    gradients). With d' = d_proj, per token:
+
+      attention layer  (W_q d_in x d', W_kv d' x 2d', W_o d' x 3d):
+                        6 * (d_in*d' + 2*d'^2 + 3*d*d')  +  3 * 4 * attn_len * d'
+                        (the last term: q.k scores 2*attn_len*d' and the weighted sum of values
+                        2*attn_len*d' forward, x3 for forward+backward; summed over heads)
+      projection layer (W_1 d_in x d', W_2 d' x 3d):   6 * (d_in*d' + 3*d*d')
+      every layer      3 * ELEMENTWISE_FLOPS_PER_D * d   (recurrence, gates, norms; rough)
+      output, char model (adaptive=False):  6 * d * vocab_size
+      output, adaptive=True (adaptive input + tied adaptive softmax, cluster widths
+        d_i = int(d // factor**i), |V_i| from `cutoffs`), counted as the JAX code runs it,
+        every cluster for every token:
+          input projections sum_i 6 * d_i * d
+          softmax head  6 * (d*d_0 [only if d_0 != d] + d_0*|V_0| + d*(n-1))
+          softmax tails sum_{i>=1} 6 * (d*d_i + d_i*|V_i|)
+      (embedding lookups and biases are not counted.)
+
+    d_in is the input width of layer 1 (the embedding size; default d); later layers take d.
+    The first matrix of both layer kinds is (input width x d'), so where the attention layers
+    sit does not matter. attn_len is the number of keys each query attends to: for training
+    with unroll M and memory M, 2M counts the full (masked) score matrix as computed, and
+    M + (M+1)/2 counts only the unmasked entries. Returns a float.
+    """
+    for name, v in (("d", d), ("d_proj", d_proj), ("num_layers", num_layers),
+                    ("vocab_size", vocab_size)):
+        if v < 1:
+            raise ValueError(f"{name}={v}; expected >= 1")
+    if not 0 <= attn_layers <= num_layers:
+        raise ValueError(f"attn_layers={attn_layers}; expected 0 <= attn_layers <= "
+                         f"num_layers={num_layers}")
+    if attn_len < 0:
+        raise ValueError(f"attn_len={attn_len}; expected >= 0")
+    d_in = d if d_in is None else d_in
+    dp = d_proj
+
+    attn_common = 2 * dp * dp + 3 * d * dp                        # W_kv, W_o
+    proj_common = 3 * d * dp                                      # W_2
+    # first matrices: layer 1 reads d_in, the others d
+    first = (d_in + (num_layers - 1) * d) * dp
+    layer_weights = (first + attn_layers * attn_common
+                     + (num_layers - attn_layers) * proj_common)
+    flops = 6.0 * layer_weights
+    flops += 3.0 * 4.0 * attn_len * dp * attn_layers
+    if include_elementwise:
+        flops += 3.0 * ELEMENTWISE_FLOPS_PER_D * d * num_layers
+
+    if not adaptive:
+        if cutoffs:
+            raise ValueError("cutoffs given with adaptive=False")
+        flops += 6.0 * d * vocab_size
+    else:
+        if cutoffs is None:
+            warnings.warn("estimate_flops_per_token(adaptive=True) without cutoffs counts a "
+                          "single-cluster (full) softmax; pass cutoffs= and adaptive_factor= "
+                          "for the adaptive model's real cost", stacklevel=2)
+        bounds = cluster_bounds(vocab_size, list(cutoffs or []))
+        dims = cluster_dims(d, adaptive_factor, len(bounds))
+        sizes = [hi - lo for lo, hi in bounds]
+        n = len(bounds)
+        out = sum(di * d for di in dims)                            # adaptive input proj.
+        out += (d * dims[0] if dims[0] != d else 0) + dims[0] * sizes[0] + d * (n - 1)
+        out += sum(d * dims[i] + dims[i] * sizes[i] for i in range(1, n))
+        flops += 6.0 * out
+    return float(flops)
+
+
+#: Dense bf16 peak FLOP/s per device (chip), matched by substring of `device_kind`
+#: (lower-case), first match wins, so specific names come before general ones.
+PEAK_FLOPS: tuple[tuple[str, float], ...] = (
+    ("h100 pcie", 756e12),
+    ("h100 nvl", 835e12),
+    ("h100", 989e12),          # SXM
+    ("h200", 989e12),
+    ("gh200", 989e12),
+    ("a100", 312e12),
+    ("v100", 125e12),
+    ("tpu v4", 275e12),
+    ("tpu v5 lite", 197e12),   # v5e
+    ("tpu v5e", 197e12),
+    ("tpu v5p", 459e12),
+    ("tpu v5", 459e12),        # v5p reports "TPU v5"
+    ("tpu v6 lite", 918e12),   # v6e (Trillium)
+    ("tpu v6e", 918e12),
+)
+
+
+def peak_flops_per_device(device_kind: Optional[str] = None) -> Optional[float]:
+    """Dense bf16 peak FLOP/s of one device, from PEAK_FLOPS; None for CPU or unknown kinds.
+
+    device_kind: defaults to `jax.devices()[0].device_kind`."""
+    if device_kind is None:
+        import jax
+        device_kind = jax.devices()[0].device_kind
+    kind = device_kind.lower()
+    if "cpu" in kind:
+        return None
+    for key, peak in PEAK_FLOPS:
+        if key in kind:
+            return peak
+    return None
+
+
+def mfu(tokens_per_sec: float, flops_per_token: float, peak_flops: Optional[float], *,
+        num_devices: int = 1) -> Optional[float]:
+    """Model FLOPs utilisation: tokens_per_sec * flops_per_token / (peak_flops * num_devices).
+
+    tokens_per_sec is the throughput of all `num_devices` together; peak_flops is per device
+    (`peak_flops_per_device()`). None when peak_flops is None (CPU / unknown device)."""
+    if peak_flops is None or peak_flops <= 0:
+        return None
+    if num_devices < 1:
+        raise ValueError(f"num_devices={num_devices}; expected >= 1")
+    return float(tokens_per_sec) * float(flops_per_token) / (float(peak_flops) * num_devices)
