@@ -31,7 +31,6 @@ A training run ends with a JSON line whose `status` gives the exit code: finishe
 import json
 import os
 import sys
-import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -74,86 +73,6 @@ FLAGS = flags.FLAGS
 # What a user's mistake raises: these print one line; anything else is a bug and raises.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, app.UsageError,
                flags.Error)
-
-
-def smoke(config) -> float:
-    """One forward/backward pass on random tokens; returns the mean loss in nats."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    import optax
-
-    from srupp_jax.train import build_model, resolve_config, validate_config
-
-    validate_config(config, 1)
-    if config.model.vocab_size == 0:   # the vocabulary's size: needs the prepared data
-        config, _ = resolve_config(config)
-    model = build_model(config, nnx.Rngs(config.seed))
-    graphdef, variables = nnx.split(model)
-    n_params = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    B, M, V = config.train.batch_size, config.train.unroll, config.model.vocab_size
-    tokens = jax.random.randint(jax.random.PRNGKey(config.seed), (B, M + 1), 0, V)
-    state = model.init_state(B, M)
-
-    @jax.jit
-    def loss_and_grad(variables, state):
-        m = nnx.merge(graphdef, variables)
-        loss_fn = lambda m: m.nll(tokens[:, :-1], tokens[:, 1:], state)[0].mean()
-        return nnx.value_and_grad(loss_fn)(m)
-
-    start = time.time()
-    loss, grads = loss_and_grad(variables, state)
-    gnorm = optax.tree.norm(grads)
-    print(f"SRU++ LM: {n_params:,} parameters, {config.model.num_layers} layers, "
-          f"d={config.model.d}, d'={config.model.d_proj}, k={config.model.k}, "
-          f"backend {jax.default_backend()}")
-    print(f"random tokens B={B} M={M}: loss {float(loss):.4f} nats (ln V = {jnp.log(V):.4f}), "
-          f"grad norm {float(gnorm):.4f}, {time.time() - start:.1f}s incl. compile")
-    return float(loss)
-
-
-def generate(config, workdir: str) -> None:
-    """Restore the best (else latest) checkpoint and stream sampled text to stdout."""
-    import codecs
-    import sys
-
-    import jax
-    import numpy as np
-    from flax import nnx
-
-    from srupp_jax import train
-    from srupp_jax.generate import check_sampling, generate_iter
-
-    check_sampling(FLAGS.temperature, FLAGS.top_k, FLAGS.top_p)
-    if FLAGS.num_tokens < 0:
-        raise app.UsageError(f"--num_tokens={FLAGS.num_tokens}; expected >= 0")
-    train.validate_config(config, 1)
-    config, data = train.resolve_config(config)
-    model, params, rest, _ = train.restore_for_inference(config, workdir)
-    nnx.update(model, params, rest)
-    vocab = data.vocab
-    if data.unit == "word":  # words; an empty prompt starts a sentence after <eos>
-        ids = vocab.encode(FLAGS.prompt, add_eos=False) if FLAGS.prompt.strip() else []
-        ids = np.concatenate([[vocab.eos_id], ids]).astype(np.int32)
-    else:  # bytes; an empty prompt starts after a newline
-        ids = vocab.encode(FLAGS.prompt or "\n")
-    out = sys.stdout
-    out.write(FLAGS.prompt)
-    out.flush()
-    # bytes: an incremental UTF-8 decoder keeps a character split across blocks for the next
-    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for block in generate_iter(model, ids[None, :], FLAGS.num_tokens,
-                               key=jax.random.PRNGKey(FLAGS.seed),
-                               mem_len=config.eval.mem_len, temperature=FLAGS.temperature,
-                               top_k=FLAGS.top_k, top_p=FLAGS.top_p, block=32):
-        if data.unit == "word":
-            out.write(" " + vocab.decode(block[0]))
-        else:
-            out.write(utf8.decode(vocab.decode_bytes(block[0])))
-        out.flush()
-    out.write(utf8.decode(b"", final=True) + "\n")
-    out.flush()
 
 
 def shipped_configs() -> list:
@@ -247,16 +166,20 @@ def main(argv):
 
 def _run_mode():
     config = FLAGS.config
+    from srupp_jax import generate, train
     if FLAGS.mode == "smoke":
-        smoke(config)
+        train.smoke(config)
         return
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required for --mode=train, eval and generate; "
                              "add --workdir=DIR")
     if FLAGS.mode == "generate":
-        generate(eval_config(FLAGS.workdir), FLAGS.workdir)
+        if FLAGS.num_tokens < 0:
+            raise app.UsageError(f"--num_tokens={FLAGS.num_tokens}; expected >= 0")
+        generate.sample_text(eval_config(FLAGS.workdir), FLAGS.workdir, FLAGS.prompt,
+                             FLAGS.num_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+                             top_p=FLAGS.top_p, seed=FLAGS.seed)
         return
-    from srupp_jax import train
     if FLAGS.mode == "train":
         metrics = train.train_and_evaluate(config, FLAGS.workdir, force=FLAGS.force)
     else:

@@ -204,3 +204,41 @@ def generate(model: SRUppLM, prompt, num_tokens: int, *, key, mem_len: int,
     if not blocks:
         return jnp.zeros((jnp.asarray(prompt).shape[0], 0), jnp.int32)
     return jnp.asarray(blocks[0])
+
+
+def sample_text(config, workdir: str, prompt: str = "", num_tokens: int = 200, *,
+                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                out=None) -> None:
+    """Restore the best (else latest) checkpoint of `workdir` and stream `num_tokens` tokens
+    sampled after `prompt` to `out` (stdout), with eval.mem_len tokens of attention memory
+    (main.py --mode=generate). An empty prompt starts a line (bytes) or a sentence (words)."""
+    import codecs
+    import sys
+
+    from srupp_jax import train
+
+    check_sampling(temperature, top_k, top_p)
+    train.validate_config(config, 1)
+    config, data = train.resolve_config(config)
+    model, params, rest, _ = train.restore_for_inference(config, workdir)
+    nnx.update(model, params, rest)
+    vocab, out = data.vocab, out or sys.stdout
+    if data.unit == "word":  # words; an empty prompt starts a sentence after <eos>
+        ids = vocab.encode(prompt, add_eos=False) if prompt.strip() else []
+        ids = np.concatenate([[vocab.eos_id], ids]).astype(np.int32)
+    else:  # bytes; an empty prompt starts after a newline
+        ids = vocab.encode(prompt or "\n")
+    out.write(prompt)
+    out.flush()
+    # bytes: an incremental UTF-8 decoder keeps a character split across blocks for the next
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for block in generate_iter(model, ids[None, :], num_tokens, key=jax.random.PRNGKey(seed),
+                               mem_len=config.eval.mem_len, temperature=temperature,
+                               top_k=top_k, top_p=top_p, block=32):
+        if data.unit == "word":
+            out.write(" " + vocab.decode(block[0]))
+        else:
+            out.write(utf8.decode(vocab.decode_bytes(block[0])))
+        out.flush()
+    out.write(utf8.decode(b"", final=True) + "\n")
+    out.flush()

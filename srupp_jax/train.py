@@ -291,6 +291,35 @@ def make_evaluator(model: SRUppLM, config, mesh):
 # The training loop.
 # ----------------------------------------------------------------------------------------------
 
+def smoke(config) -> float:
+    """One forward and backward pass of `config`'s model on random tokens (main.py
+    --mode=smoke); prints the sizes and returns the mean loss in nats."""
+    validate_config(config, 1)
+    if config.model.vocab_size == 0:   # the vocabulary's size: needs the prepared data
+        config, _ = resolve_config(config)
+    model = build_model(config, nnx.Rngs(config.seed))
+    graphdef, variables = nnx.split(model)
+    B, M, V = config.train.batch_size, config.train.unroll, config.model.vocab_size
+    tokens = jax.random.randint(jax.random.PRNGKey(config.seed), (B, M + 1), 0, V)
+    state = model.init_state(B, M)
+
+    @jax.jit
+    def loss_and_grad(variables, state):
+        m = nnx.merge(graphdef, variables)
+        loss_fn = lambda m: m.nll(tokens[:, :-1], tokens[:, 1:], state)[0].mean()
+        return nnx.value_and_grad(loss_fn)(m)
+
+    start = time.time()
+    loss, grads = loss_and_grad(variables, state)
+    m = config.model
+    print(f"{m.get('arch', 'srupp')} LM: {count_params(model):,} parameters, {m.num_layers} "
+          f"layers, d={m.d}, d'={m.d_proj}, k={m.k}, backend {jax.default_backend()}")
+    print(f"random tokens B={B} M={M}: loss {float(loss):.4f} nats (ln V = {math.log(V):.4f}), "
+          f"grad norm {float(optax.tree.norm(grads)):.4f}, {time.time() - start:.1f}s incl. "
+          "compile")
+    return float(loss)
+
+
 def _format(metrics: dict) -> str:
     return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                     for k, v in metrics.items())
