@@ -179,3 +179,17 @@ class ProjectedLinear(nnx.Module):
         if self.layer_norm is not None:
             z = self.layer_norm(z)
         return self.w_2(self.dropout(z))
+
+
+def memory_attention_mask(length: int, memory_pad, *, same_length: bool = False,
+                          attn_mask=None):
+    """[batch, L, mem_len + L] bool (True = attend): `attn_mask` ([L, mem_len + L]; default the
+    causal or same-length mask), never an empty memory slot (memory_pad [batch, mem_len])."""
+    batch, mem_len = memory_pad.shape
+    if attn_mask is None:
+        attn_mask = attention_mask(length, mem_len, same_length=same_length)
+    elif attn_mask.shape != (length, mem_len + length):
+        raise ValueError(f"attn_mask has shape {attn_mask.shape}; expected "
+                         f"{(length, mem_len + length)}")
+    pad = jnp.concatenate([memory_pad, jnp.zeros((batch, length), bool)], axis=1)
+    return attn_mask[None] & ~pad[:, None, :]

@@ -47,6 +47,30 @@ def _uniform(limit: float):
                                                                      -limit, limit)
 
 
+class LanguageModel:
+    """What every language model here derives from `hidden` (tokens -> top-layer output, new
+    LMState) and `_head_log_probs` (that output -> log-probabilities): the per-token loss and
+    the log-distribution. Shared by SRUppLM and the baselines (transformer_xl, sha_rnn)."""
+    adaptive = False    # True: an adaptive softmax `head` computes the nll itself
+
+    def nll(self, tokens, targets, state: Optional[LMState] = None, *,
+            same_length: bool = False):
+        """Per-token negative log-likelihood [batch, L] float32 (nats), and the new state."""
+        if targets.shape != tokens.shape:
+            raise ValueError(f"targets has shape {targets.shape}; expected {tokens.shape}")
+        h, state = self.hidden(tokens, state, same_length=same_length)
+        if self.adaptive:  # never materialises the full-vocabulary distribution
+            return self.head.nll(h, targets), state
+        logp = self._head_log_probs(h)
+        return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
+
+    def log_probs(self, tokens, state: Optional[LMState] = None, *,
+                  same_length: bool = False, attn_mask=None):
+        """Log-distribution over the vocabulary [batch, L, vocab] float32, and the new state."""
+        h, state = self.hidden(tokens, state, same_length=same_length, attn_mask=attn_mask)
+        return self._head_log_probs(h), state
+
+
 @dataclasses.dataclass(frozen=True)
 class SRUppConfig:
     """The hyperparameters of an SRU++ language model, in the paper's notation, checked once.
@@ -142,7 +166,7 @@ class SRUppConfig:
                    kernel=kernel, dtype=config.train.compute_dtype)
 
 
-class SRUppLM(nnx.Module):
+class SRUppLM(LanguageModel, nnx.Module):
     """SRU++ language model of an `SRUppConfig`; its recurrence backend is resolved once, here
     (`self.backend`)."""
 
@@ -205,23 +229,6 @@ class SRUppLM(nnx.Module):
                            for m, s in zip(state.memory, saved))
         new_pad = keep(state.memory_pad, jnp.zeros((batch, length), bool))
         return self.dropout(h), LMState(c, new_memory, new_pad)
-
-    def nll(self, tokens, targets, state: Optional[LMState] = None, *,
-            same_length: bool = False):
-        """Per-token negative log-likelihood [batch, L] float32 (nats), and the new state."""
-        if targets.shape != tokens.shape:
-            raise ValueError(f"targets has shape {targets.shape}; expected {tokens.shape}")
-        h, state = self.hidden(tokens, state, same_length=same_length)
-        if self.adaptive:  # never materialises the full-vocabulary distribution
-            return self.head.nll(h, targets), state
-        logp = self._head_log_probs(h)
-        return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
-
-    def log_probs(self, tokens, state: Optional[LMState] = None, *,
-                  same_length: bool = False, attn_mask=None):
-        """Log-distribution over the vocabulary [batch, L, vocab] float32, and the new state."""
-        h, state = self.hidden(tokens, state, same_length=same_length, attn_mask=attn_mask)
-        return self._head_log_probs(h), state
 
     def _head_log_probs(self, h):
         """[batch, L, d] -> float32 log-distribution [batch, L, vocab] of the output layer."""

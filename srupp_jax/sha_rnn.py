@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from srupp_jax.attention import attention_mask
-from srupp_jax.models import LMState
+from srupp_jax.attention import memory_attention_mask
+from srupp_jax.models import LanguageModel, LMState
 
 LN_EPS = 1e-12  # the released code's LayerNorm epsilon
 
@@ -164,7 +164,7 @@ class SHABlock(nnx.Module):
         return h, new_state, saved
 
 
-class SHARNNLM(nnx.Module):
+class SHARNNLM(LanguageModel, nnx.Module):
     """SHA-RNN language model with the `SRUppLM` interface.
 
     Args:
@@ -210,13 +210,8 @@ class SHARNNLM(nnx.Module):
         batch, length = tokens.shape
         state = self.init_state(batch, 0) if state is None else state
         mem_len = state.memory_pad.shape[1]
-        if attn_mask is None:
-            attn_mask = attention_mask(length, mem_len, same_length=same_length)
-        elif attn_mask.shape != (length, mem_len + length):
-            raise ValueError(f"attn_mask has shape {attn_mask.shape}; expected "
-                             f"{(length, mem_len + length)}")
-        pad = jnp.concatenate([state.memory_pad, jnp.zeros((batch, length), bool)], axis=1)
-        mask = attn_mask[None] & ~pad[:, None, :]
+        mask = memory_attention_mask(length, state.memory_pad, same_length=same_length,
+                                     attn_mask=attn_mask)
         h = self.embed(tokens)
         h = self.dropout(h if self.dtype is None else h.astype(self.dtype))
         cs, new_memory = [], []
@@ -229,21 +224,6 @@ class SHARNNLM(nnx.Module):
                               keep(memory, jax.lax.stop_gradient(saved).astype(memory.dtype)))
         new_pad = keep(state.memory_pad, jnp.zeros((batch, length), bool))
         return self.dropout(h), LMState(jnp.stack(cs), tuple(new_memory), new_pad)
-
-    def nll(self, tokens, targets, state: Optional[LMState] = None, *,
-            same_length: bool = False):
-        """Per-token negative log-likelihood [batch, L] float32 (nats), and the new state."""
-        if targets.shape != tokens.shape:
-            raise ValueError(f"targets has shape {targets.shape}; expected {tokens.shape}")
-        h, state = self.hidden(tokens, state, same_length=same_length)
-        logp = self._head_log_probs(h)
-        return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
-
-    def log_probs(self, tokens, state: Optional[LMState] = None, *,
-                  same_length: bool = False, attn_mask=None):
-        """Log-distribution over the vocabulary [batch, L, vocab] float32, and the new state."""
-        h, state = self.hidden(tokens, state, same_length=same_length, attn_mask=attn_mask)
-        return self._head_log_probs(h), state
 
     def _head_log_probs(self, h):
         table = self.embed.embedding[...].astype(h.dtype)

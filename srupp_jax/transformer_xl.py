@@ -35,8 +35,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax
-from srupp_jax.attention import attention_mask
-from srupp_jax.models import LMState
+from srupp_jax.attention import memory_attention_mask
+from srupp_jax.models import LanguageModel, LMState
 
 INIT = jax.nn.initializers.normal(stddev=0.02)
 LN_EPS = 1e-5
@@ -142,7 +142,7 @@ class TransformerXLLayer(nnx.Module):
         return self.ff(self.attn(h, r, u, v, memory=memory, mask=mask))
 
 
-class TransformerXLLM(nnx.Module):
+class TransformerXLLM(LanguageModel, nnx.Module):
     """Transformer-XL language model with the `SRUppLM` interface.
 
     Args:
@@ -213,13 +213,8 @@ class TransformerXLLM(nnx.Module):
         batch, length = tokens.shape
         state = self.init_state(batch, 0) if state is None else state
         mem_len = state.memory_pad.shape[1]
-        if attn_mask is None:
-            attn_mask = attention_mask(length, mem_len, same_length=same_length)
-        elif attn_mask.shape != (length, mem_len + length):
-            raise ValueError(f"attn_mask has shape {attn_mask.shape}; expected "
-                             f"{(length, mem_len + length)}")
-        pad = jnp.concatenate([state.memory_pad, jnp.zeros((batch, length), bool)], axis=1)
-        mask = attn_mask[None, None] & ~pad[:, None, None, :]
+        mask = memory_attention_mask(length, state.memory_pad, same_length=same_length,
+                                     attn_mask=attn_mask)[:, None]      # [batch, 1, L, M + L]
         x = self.dropout(self._embed(tokens))
         r = self.dropout(sinusoid_positions(mem_len + length, self.d, x.dtype))
         saved = []
@@ -233,23 +228,6 @@ class TransformerXLLM(nnx.Module):
                            for m, s in zip(state.memory, saved))
         new_pad = keep(state.memory_pad, jnp.zeros((batch, length), bool))
         return self.dropout(x), LMState(state.c, new_memory, new_pad)
-
-    def nll(self, tokens, targets, state: Optional[LMState] = None, *,
-            same_length: bool = False):
-        """Per-token negative log-likelihood [batch, L] float32 (nats), and the new state."""
-        if targets.shape != tokens.shape:
-            raise ValueError(f"targets has shape {targets.shape}; expected {tokens.shape}")
-        h, state = self.hidden(tokens, state, same_length=same_length)
-        if self.adaptive:
-            return self.head.nll(h, targets), state
-        logp = self._head_log_probs(h)
-        return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
-
-    def log_probs(self, tokens, state: Optional[LMState] = None, *,
-                  same_length: bool = False, attn_mask=None):
-        """Log-distribution over the vocabulary [batch, L, vocab] float32, and the new state."""
-        h, state = self.hidden(tokens, state, same_length=same_length, attn_mask=attn_mask)
-        return self._head_log_probs(h), state
 
     def _head_log_probs(self, h):
         if self.adaptive:
