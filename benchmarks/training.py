@@ -56,6 +56,7 @@ def paper_config(args, variant: str, batch: int, impl: str):
     if args.unroll:
         t.unroll = args.unroll
     t.batch_size, m.impl = batch, impl
+    m.vocab_size = m.vocab_size or args.vocab     # 0 in the config: the data's (no data here)
     if args.dtype:
         t.compute_dtype = args.dtype
     return config
@@ -153,6 +154,8 @@ def main(argv=None):
     p.add_argument("--impls", default="auto", help="our recurrence backends, one row each")
     p.add_argument("--official", action=argparse.BooleanOptionalAction, default=True,
                    help="also time sru.SRUpp (needs torch and sru==3.0.0.dev6)")
+    p.add_argument("--vocab", type=int, default=256, help="vocabulary when the config takes "
+                   "it from the data (enwik8: 256 bytes)")
     p.add_argument("--d", type=int, default=0, help="0 = the config's")
     p.add_argument("--d_proj", type=int, default=0)
     p.add_argument("--layers", type=int, default=0)

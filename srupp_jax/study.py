@@ -195,10 +195,15 @@ def _device_count() -> int:
     return jax.device_count()
 
 
-config_flags.DEFINE_config_file("config", "configs/study_enwik8.py", "Study config file.")
-flags.DEFINE_string("workdir", None, "Directory of the study (one sub-directory per run).")
-flags.DEFINE_string("budget", None, "Training time per model: seconds, or 90s / 20m / 2h.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command's flags, defined when it runs (importing this module defines none, so it
+    never collides with main.py's)."""
+    config_flags.DEFINE_config_file("config", "configs/study_enwik8.py", "Study config file.")
+    flags.DEFINE_string("workdir", None, "Directory of the study (one sub-directory per run).")
+    flags.DEFINE_string("budget", None, "Training time per model: seconds, or 90s / 20m / 2h.")
 
 
 def main(argv):
@@ -216,4 +221,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -32,6 +32,8 @@ SIZES = ["--config.model.d=16", "--config.model.d_proj=4", "--config.model.num_l
 K5 = ["--config.model.num_layers=5"]
 WIKI = ["--config.model.cutoffs=(8,16)"]
 LM1B = ["--config.model.cutoffs=(4,8,12)", "--config.model.d=64", "--config.model.d_proj=16"]
+TXL = ["--config.model.num_heads=2", "--config.model.d_head=8", "--config.model.d_inner=32"]
+SHA = ["--config.model.d_inner=32", "--config.model.attention_layers=(1,)"]
 
 # (config argument, dataset, overrides); slow: the variants and large configs (the same code
 # paths at the same toy sizes as their base config).
@@ -49,6 +51,11 @@ CONFIGS = [
                  marks=pytest.mark.slow),
     pytest.param("configs/billion_word.py", "lm1b", LM1B),
     pytest.param("configs/billion_word.py:large", "lm1b", LM1B + K5, marks=pytest.mark.slow),
+    # the baselines (tests/test_baselines_main.py tests them in depth; here their files)
+    pytest.param("configs/txl_enwik8.py", "enwik8", TXL, marks=pytest.mark.slow),
+    pytest.param("configs/txl_wiki103.py", "wikitext103", TXL + WIKI, marks=pytest.mark.slow),
+    pytest.param("configs/sharnn_enwik8.py", "enwik8", SHA, marks=pytest.mark.slow),
+    pytest.param("configs/sharnn_enwik8.py:sru", "enwik8", [], marks=pytest.mark.slow),
 ]
 WORD_LEVEL = ("wikitext103", "lm1b")
 
@@ -179,7 +186,8 @@ def _variants(name):
 
 def test_every_config_and_variant_is_walked():
     files = sorted(p.stem for p in (ROOT / "configs").glob("*.py")
-                   if p.stem not in ("__init__", "base", "text"))   # text: tests/test_text.py
+                   if p.stem not in ("__init__", "base", "text", "study_enwik8"))
+    # text: tests/test_text.py; study_enwik8 (python -m srupp_jax.study): tests/test_study.py
     walked = {p.values[0] for p in CONFIGS}
     expected = {f"configs/{f}.py" + (f":{v}" if v else "") for f in files for v in _variants(f)}
     assert expected == walked
