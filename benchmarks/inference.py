@@ -21,6 +21,7 @@ ms/token: the compiled token-by-token decoding scan of `srupp_jax.generate` alon
 Prints a table and writes JSON (device, versions, settings, results).
 """
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -76,8 +77,9 @@ def ms_per_token(model, args):
                                 jnp.int32)
     graphdef, params, rest = split_for_eval(model)
     state = model.init_state(1, args.attn_len)
-    state = gen._prefill_fn(graphdef)(params, rest, state, prompt)
-    decode = gen._decode_fn(graphdef, args.gen_tokens, 1.0, 0, 1.0)
+    state = gen._prefill(graphdef, params, rest, state, prompt)
+    decode = functools.partial(gen._decode, graphdef, steps=args.gen_tokens, temperature=1.0,
+                               top_k=0, top_p=1.0)
     last, key = prompt[:, -1], jax.random.PRNGKey(0)
     jax.block_until_ready(decode(params, rest, state, last, jnp.int32(0), key))  # compile
     times = []

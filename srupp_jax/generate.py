@@ -20,6 +20,7 @@ in one scan (`generate`) or in blocks (`generate_iter`).
 """
 from __future__ import annotations
 
+import functools
 from typing import Iterator, Optional
 
 import jax
@@ -101,47 +102,33 @@ def windowed_log_probs(model: SRUppLM, tokens, state: LMState):
 
 
 # ----------------------------------------------------------------------------------------------
-# Compiled steps. They close over the graphdef (as train.make_eval_step does); nnx graphdefs
-# are not hashable but compare by structure, so a small list keeps the compiled functions of
-# the last few (graphdef, settings) and repeated calls on the same model do not recompile.
+# Compiled steps: the graphdef (hashable) and the sampling settings are static arguments, so
+# jax.jit's own cache keeps one compiled function per model structure and settings.
 # ----------------------------------------------------------------------------------------------
 
-_CACHE: list = []
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _prefill(graphdef, params, rest, state, tokens):
+    """The state after feeding `tokens` [B, L] (sliding window of the memory)."""
+    model = nnx.merge(graphdef, params, rest)
+    return windowed_hidden(model, tokens, state)[1]
 
 
-def _cached(graphdef, what, build):
-    for g, w, fn in _CACHE:
-        if w == what and g == graphdef:
-            return fn
-    fn = build()
-    _CACHE.append((graphdef, what, fn))
-    del _CACHE[:-16]
-    return fn
+@functools.partial(jax.jit, static_argnames=("graphdef", "steps", "temperature", "top_k",
+                                             "top_p"))
+def _decode(graphdef, params, rest, state, last, start, key, *, steps: int,
+            temperature: float, top_k: int, top_p: float):
+    """(tokens [B, steps], state, last [B]): one scan of `steps` model calls on [B, 1]."""
+    model = nnx.merge(graphdef, params, rest)
 
+    def step(carry, i):
+        state, tok = carry
+        logp, state = model.log_probs(tok[:, None], state)
+        nxt = sample_logits(jax.random.fold_in(key, start + i), logp[:, 0],
+                            temperature=temperature, top_k=top_k, top_p=top_p)
+        return (state, nxt), nxt
 
-def _prefill_fn(graphdef):
-    def prefill(params, rest, state, tokens):
-        model = nnx.merge(graphdef, params, rest)
-        return windowed_hidden(model, tokens, state)[1]
-    return jax.jit(prefill)
-
-
-def _decode_fn(graphdef, steps: int, temperature: float, top_k: int, top_p: float):
-    """jit (params, rest, state, last [B], start, key) -> (tokens [B, steps], state, last):
-    one scan of `steps` model calls on [B, 1]."""
-    def decode(params, rest, state, last, start, key):
-        model = nnx.merge(graphdef, params, rest)
-
-        def step(carry, i):
-            state, tok = carry
-            logp, state = model.log_probs(tok[:, None], state)
-            nxt = sample_logits(jax.random.fold_in(key, start + i), logp[:, 0],
-                                temperature=temperature, top_k=top_k, top_p=top_p)
-            return (state, nxt), nxt
-
-        (state, last), out = jax.lax.scan(step, (state, last), jnp.arange(steps))
-        return out.T, state, last
-    return jax.jit(decode)
+    (state, last), out = jax.lax.scan(step, (state, last), jnp.arange(steps))
+    return out.T, state, last
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,18 +159,15 @@ def generate_iter(model: SRUppLM, prompt, num_tokens: int, *, key, mem_len: int,
     prompt = prompt.astype(jnp.int32)
     graphdef, params, rest = split_for_eval(model)
     state = model.init_state(prompt.shape[0], mem_len)
-    prefill = _cached(graphdef, "prefill", lambda: _prefill_fn(graphdef))
     context = prompt[:, :-1]
     for s in range(0, context.shape[1], chunk):
-        state = prefill(params, rest, state, context[:, s:s + chunk])
+        state = _prefill(graphdef, params, rest, state, context[:, s:s + chunk])
     last = prompt[:, -1]
     done = 0
     while done < num_tokens:
         n = min(block, num_tokens - done)
-        settings = ("decode", n, temperature, top_k, top_p)
-        decode = _cached(graphdef, settings,
-                         lambda: _decode_fn(graphdef, n, temperature, top_k, top_p))
-        out, state, last = decode(params, rest, state, last, jnp.int32(done), key)
+        out, state, last = _decode(graphdef, params, rest, state, last, jnp.int32(done), key,
+                                   steps=n, temperature=temperature, top_k=top_k, top_p=top_p)
         done += n
         yield np.asarray(out)
 

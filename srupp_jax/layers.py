@@ -239,7 +239,7 @@ class SRUpp(nnx.Module):
         self.num_layers = num_layers
         self.out_size = (2 if bidirectional else 1) * d
         self.causal = causal
-        self.has_attention = attention_layers(num_layers, k, attention_last_n)
+        self.has_attention = tuple(attention_layers(num_layers, k, attention_last_n))
         to_hidden = proj_input_to_hidden_first and d_in != self.out_size
         self.input_to_hidden = (linear(d_in, self.out_size, dtype=dtype, rngs=rngs)
                                 if to_hidden else None)

@@ -182,7 +182,7 @@ class SHARNNLM(LanguageModel, nnx.Module):
             raise ValueError(f"attention_layers={tuple(attention_layers)}; expected numbers in "
                              f"1..{num_layers}")
         self.vocab_size, self.d, self.num_layers = vocab_size, d, num_layers
-        self.has_attention = [i + 1 in attention_layers for i in range(num_layers)]
+        self.has_attention = tuple(i + 1 in attention_layers for i in range(num_layers))
         self.embed = nnx.Embed(vocab_size, d, embedding_init=_init(d), rngs=rngs)
         self.out_bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32))
         self.blocks = nnx.List([

@@ -166,7 +166,7 @@ class TransformerXLLM(LanguageModel, nnx.Module):
             raise ValueError(f"d_head={d_head}; expected >= 1 (d_model={d_model}, "
                              f"num_heads={num_heads})")
         self.vocab_size, self.d, self.num_layers = vocab_size, d_model, num_layers
-        self.has_attention = [True] * num_layers
+        self.has_attention = (True,) * num_layers
         self.adaptive = cutoffs is not None
         if self.adaptive:
             self.embed = AdaptiveInput(vocab_size, d_model, list(cutoffs),
