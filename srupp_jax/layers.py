@@ -192,15 +192,17 @@ class SRU(nnx.Module):
         return x, jnp.stack(cs)
 
 
-def attention_layers(num_layers: int, k: int = 1, last_n: Optional[int] = None) -> list[bool]:
-    """Which layers have attention: every k-th (k=1: all) or only the last `last_n`."""
+def attention_layers(num_layers: int, k: int = 1, last_n: Optional[int] = None
+                     ) -> tuple[bool, ...]:
+    """Which layers have attention: every k-th (k=1: all) or only the last `last_n` (a tuple:
+    a model keeps it as static, hashable structure)."""
     if last_n is not None:
         if not 0 <= last_n <= num_layers:
             raise ValueError(f"attention_last_n={last_n}; expected 0..{num_layers}")
-        return [num_layers - i <= last_n for i in range(num_layers)]
+        return tuple(num_layers - i <= last_n for i in range(num_layers))
     if k < 1:
         raise ValueError(f"k={k}; expected >= 1 (attention every k layers)")
-    return [(i + 1) % k == 0 for i in range(num_layers)]
+    return tuple((i + 1) % k == 0 for i in range(num_layers))
 
 
 class SRUpp(nnx.Module):
@@ -239,7 +241,7 @@ class SRUpp(nnx.Module):
         self.num_layers = num_layers
         self.out_size = (2 if bidirectional else 1) * d
         self.causal = causal
-        self.has_attention = tuple(attention_layers(num_layers, k, attention_last_n))
+        self.has_attention = attention_layers(num_layers, k, attention_last_n)
         to_hidden = proj_input_to_hidden_first and d_in != self.out_size
         self.input_to_hidden = (linear(d_in, self.out_size, dtype=dtype, rngs=rngs)
                                 if to_hidden else None)

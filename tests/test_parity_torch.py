@@ -150,7 +150,7 @@ def test_pt_state_dict_loads_with_weights_only(tmp_path):
     torch.save({"rnn." + k: v for k, v in ref.state_dict().items()}, path)
     model = load_torch_srupp(path, prefix="rnn.", num_heads=2, causal=False)
     model.eval()
-    assert model.has_attention == [False, True, False, True]
+    assert model.has_attention == (False, True, False, True)
     x = np.random.default_rng(6).normal(size=(2, 5, 16)).astype(np.float32)
     h_ref, _ = _torch_run(ref, x)
     assert_close(model(jnp.asarray(x))[0], h_ref, RTOL, "h")
