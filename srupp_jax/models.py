@@ -42,6 +42,12 @@ class LMState(NamedTuple):
     memory_pad: jax.Array
 
 
+def roll_memory(old, new, mem_len: int):
+    """The last `mem_len` positions of [old; new] along axis 1 (memory [batch, mem_len, ...]
+    after a segment [batch, L, ...]); `old` itself when mem_len is 0."""
+    return jnp.concatenate([old, new], axis=1)[:, -mem_len:] if mem_len else old
+
+
 def _uniform(limit: float):
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype,
                                                                      -limit, limit)
@@ -140,7 +146,8 @@ class SRUppConfig:
         if cut and (cut != sorted(set(cut)) or cut[0] <= 0
                     or (self.vocab_size and cut[-1] >= self.vocab_size)):
             raise ValueError(f"model.cutoffs={tuple(cut)}; expected strictly increasing values "
-                             f"in 1..{self.vocab_size - 1 if self.vocab_size else 'vocab_size - 1'}")
+                             "in 1.." + (str(self.vocab_size - 1) if self.vocab_size
+                                         else "vocab_size - 1"))
         if cut:
             try:
                 cluster_dims(self.d, self.adaptive_factor, len(cut) + 1)
@@ -223,11 +230,9 @@ class SRUppLM(LanguageModel, nnx.Module):
         h, c, saved = self.rnn(x, state.c, memory=memory,
                                memory_mask_pad=state.memory_pad if mem_len else None,
                                attn_mask=attn_mask, same_length=same_length)
-        keep = lambda old, new: jnp.concatenate([old, new], axis=1)[:, -mem_len:] \
-            if mem_len else old
-        new_memory = tuple(None if m is None else keep(m, s.astype(m.dtype))
+        new_memory = tuple(None if m is None else roll_memory(m, s.astype(m.dtype), mem_len)
                            for m, s in zip(state.memory, saved))
-        new_pad = keep(state.memory_pad, jnp.zeros((batch, length), bool))
+        new_pad = roll_memory(state.memory_pad, jnp.zeros((batch, length), bool), mem_len)
         return self.dropout(h), LMState(c, new_memory, new_pad)
 
     def _head_log_probs(self, h):

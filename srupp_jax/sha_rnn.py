@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srupp_jax.attention import memory_attention_mask
-from srupp_jax.models import LanguageModel, LMState
+from srupp_jax.models import LanguageModel, LMState, roll_memory
 
 LN_EPS = 1e-12  # the released code's LayerNorm epsilon
 
@@ -215,14 +215,13 @@ class SHARNNLM(LanguageModel, nnx.Module):
         h = self.embed(tokens)
         h = self.dropout(h if self.dtype is None else h.astype(self.dtype))
         cs, new_memory = [], []
-        keep = lambda old, new: jnp.concatenate([old, new], axis=1)[:, -mem_len:] \
-            if mem_len else old
         for block, c, memory in zip(self.blocks, state.c, state.memory):
             h, c, saved = block(h, c, memory=memory if mem_len else None, mask=mask)
             cs.append(c)
             new_memory.append(None if memory is None else
-                              keep(memory, jax.lax.stop_gradient(saved).astype(memory.dtype)))
-        new_pad = keep(state.memory_pad, jnp.zeros((batch, length), bool))
+                              roll_memory(memory, jax.lax.stop_gradient(saved).astype(
+                                  memory.dtype), mem_len))
+        new_pad = roll_memory(state.memory_pad, jnp.zeros((batch, length), bool), mem_len)
         return self.dropout(h), LMState(jnp.stack(cs), tuple(new_memory), new_pad)
 
     def _head_log_probs(self, h):

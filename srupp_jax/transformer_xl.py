@@ -36,7 +36,7 @@ from flax import nnx
 
 from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax
 from srupp_jax.attention import memory_attention_mask
-from srupp_jax.models import LanguageModel, LMState
+from srupp_jax.models import LanguageModel, LMState, roll_memory
 
 INIT = jax.nn.initializers.normal(stddev=0.02)
 LN_EPS = 1e-5
@@ -222,11 +222,9 @@ class TransformerXLLM(LanguageModel, nnx.Module):
             saved.append(x)
             x = layer(x, r, self.u[...], self.v[...], memory=memory if mem_len else None,
                       mask=mask)
-        keep = lambda old, new: jnp.concatenate([old, new], axis=1)[:, -mem_len:] \
-            if mem_len else old
-        new_memory = tuple(keep(m, jax.lax.stop_gradient(s).astype(m.dtype))
+        new_memory = tuple(roll_memory(m, jax.lax.stop_gradient(s).astype(m.dtype), mem_len)
                            for m, s in zip(state.memory, saved))
-        new_pad = keep(state.memory_pad, jnp.zeros((batch, length), bool))
+        new_pad = roll_memory(state.memory_pad, jnp.zeros((batch, length), bool), mem_len)
         return self.dropout(x), LMState(state.c, new_memory, new_pad)
 
     def _head_log_probs(self, h):
