@@ -11,7 +11,8 @@ A step directory holds one `ocp.args.StandardSave` item per named tree and a JSO
 Each tree is saved as a flat dict of its leaves named by key path (Orbax restores dicts of
 arrays, not `nnx.State` with typed PRNG keys or optax states with None leaves); `meta` records
 for every leaf its key path, shape, dtype and a checksum computed on device at save time, plus
-the caller's `meta` (e.g. the model config).
+the caller's `meta` (e.g. the model config). The leaves, checksums and mismatch messages:
+srupp_jax.leaves.
 
 Kept: the newest `keep` checkpoints plus the best by `best_metric` (lower is better).
 
@@ -30,16 +31,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
+
+from srupp_jax.leaves import abstract, array_name, describe, flatten, mismatch, unflatten
 
 QUARANTINE = "quarantine"
 META = "meta"
@@ -52,76 +52,6 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint holds arrays of other shapes than the model being restored (config)."""
-
-
-# ----------------------------------------------------------------------------- leaves
-def _flatten(tree) -> dict[str, Any]:
-    """{key path: leaf} in leaf order; typed PRNG keys become their uint32 key data."""
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if _is_key(leaf):
-            leaf = jax.random.key_data(leaf)
-        out[jax.tree_util.keystr(path)] = leaf
-    return out
-
-
-def _is_key(x) -> bool:
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-
-
-def _name(i: int, path: str) -> str:
-    """A file-system-safe, unique array name for leaf i."""
-    return f"l{i:05d}_" + re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")[:100]
-
-
-def _checksum_one(x):
-    """Two uint32 sums over the bits of x (plain and position-weighted): any changed or moved
-    byte changes them. Computed by XLA on the device(s) that hold x."""
-    x = jnp.asarray(x)
-    if x.dtype == jnp.bool_:
-        u = x.astype(jnp.uint32)
-    else:
-        u = jax.lax.bitcast_convert_type(x, jnp.dtype(f"uint{8 * x.dtype.itemsize}"))
-        u = u.astype(jnp.uint32)
-    u = u.ravel()
-    w = jnp.arange(1, u.size + 1, dtype=jnp.uint32) * jnp.uint32(2654435761)
-    return jnp.stack([jnp.sum(u, dtype=jnp.uint32), jnp.sum(u * w, dtype=jnp.uint32)])
-
-
-_checksums = jax.jit(lambda leaves: [_checksum_one(x) for x in leaves])
-
-
-def _describe(leaves: dict[str, Any]) -> list[list]:
-    """[[key path, shape, dtype, checksum], ...] of the leaves."""
-    sums = [np.asarray(s).tolist() for s in _checksums(list(leaves.values()))]
-    return [[p, list(np.shape(x)), str(getattr(x, "dtype", None) or np.asarray(x).dtype), s]
-            for (p, x), s in zip(leaves.items(), sums)]
-
-
-def _abstract(x) -> jax.ShapeDtypeStruct:
-    if isinstance(x, jax.Array):
-        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-    x = np.asarray(x)
-    return jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
-
-
-def _mismatch(step: int, name: str, stored: list[list], like: dict[str, Any],
-              stored_config: dict | None, config: dict | None) -> str | None:
-    """A message naming what differs between a stored tree and `like`, or None."""
-    ours = {p: list(np.shape(x)) for p, x in like.items()}
-    theirs = {p: shape for p, shape, *_ in stored}
-    if ours == theirs:
-        return None
-    diff = [f"{k}: checkpoint {stored_config.get(k)!r}, config {config.get(k)!r}"
-            for k in sorted(set(stored_config or {}) | set(config or {}))
-            if (stored_config or {}).get(k) != (config or {}).get(k)] if config else []
-    arrays = [f"{p} is {theirs.get(p)} in the checkpoint, {ours.get(p)} in the model"
-              for p in list(dict.fromkeys([*theirs, *ours])) if theirs.get(p) != ours.get(p)]
-    return (f"checkpoint step {step} does not match the model of this config: "
-            + ("; ".join(diff) if diff else f"{name} {arrays[0]}")
-            + f" ({len(arrays)} arrays differ). Use the config the run was trained with.")
 
 
 # ----------------------------------------------------------------------------- Checkpoints
@@ -195,10 +125,11 @@ class Checkpoints:
         """Start saving `items` (name -> pytree) as `step` (asynchronously); CheckpointError if
         Orbax declines, e.g. when `step` is not newer than every saved step."""
         self.check()
-        leaves = {name: _flatten(tree) for name, tree in items.items()}
-        args = {name: ocp.args.StandardSave({_name(i, p): x for i, (p, x) in enumerate(lv.items())})
+        leaves = {name: flatten(tree) for name, tree in items.items()}
+        args = {name: ocp.args.StandardSave({array_name(i, p): x
+                                             for i, (p, x) in enumerate(lv.items())})
                 for name, lv in leaves.items()}
-        described = {name: _describe(lv) for name, lv in leaves.items()}
+        described = {name: describe(lv) for name, lv in leaves.items()}
         args[META] = ocp.args.JsonSave(dict(meta or {}, format=FORMAT, leaves=described))
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
         if not self._mngr.save(int(step), args=ocp.args.Composite(**args), metrics=metrics):
@@ -257,28 +188,26 @@ class Checkpoints:
         meta = self._mngr.restore(step, args=ocp.args.Composite(
             **{META: ocp.args.JsonRestore()}))[META]
         stored_config = meta.get("config")
-        leaves = {name: _flatten(tree) for name, tree in like.items()}
+        leaves = {name: flatten(tree) for name, tree in like.items()}
         for name, lv in leaves.items():
             if name not in meta["leaves"]:
                 raise CheckpointMismatchError(f"checkpoint step {step} has no {name!r}")
-            message = _mismatch(step, name, meta["leaves"][name], lv, stored_config, config)
+            message = mismatch(step, name, meta["leaves"][name], lv, stored_config, config)
             if message:
                 raise CheckpointMismatchError(message)
         args = {name: ocp.args.StandardRestore(
-            {_name(i, p): _abstract(x) for i, (p, x) in enumerate(lv.items())})
+            {array_name(i, p): abstract(x) for i, (p, x) in enumerate(lv.items())})
             for name, lv in leaves.items()}
         restored = self._mngr.restore(step, args=ocp.args.Composite(**args))
         out = {}
         for name, lv in leaves.items():
-            values = [restored[name][_name(i, p)] for i, p in enumerate(lv)]
-            for (path, _, _, stored_sum), now in zip(meta["leaves"][name], _describe(
-                    dict(zip(lv, values)))):
-                if now[3] != stored_sum:
+            values = [restored[name][array_name(i, p)] for i, p in enumerate(lv)]
+            now = describe(dict(zip(lv, values)))
+            for (path, _, _, stored_sum), (*_, checksum) in zip(meta["leaves"][name], now):
+                if checksum != stored_sum:
                     raise CheckpointError(f"{name}{path} fails its checksum (the file is "
                                           "corrupt)")
-            values = [jax.random.wrap_key_data(v, impl=jax.random.key_impl(x)) if _is_key(x)
-                      else v for v, x in zip(values, jax.tree.leaves(like[name]))]
-            out[name] = jax.tree.unflatten(jax.tree.structure(like[name]), values)
+            out[name] = unflatten(like[name], values)
         return out
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from srupp_jax import checkpoint, train
+from srupp_jax import checkpoint, leaves, train
 from srupp_jax.workdir import EXIT_CODES, WorkdirLock, WorkdirLockedError
 
 from test_train import _losses, tiny_config
@@ -152,7 +152,7 @@ def test_a_flipped_byte_in_any_checkpoint_file_never_restores_wrong_arrays(train
     is detected: test_corrupt_latest_is_quarantined_and_training_saves_again.)"""
     import jax
     like = training_items(tiny_config())
-    as_numpy = lambda tree: [np.asarray(jax.random.key_data(x) if checkpoint._is_key(x) else x)
+    as_numpy = lambda tree: [np.asarray(jax.random.key_data(x) if leaves.is_key(x) else x)
                              for x in jax.tree.leaves(tree)]
     with checkpoint.Checkpoints(trained / "checkpoints", read_only=True) as ck:
         step, good = ck.restore(like)
