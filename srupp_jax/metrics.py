@@ -1,35 +1,28 @@
-"""Training metrics: a JSONL + TensorBoard writer and a progress bar (FLOPs and MFU: flops.py).
-
-No TensorFlow anywhere (`clu.metric_writers` imports it; see DESIGN section 8): TensorBoard
-event files are written with `tensorboardX`, the progress bar is `tqdm`.
+"""Training metrics: metrics.jsonl and TensorBoard scalars, with no TensorFlow (the writers of
+`clu` import it, DESIGN section 8; the event files come from `tensorboardX`).
 
   MetricWriter(workdir)        .write(step, {"loss": ..}, split="train") appends one JSON line
                                to workdir/metrics.jsonl and TensorBoard scalars to
                                workdir/tensorboard/<split>/. Each record carries `hours`, the
                                wall-clock training hours of the run, continued across restarts.
   read_metrics(path)           the JSONL back as a list of dicts ("nan"/"inf" back to floats).
-  Progress(total, tokens_per_step=..)   tqdm bar with ETA, loss and tokens/s (moving window).
+  last_hours(path)             the `hours` of its last complete record.
 
-Multi-host: create the MetricWriter on process 0 only (`jax.process_index() == 0`).
+Multi-host: create the MetricWriter on process 0 only (`jax.process_index() == 0`). The
+progress bar: progress.py; FLOPs and MFU: flops.py.
 """
 from __future__ import annotations
 
-import collections
 import json
 import math
 import os
-import sys
 import time
 import warnings
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 METRICS_FILE = "metrics.jsonl"
 RESERVED_KEYS = ("step", "split", "time", "hours")    # set by the writer, not by scalars
 
-__all__ = ["METRICS_FILE", "MetricWriter", "read_metrics", "last_hours", "Progress"]
-
-
-# ----------------------------------------------------------------------------- JSONL + TB
 
 def _json_value(v: Any) -> Any:
     """A scalar as a JSON-safe value: ints stay ints, other numbers become floats, non-finite
@@ -42,11 +35,7 @@ def _json_value(v: Any) -> Any:
         f = float(v)               # numpy / jax scalars, 0-d arrays
     except (TypeError, ValueError) as e:
         raise TypeError(f"metric value {v!r} of type {type(v).__name__} is not a number") from e
-    if math.isnan(f):
-        return "nan"
-    if math.isinf(f):
-        return "inf" if f > 0 else "-inf"
-    return f
+    return f if math.isfinite(f) else str(f)      # "nan", "inf", "-inf"
 
 
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -55,6 +44,12 @@ _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 def _decode(record: dict) -> dict:
     return {k: (_NONFINITE[v] if k != "split" and isinstance(v, str) and v in _NONFINITE else v)
             for k, v in record.items()}
+
+
+def _lines(path: str) -> list[str]:
+    """The lines of a text file, the last one possibly unfinished (or "")."""
+    with open(path, "r", encoding="utf-8") as f:
+        return f.read().split("\n")
 
 
 def read_metrics(path: str, *, split: Optional[str] = None, strict: bool = False) -> list[dict]:
@@ -71,8 +66,7 @@ def read_metrics(path: str, *, split: Optional[str] = None, strict: bool = False
         path = os.path.join(path, METRICS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"metrics file not found: {path}")
-    with open(path, "r", encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = _lines(path)
     records = []
     for i, line in enumerate(lines):
         if not line.strip():
@@ -98,22 +92,16 @@ def last_hours(path: str) -> float:
     if not os.path.isfile(path):
         return 0.0
     with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        block, data = 1 << 16, b""
-        pos = end
+        pos = end = f.seek(0, os.SEEK_END)
+        block = 1 << 16
         while pos > 0:
             pos = max(0, pos - block)
             f.seek(pos)
-            data = f.read(end - pos)
-            lines = data.split(b"\n")
+            lines = f.read(end - pos).split(b"\n")
             # lines[0] may be cut at `pos`, so only trust it when we read from the start.
-            candidates = lines if pos == 0 else lines[1:]
-            for line in reversed(candidates):
-                if not line.strip():
-                    continue
+            for line in reversed(lines if pos == 0 else lines[1:]):
                 try:
-                    rec = json.loads(line)
+                    rec = json.loads(line) if line.strip() else None
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue                 # truncated line from a crash
                 h = rec.get("hours") if isinstance(rec, dict) else None
@@ -127,8 +115,7 @@ def _drop_records_after(path: str, step: int) -> None:
     """Rewrite a metrics.jsonl without the records of steps after `step` (atomic replace)."""
     if not os.path.isfile(path):
         return
-    with open(path, "r", encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = _lines(path)
     kept = []
     for line in lines:
         try:
@@ -158,11 +145,12 @@ class MetricWriter:
 
     Each `write` appends one line
       {"step": int, "split": str, "time": unix seconds, "hours": float, "devices": int, **scalars}
-    and flushes it to disk (a `devices` entry in `scalars` overrides the writer's count). `hours` is the training wall time of the whole run: the `hours` of
-    the last record already in metrics.jsonl (a restarted run) plus the time since this
-    writer was opened, so a resumed run keeps counting (the time between the crash and the
-    restart is not counted). Non-finite scalars are stored as "nan"/"inf"/"-inf" strings;
-    `read_metrics` turns them back into floats.
+    and flushes it to disk (a `devices` entry in `scalars` overrides the writer's count).
+    `hours` is the training wall time of the whole run: the `hours` of the last record already
+    in metrics.jsonl (a restarted run) plus the time since this writer was opened, so a
+    resumed run keeps counting (the time between the crash and the restart is not counted).
+    Non-finite scalars are stored as "nan"/"inf"/"-inf" strings; `read_metrics` turns them
+    back into floats.
     """
 
     def __init__(self, workdir: str, *, tensorboard: bool = True, devices: Optional[int] = None,
@@ -181,14 +169,11 @@ class MetricWriter:
         if resume_step is not None:
             _drop_records_after(self.path, resume_step)
         self._t0 = time.monotonic()
-        needs_newline = False
-        if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
-            with open(self.path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                needs_newline = f.read(1) != b"\n"
+        with open(self.path, "ab+") as f:      # a truncated line must not swallow our record
+            f.seek(max(f.seek(0, os.SEEK_END) - 1, 0))
+            if f.read(1) not in (b"", b"\n"):
+                f.write(b"\n")
         self._file = open(self.path, "a", encoding="utf-8")
-        if needs_newline:                      # a truncated line must not swallow our record
-            self._file.write("\n")
         self._tensorboard = tensorboard
         self._tb: dict[str, Any] = {}
         if tensorboard:
@@ -204,12 +189,10 @@ class MetricWriter:
         return self.start_hours + (time.monotonic() - self._t0) / 3600.0
 
     def _tb_writer(self, split: str):
-        w = self._tb.get(split)
-        if w is None:
+        if split not in self._tb:
             from tensorboardX import SummaryWriter
-            w = SummaryWriter(logdir=os.path.join(self.workdir, "tensorboard", split))
-            self._tb[split] = w
-        return w
+            self._tb[split] = SummaryWriter(os.path.join(self.workdir, "tensorboard", split))
+        return self._tb[split]
 
     def write(self, step: int, scalars: Mapping[str, Any], *, split: str = "train") -> dict:
         """Record `scalars` at `step` for `split`; returns the record written."""
@@ -260,82 +243,6 @@ class MetricWriter:
         self._tb = {}
 
     def __enter__(self) -> "MetricWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# ----------------------------------------------------------------------------- progress bar
-
-class Progress:
-    """A tqdm progress bar over training steps with ETA, loss and tokens/s.
-
-    Args:
-      total_steps: the last step; `initial`: the step the run (re)starts from.
-      tokens_per_step: tokens processed per step, all devices (batch * unroll).
-      window: number of recent `update` calls the tokens/s rate is averaged over (a moving
-        window, so the first step's compile time drops out after `window` updates).
-      disable: True hides the bar; None (default) hides it when stderr is not a terminal.
-        `tokens_per_sec` is computed either way.
-      clock: monotonic clock (tests).
-    """
-
-    def __init__(self, total_steps: int, *, initial: int = 0, tokens_per_step: int,
-                 window: int = 20, disable: Optional[bool] = None, desc: str = "train",
-                 clock: Callable[[], float] = time.perf_counter):
-        if total_steps < 0 or initial < 0:
-            raise ValueError(f"total_steps={total_steps}, initial={initial}; expected >= 0")
-        if tokens_per_step <= 0:
-            raise ValueError(f"tokens_per_step={tokens_per_step}; expected > 0")
-        if window < 1:
-            raise ValueError(f"window={window}; expected >= 1")
-        from tqdm import tqdm
-        if disable is None:
-            disable = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
-        self.tokens_per_step = tokens_per_step
-        self.step = initial
-        self.loss: Optional[float] = None
-        self._clock = clock
-        self._hist = collections.deque([(clock(), initial)], maxlen=window + 1)
-        self._bar = tqdm(total=total_steps, initial=initial, desc=desc, unit="step",
-                         dynamic_ncols=True, file=sys.stderr, disable=disable, smoothing=0.1)
-
-    def update(self, step: int, loss: Optional[float] = None) -> None:
-        """Move the bar to `step` (absolute) and show `loss` (a float or None)."""
-        step = int(step)
-        self._hist.append((self._clock(), step))
-        if loss is not None:
-            self.loss = float(loss)
-        if step > self.step:
-            self._bar.update(step - self.step)
-        self.step = step
-        if not self._bar.disable:
-            parts = []
-            if self.loss is not None:
-                parts.append(f"loss={self.loss:.4f}")
-            parts.append(f"tok/s={self.tokens_per_sec:,.0f}")
-            self._bar.set_postfix_str(" ".join(parts), refresh=False)
-
-    @property
-    def steps_per_sec(self) -> float:
-        """Steps per second over the moving window (0.0 before any progress)."""
-        (t0, s0), (t1, s1) = self._hist[0], self._hist[-1]
-        return (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else 0.0
-
-    @property
-    def tokens_per_sec(self) -> float:
-        """Tokens per second over the moving window (0.0 before any progress)."""
-        return self.steps_per_sec * self.tokens_per_step
-
-    def write(self, msg: str) -> None:
-        """Print a line without breaking the bar."""
-        self._bar.write(msg, file=sys.stderr)
-
-    def close(self) -> None:
-        self._bar.close()
-
-    def __enter__(self) -> "Progress":
         return self
 
     def __exit__(self, *exc) -> None:

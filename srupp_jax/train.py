@@ -339,7 +339,8 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
     from srupp_jax import run_config
     from srupp_jax.checkpoint import Checkpoints
     from srupp_jax.flops import flops_per_token, mfu, peak_flops_per_device
-    from srupp_jax.metrics import MetricWriter, Progress, read_metrics
+    from srupp_jax.metrics import MetricWriter, read_metrics
+    from srupp_jax.progress import Progress
     from srupp_jax.workdir import StopSignals, WorkdirLock
 
     sharding.initialize_distributed()

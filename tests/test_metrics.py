@@ -1,4 +1,4 @@
-"""Tests for srupp_jax.metrics (JSONL/TensorBoard writer, progress, FLOPs/MFU) and plot."""
+"""Tests for srupp_jax.metrics (JSONL/TensorBoard writer), progress, flops (FLOPs/MFU) and plot."""
 import glob
 import json
 import math
@@ -9,6 +9,7 @@ import pytest
 
 from srupp_jax import flops as F
 from srupp_jax import metrics as M
+from srupp_jax.progress import Progress
 
 
 class FakeClock:
@@ -111,7 +112,7 @@ def test_tensorboard_event_files(tmp_path):
 
 def test_progress_disabled_tokens_per_sec():
     clock = FakeClock(0.0)
-    p = M.Progress(100, initial=10, tokens_per_step=1000, disable=True, window=3, clock=clock)
+    p = Progress(100, initial=10, tokens_per_step=1000, disable=True, window=3, clock=clock)
     assert p.tokens_per_sec == 0.0
     for s in range(11, 16):
         clock.t += 0.5
