@@ -36,8 +36,8 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from srupp_jax import generate as gen  # noqa: E402
-from srupp_jax.models import SRUppConfig, SRUppLM, split_for_eval  # noqa: E402
-from srupp_jax.train import DTYPES, make_eval_step  # noqa: E402
+from srupp_jax.models import DTYPES, SRUppConfig, SRUppLM, split_for_eval  # noqa: E402
+from srupp_jax.train import make_eval_step  # noqa: E402
 from report import save_json  # noqa: E402
 
 

@@ -29,6 +29,14 @@ from srupp_jax.recurrence import IMPLS, resolve_backend
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def compute_dtype(name: str):
+    """The jnp dtype of a `train.compute_dtype` name; ValueError naming the key otherwise
+    (the one check, for SRU++ and the baselines)."""
+    if name not in DTYPES:
+        raise ValueError(f"train.compute_dtype={name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
 class LMState(NamedTuple):
     """What a language model carries from one segment to the next.
 
@@ -132,12 +140,11 @@ class SRUppConfig:
              f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
             (self.impl in IMPLS, f"model.impl={self.impl!r}; expected auto, scan, assoc or "
                                  "pallas"),
-            (self.dtype in DTYPES, f"train.compute_dtype={self.dtype!r}; expected one of "
-                                   f"{sorted(DTYPES)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        compute_dtype(self.dtype)
         if last_n is None and not any(attention_layers(self.num_layers, self.k)):
             raise ValueError(f"model.k={self.k} with model.num_layers={self.num_layers} leaves "
                              "no attention layer; expected k <= num_layers (or "
@@ -184,7 +191,7 @@ class SRUppLM(LanguageModel, nnx.Module):
         self.config = c
         self.vocab_size, self.d, self.num_layers = c.vocab_size, c.d, c.num_layers
         self.adaptive = bool(c.cutoffs)
-        dtype = DTYPES[c.dtype]
+        dtype = compute_dtype(c.dtype)
         limit = math.sqrt(3.0 / c.d)
         if self.adaptive:
             self.embed = AdaptiveInput(c.vocab_size, c.d, list(c.cutoffs),

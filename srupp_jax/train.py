@@ -25,7 +25,7 @@ from flax import nnx
 
 from srupp_jax import sharding
 from srupp_jax.data.streams import Streams
-from srupp_jax.models import DTYPES, SRUppConfig, SRUppLM, split_for_eval
+from srupp_jax.models import SRUppConfig, SRUppLM, compute_dtype, split_for_eval
 from srupp_jax.optim import lr_schedule, make_optimizer
 from srupp_jax.recurrence import describe_backend
 
@@ -41,6 +41,8 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
     _validate_arch(m)
     if m.get("arch", "srupp") == "srupp":
         SRUppConfig.from_config(config)      # the model's own checks, one place
+    else:
+        compute_dtype(t.compute_dtype)       # the one key of SRUppConfig's the baselines use
     checks = [
         (t.batch_size >= 1, f"train.batch_size={t.batch_size}; expected >= 1"),
         (t.batch_size % num_devices == 0,
@@ -51,8 +53,6 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
         (t.steps >= 1, f"train.steps={t.steps}; expected >= 1"),
         (0 <= t.warmup_steps < t.steps,
          f"train.warmup_steps={t.warmup_steps}; expected 0 <= warmup < train.steps={t.steps}"),
-        (t.compute_dtype in DTYPES,
-         f"train.compute_dtype={t.compute_dtype!r}; expected one of {sorted(DTYPES)}"),
         (t.grad_accum_steps >= 1, f"train.grad_accum_steps={t.grad_accum_steps}; expected >= 1"),
         *[(t[key] >= 1, f"train.{key}={t[key]}; expected >= 1")
           for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
@@ -137,7 +137,7 @@ def build_model(config, rngs: nnx.Rngs):
         raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its data "
                          "first (train.resolve_config)")
     arch = m.get("arch", "srupp")
-    dtype = DTYPES[config.train.compute_dtype]
+    dtype = compute_dtype(config.train.compute_dtype)
     if arch == "transformer_xl":
         from srupp_jax.transformer_xl import TransformerXLLM
         return TransformerXLLM(m.vocab_size, m.d, m.num_layers, m.num_heads, m.d_inner,

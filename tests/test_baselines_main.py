@@ -57,6 +57,8 @@ def test_train_resume_eval_generate(tmp_path, config, arch):
     ("sha_rnn", "attention_layers", (5,), r"model.attention_layers=\(5,\)"),
     ("sha_rnn", "d_inner", 0, "model.d_inner=0"),
     ("lstm", None, None, "model.arch='lstm'"),
+    ("transformer_xl", "train.compute_dtype", "float16", "train.compute_dtype='float16'"),
+    ("sha_rnn", "train.compute_dtype", "float16", "train.compute_dtype='float16'"),
 ])
 def test_bad_baseline_values_are_named(arch, key, value, match):
     config = importlib.import_module("configs.default").get_config()
@@ -64,6 +66,7 @@ def test_bad_baseline_values_are_named(arch, key, value, match):
     m.arch, m.d, m.d_proj, m.d_inner = arch, 16, 16, 32
     m.d_head, m.attention_layers = 0, (1,)
     if key:
-        setattr(m, key, value)
+        section, name = key.split(".") if "." in key else ("model", key)
+        setattr(config[section], name, value)
     with pytest.raises(ValueError, match=match):
         train.validate_config(config, 1)
