@@ -1,7 +1,11 @@
-"""Shared test helpers: random recurrence inputs (never zeros) and tolerances."""
+"""Shared test helpers: random recurrence inputs (never zeros), tolerances, and incremental
+decoding of a language model checked against its full forward."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+
+from srupp_jax.generate import generate
 
 
 def random_recurrence_inputs(seed, batch, length, k, d, *, skip=True, pad=False,
@@ -58,3 +62,37 @@ def numpy_recurrence(U, v, b, x=None, c0=None, mask_c=None, mask_pad=None, rever
         h[:, t] = np.where(keep, h_t, 0.0)
         c = np.where(keep, c_new, c)
     return h, c
+
+
+def jit_log_probs(model):
+    """jax.jit of model.log_probs(tokens, state, attn_mask=mask) (eager calls token by token
+    are slow); mask: optional, None by default."""
+    graphdef, variables = nnx.split(model)
+    return jax.jit(lambda tok, state, mask=None: nnx.merge(graphdef, variables).log_probs(
+        tok, state, attn_mask=mask))
+
+
+def token_by_token(model, seq, mem_len):
+    """Log-probabilities [batch, L, vocab] of `seq` [batch, L] fed one token at a time,
+    carrying the state from model.init_state(batch, mem_len)."""
+    state = model.init_state(seq.shape[0], mem_len)
+    out, step = [], jit_log_probs(model)
+    for t in range(seq.shape[1]):
+        logp, state = step(seq[:, t:t + 1], state)
+        out.append(logp)
+    return jnp.concatenate(out, axis=1)
+
+
+def check_incremental_decoding(model, seq, prompt_len=4, num_tokens=6):
+    """For a language model (SRUppLM or a baseline) and `seq` [batch, L]: token by token with
+    memory for all of `seq` == one forward over `seq` (relative 1e-5); greedy `generate` after
+    the prompt seq[:, :prompt_len] == the argmax of one forward over prompt and output."""
+    log_probs = jit_log_probs(model)
+    full, _ = log_probs(seq, None)
+    assert_close(token_by_token(model, seq, seq.shape[1]), full, 1e-5, "token by token")
+    prompt = seq[:, :prompt_len]
+    gen = generate(model, prompt, num_tokens, key=jax.random.PRNGKey(0), mem_len=16,
+                   temperature=0)
+    lp, _ = log_probs(jnp.concatenate([prompt, gen], 1)[:, :-1], None)
+    np.testing.assert_array_equal(np.asarray(jnp.argmax(lp[:, prompt_len - 1:], -1)),
+                                  np.asarray(gen))

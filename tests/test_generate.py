@@ -21,6 +21,7 @@ from flax import nnx
 
 from srupp_jax.generate import generate, generate_iter, sample_logits, windowed_log_probs
 from srupp_jax.models import SRUppConfig, SRUppLM
+from tests.helpers import jit_log_probs, token_by_token
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL, ATOL = 2e-6, 2e-6
@@ -39,21 +40,6 @@ def tiny(k=1, num_layers=3, cutoffs=None, seed=0):
 
 def tokens(batch, length, seed=0):
     return jax.random.randint(jax.random.PRNGKey(seed), (batch, length), 0, 29, jnp.int32)
-
-
-def jit_log_probs(model):
-    """jax.jit of model.log_probs(tokens, state) (eager calls token by token are slow)."""
-    graphdef, variables = nnx.split(model)
-    return jax.jit(lambda tok, state: nnx.merge(graphdef, variables).log_probs(tok, state))
-
-
-def token_by_token(model, seq, mem_len):
-    state = model.init_state(seq.shape[0], mem_len)
-    out, step = [], jit_log_probs(model)
-    for t in range(seq.shape[1]):
-        logp, state = step(seq[:, t:t + 1], state)
-        out.append(logp)
-    return jnp.concatenate(out, axis=1)
 
 
 def banded_full(model, seq, window):

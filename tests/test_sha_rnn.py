@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srupp_jax.generate import generate
 from srupp_jax.sha_rnn import SHARNNLM, lstm_scan
-from tests.helpers import assert_close
+from tests.helpers import assert_close, check_incremental_decoding, jit_log_probs
 
 V = 19
 
@@ -105,12 +104,6 @@ def test_lstm_scan_equals_the_cell_step_by_step(length):
         assert_close(a, b, 1e-6, "grad")
 
 
-def jit_log_probs(model):
-    graphdef, variables = nnx.split(model)
-    return jax.jit(lambda tok, state, mask=None: nnx.merge(graphdef, variables).log_probs(
-        tok, state, attn_mask=mask))
-
-
 def test_segments_with_state_and_memory_equal_one_forward():
     model = tiny()
     seq = tokens(2, 13)
@@ -163,21 +156,7 @@ def test_gradients_reach_every_parameter_but_not_through_the_carry():
 
 
 def test_incremental_decoding_and_greedy_generate():
-    model = tiny(attention_layers=(2, 3))
-    seq = tokens(2, 9, seed=3)
-    log_probs = jit_log_probs(model)
-    full, _ = log_probs(seq, None)
-    state, out = model.init_state(2, 9), []
-    for t in range(9):
-        lp, state = log_probs(seq[:, t:t + 1], state)
-        out.append(lp)
-    assert_close(jnp.concatenate(out, 1), full, 1e-5, "token by token")
-
-    prompt = seq[:, :4]
-    gen = generate(model, prompt, 6, key=jax.random.PRNGKey(0), mem_len=16, temperature=0)
-    whole = jnp.concatenate([prompt, gen], 1)
-    lp, _ = log_probs(whole[:, :-1], None)
-    np.testing.assert_array_equal(np.asarray(jnp.argmax(lp[:, 3:], -1)), np.asarray(gen))
+    check_incremental_decoding(tiny(attention_layers=(2, 3)), tokens(2, 9, seed=3))
 
 
 @pytest.mark.parametrize("variant,published", [("", 54e6), ("sru", 42e6)])

@@ -15,7 +15,7 @@ from flax import nnx
 
 from srupp_jax.generate import generate
 from srupp_jax.transformer_xl import TransformerXLLM, rel_shift, sinusoid_positions
-from tests.helpers import assert_close
+from tests.helpers import assert_close, check_incremental_decoding, jit_log_probs
 
 V = 23
 
@@ -88,12 +88,6 @@ def test_relative_attention_equals_explicit_scores(length, mem_len):
     assert_close(out, y, 1e-5, "sub-layer")
 
 
-def jit_log_probs(model):
-    graphdef, variables = nnx.split(model)
-    return jax.jit(lambda tok, state, mask=None: nnx.merge(graphdef, variables).log_probs(
-        tok, state, attn_mask=mask))
-
-
 @pytest.mark.parametrize("cutoffs", [None, [5, 11]])
 def test_two_segments_with_memory_equal_one_forward(cutoffs):
     model = tiny(cutoffs)
@@ -147,19 +141,8 @@ def test_gradients_reach_every_parameter_but_not_through_memory():
 def test_incremental_decoding_and_greedy_generate():
     model = tiny()
     seq = tokens(2, 9, seed=3)
-    log_probs = jit_log_probs(model)
-    full, _ = log_probs(seq, None)
-    state, out = model.init_state(2, 9), []
-    for t in range(9):
-        lp, state = log_probs(seq[:, t:t + 1], state)
-        out.append(lp)
-    assert_close(jnp.concatenate(out, 1), full, 1e-5, "token by token")
-
+    check_incremental_decoding(model, seq)
     prompt = seq[:, :4]
-    gen = generate(model, prompt, 6, key=jax.random.PRNGKey(0), mem_len=16, temperature=0)
-    whole = jnp.concatenate([prompt, gen], 1)
-    lp, _ = log_probs(whole[:, :-1], None)
-    np.testing.assert_array_equal(np.asarray(jnp.argmax(lp[:, 3:], -1)), np.asarray(gen))
     sampled = generate(model, prompt, 6, key=jax.random.PRNGKey(1), mem_len=3)
     again = generate(model, prompt, 6, key=jax.random.PRNGKey(1), mem_len=3)
     np.testing.assert_array_equal(np.asarray(sampled), np.asarray(again))
