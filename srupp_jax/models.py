@@ -67,6 +67,17 @@ class LanguageModel:
     the log-distribution. Shared by SRUppLM and the baselines (transformer_xl, sha_rnn)."""
     adaptive = False    # True: an adaptive softmax `head` computes the nll itself
 
+    def _start_segment(self, tokens, state: Optional[LMState]):
+        """For a segment `tokens` [batch, L]: the state it starts from (an empty one, no
+        memory, when `state` is None), its mem_len, and memory_pad [batch, mem_len] after it."""
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens has shape {tokens.shape}; expected [batch, length]")
+        batch, length = tokens.shape
+        state = self.init_state(batch, 0) if state is None else state
+        mem_len = state.memory_pad.shape[1]
+        new_pad = roll_memory(state.memory_pad, jnp.zeros((batch, length), bool), mem_len)
+        return state, mem_len, new_pad
+
     def nll(self, tokens, targets, state: Optional[LMState] = None, *,
             same_length: bool = False):
         """Per-token negative log-likelihood [batch, L] float32 (nats), and the new state."""
@@ -226,11 +237,7 @@ class SRUppLM(LanguageModel, nnx.Module):
         attn_mask: [L, mem_len + L] bool overriding the causal (or same-length) mask, e.g. the
         sliding window of `attention.attention_mask(..., window=mem_len)`.
         """
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens has shape {tokens.shape}; expected [batch, length]")
-        batch, length = tokens.shape
-        state = self.init_state(batch, 0) if state is None else state
-        mem_len = state.memory_pad.shape[1]
+        state, mem_len, new_pad = self._start_segment(tokens, state)
         x = self.dropout(self.embed(tokens))
         memory = None if mem_len == 0 else [
             None if m is None else m.astype(x.dtype) for m in state.memory]
@@ -239,7 +246,6 @@ class SRUppLM(LanguageModel, nnx.Module):
                                attn_mask=attn_mask, same_length=same_length)
         new_memory = tuple(None if m is None else roll_memory(m, s.astype(m.dtype), mem_len)
                            for m, s in zip(state.memory, saved))
-        new_pad = roll_memory(state.memory_pad, jnp.zeros((batch, length), bool), mem_len)
         return self.dropout(h), LMState(c, new_memory, new_pad)
 
     def _head_log_probs(self, h):

@@ -205,12 +205,8 @@ class SHARNNLM(LanguageModel, nnx.Module):
                attn_mask=None):
         """tokens [batch, L] int -> (top output [batch, L, d] after dropout, new state).
         attn_mask: [L, mem_len + L] bool overriding the causal (or same-length) mask."""
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens has shape {tokens.shape}; expected [batch, length]")
-        batch, length = tokens.shape
-        state = self.init_state(batch, 0) if state is None else state
-        mem_len = state.memory_pad.shape[1]
-        mask = memory_attention_mask(length, state.memory_pad, same_length=same_length,
+        state, mem_len, new_pad = self._start_segment(tokens, state)
+        mask = memory_attention_mask(tokens.shape[1], state.memory_pad, same_length=same_length,
                                      attn_mask=attn_mask)
         h = self.embed(tokens)
         h = self.dropout(h if self.dtype is None else h.astype(self.dtype))
@@ -221,7 +217,6 @@ class SHARNNLM(LanguageModel, nnx.Module):
             new_memory.append(None if memory is None else
                               roll_memory(memory, jax.lax.stop_gradient(saved).astype(
                                   memory.dtype), mem_len))
-        new_pad = roll_memory(state.memory_pad, jnp.zeros((batch, length), bool), mem_len)
         return self.dropout(h), LMState(jnp.stack(cs), tuple(new_memory), new_pad)
 
     def _head_log_probs(self, h):

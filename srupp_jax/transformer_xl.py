@@ -208,11 +208,8 @@ class TransformerXLLM(LanguageModel, nnx.Module):
         attn_mask: [L, mem_len + L] bool (True = attend) overriding the causal / same-length
         mask; memory slots marked empty in the state are never attended to.
         """
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens has shape {tokens.shape}; expected [batch, length]")
-        batch, length = tokens.shape
-        state = self.init_state(batch, 0) if state is None else state
-        mem_len = state.memory_pad.shape[1]
+        state, mem_len, new_pad = self._start_segment(tokens, state)
+        length = tokens.shape[1]
         mask = memory_attention_mask(length, state.memory_pad, same_length=same_length,
                                      attn_mask=attn_mask)[:, None]      # [batch, 1, L, M + L]
         x = self.dropout(self._embed(tokens))
@@ -224,7 +221,6 @@ class TransformerXLLM(LanguageModel, nnx.Module):
                       mask=mask)
         new_memory = tuple(roll_memory(m, jax.lax.stop_gradient(s).astype(m.dtype), mem_len)
                            for m, s in zip(state.memory, saved))
-        new_pad = roll_memory(state.memory_pad, jnp.zeros((batch, length), bool), mem_len)
         return self.dropout(x), LMState(state.c, new_memory, new_pad)
 
     def _head_log_probs(self, h):
@@ -236,7 +232,7 @@ class TransformerXLLM(LanguageModel, nnx.Module):
 
     def flops_per_token(self, attn_len: float) -> float:
         """Forward + backward FLOPs per training token, by the convention of
-        `metrics.estimate_flops_per_token` for SRU++: 6 per matrix weight applied to the token
+        `flops.estimate_flops_per_token` for SRU++: 6 per matrix weight applied to the token
         (W_qkv, W_o, the feed-forward, the tied output layer; not the embedding lookup, nor
         W_r on the positions and the keys/values recomputed over the memory, which the code
         also runs), plus the attention scores and weighted sums (q.k, q.r and p.v:
