@@ -96,3 +96,58 @@ def check_incremental_decoding(model, seq, prompt_len=4, num_tokens=6):
     lp, _ = log_probs(jnp.concatenate([prompt, gen], 1)[:, :-1], None)
     np.testing.assert_array_equal(np.asarray(jnp.argmax(lp[:, prompt_len - 1:], -1)),
                                   np.asarray(gen))
+
+
+def check_segments_with_memory(model, seq, first, short_mem=None, atol=1e-5):
+    """Two segments seq[:, :first] and seq[:, first:] ([batch, L]) carrying the state: with
+    memory of `first` slots == one forward over `seq` (causal mask); with `short_mem` < first
+    slots == one forward with the mask that cuts the keys the memory dropped, which differs
+    from the causal forward by more than `atol` (relative tolerance 1e-5 throughout)."""
+    log_probs = jit_log_probs(model)
+    full, _ = log_probs(seq, None)
+    state = model.init_state(seq.shape[0], first)        # memory holds all of segment 1
+    a, state = log_probs(seq[:, :first], state)
+    b, _ = log_probs(seq[:, first:], state)
+    assert_close(jnp.concatenate([a, b], 1), full, 1e-5, "memory >= segment")
+    if short_mem is None:
+        return
+    state = model.init_state(seq.shape[0], short_mem)
+    a, state = log_probs(seq[:, :first], state)
+    b, _ = log_probs(seq[:, first:], state)
+    p, j = np.arange(seq.shape[1])[:, None], np.arange(seq.shape[1])[None, :]
+    mask = (j <= p) & ((p < first) | (j >= first - short_mem))
+    cut, _ = log_probs(seq, None, jnp.asarray(mask))
+    assert_close(jnp.concatenate([a, b], 1), cut, 1e-5, "memory < segment")
+    assert not np.allclose(cut[:, first:], full[:, first:], atol=atol)  # the cut mattered
+
+
+def check_second_segment_gradients(model, seq, *, stop_carry=False, differs=1e-6):
+    """Segment 2 (tokens seq[:, 5:10], targets seq[:, 6:11]; seq [batch, >= 11]) after
+    segment 1 (seq[:, :4], memory of 4 slots): the gradient of its loss with segment 1 run
+    inside with the same parameters (stop_carry: its state cut as the training loop cuts the
+    carry) reaches every parameter and equals the gradient with segment 1's state held fixed
+    (the model lets none through its memory); the loss moves by more than `differs` when that
+    state is replaced by an empty one. Returns (the model, segment 1's state) for more checks."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    batch = seq.shape[0]
+
+    def second_segment_loss(params, state=None):
+        m = nnx.merge(graphdef, params, rest)
+        if state is None:  # run segment 1 inside, with the same parameters
+            _, state = m.nll(seq[:, :4], seq[:, 1:5], m.init_state(batch, 4))
+            if stop_carry:
+                state = jax.tree.map(jax.lax.stop_gradient, state)
+        return m.nll(seq[:, 5:10], seq[:, 6:11], state)[0].mean()
+
+    m = nnx.merge(graphdef, params, rest)
+    _, fixed_state = m.nll(seq[:, :4], seq[:, 1:5], m.init_state(batch, 4))
+    grad = jax.jit(jax.grad(second_segment_loss))
+    joint = grad(params)
+    fixed = grad(params, fixed_state)
+    for (path, g), g2 in zip(jax.tree_util.tree_leaves_with_path(joint), jax.tree.leaves(fixed)):
+        assert float(jnp.max(jnp.abs(g))) > 0, path
+        assert_close(g, g2, 1e-6, str(path))
+    loss = jax.jit(second_segment_loss)
+    fresh = loss(params, m.init_state(batch, 4))
+    assert abs(float(fresh) - float(loss(params, fixed_state))) > differs
+    return m, fixed_state

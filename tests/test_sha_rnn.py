@@ -15,7 +15,8 @@ import pytest
 from flax import nnx
 
 from srupp_jax.sha_rnn import SHARNNLM, lstm_scan
-from tests.helpers import assert_close, check_incremental_decoding, jit_log_probs
+from tests.helpers import (assert_close, check_incremental_decoding,
+                           check_second_segment_gradients, check_segments_with_memory)
 
 V = 19
 
@@ -105,54 +106,16 @@ def test_lstm_scan_equals_the_cell_step_by_step(length):
 
 
 def test_segments_with_state_and_memory_equal_one_forward():
-    model = tiny()
-    seq = tokens(2, 13)
-    L1 = 6
-    log_probs = jit_log_probs(model)
-    full, _ = log_probs(seq, None)
-    state = model.init_state(2, L1)
-    a, state = log_probs(seq[:, :L1], state)
-    b, _ = log_probs(seq[:, L1:], state)
-    assert_close(jnp.concatenate([a, b], 1), full, 1e-5, "memory >= segment")
-
-    M = 2
-    state = model.init_state(2, M)
-    a, state = log_probs(seq[:, :L1], state)
-    b, _ = log_probs(seq[:, L1:], state)
-    p, j = np.arange(13)[:, None], np.arange(13)[None, :]
-    mask = (j <= p) & ((p < L1) | (j >= L1 - M))
-    cut, _ = log_probs(seq, None, jnp.asarray(mask))
-    assert_close(jnp.concatenate([a, b], 1), cut, 1e-5, "memory < segment")
-    assert not np.allclose(cut[:, L1:], full[:, L1:], atol=1e-5)
+    check_segments_with_memory(tiny(), tokens(2, 13), 6, short_mem=2, atol=1e-5)
 
 
 def test_gradients_reach_every_parameter_but_not_through_the_carry():
-    model = tiny()
     seq = tokens(2, 11)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def second_segment_loss(params, state=None):
-        m = nnx.merge(graphdef, params, rest)
-        if state is None:
-            _, state = m.nll(seq[:, :4], seq[:, 1:5], m.init_state(2, 4))
-            state = jax.tree.map(jax.lax.stop_gradient, state)  # as the training loop's carry
-        return m.nll(seq[:, 5:10], seq[:, 6:11], state)[0].mean()
-
-    m = nnx.merge(graphdef, params, rest)
-    _, fixed_state = m.nll(seq[:, :4], seq[:, 1:5], m.init_state(2, 4))
-    grad = jax.jit(jax.grad(second_segment_loss))
-    joint = grad(params)
-    fixed = grad(params, fixed_state)
-    for (path, g), g2 in zip(jax.tree_util.tree_leaves_with_path(joint), jax.tree.leaves(fixed)):
-        assert float(jnp.max(jnp.abs(g))) > 0, path
-        assert_close(g, g2, 1e-6, str(path))
+    m, fixed_state = check_second_segment_gradients(tiny(), seq, stop_carry=True, differs=1e-5)
     # the attention memory alone is gradient-stopped inside the model
     memory_grad = jax.jit(jax.grad(lambda mem: m.hidden(
         seq[:, 5:10], fixed_state._replace(memory=mem))[1].memory[1].sum()))(fixed_state.memory)
     assert all(float(jnp.max(jnp.abs(g))) == 0 for g in jax.tree.leaves(memory_grad))
-    loss = jax.jit(second_segment_loss)
-    fresh = loss(params, m.init_state(2, 4))
-    assert abs(float(fresh) - float(loss(params, fixed_state))) > 1e-5
 
 
 def test_incremental_decoding_and_greedy_generate():

@@ -15,7 +15,8 @@ from flax import nnx
 
 from srupp_jax.generate import generate
 from srupp_jax.transformer_xl import TransformerXLLM, rel_shift, sinusoid_positions
-from tests.helpers import assert_close, check_incremental_decoding, jit_log_probs
+from tests.helpers import (assert_close, check_incremental_decoding,
+                           check_second_segment_gradients, check_segments_with_memory)
 
 V = 23
 
@@ -90,52 +91,15 @@ def test_relative_attention_equals_explicit_scores(length, mem_len):
 
 @pytest.mark.parametrize("cutoffs", [None, [5, 11]])
 def test_two_segments_with_memory_equal_one_forward(cutoffs):
-    model = tiny(cutoffs)
-    seq = tokens(2, 12)
-    L1 = 5
-    log_probs = jit_log_probs(model)
-    full, _ = log_probs(seq, None)
-    state = model.init_state(2, L1)                      # memory holds all of segment 1
-    a, state = log_probs(seq[:, :L1], state)
-    b, _ = log_probs(seq[:, L1:], state)
-    assert_close(jnp.concatenate([a, b], 1), full, 1e-5, "memory >= segment")
-    if cutoffs:
-        return  # the head does not change what the memory does
-
-    M = 3                                                # memory keeps the last 3 of 5
-    state = model.init_state(2, M)
-    a, state = log_probs(seq[:, :L1], state)
-    b, _ = log_probs(seq[:, L1:], state)
-    p, j = np.arange(12)[:, None], np.arange(12)[None, :]
-    mask = (j <= p) & ((p < L1) | (j >= L1 - M))
-    cut, _ = log_probs(seq, None, jnp.asarray(mask))
-    assert_close(jnp.concatenate([a, b], 1), cut, 1e-5, "memory < segment")
-    assert not np.allclose(cut[:, L1:], full[:, L1:], atol=1e-4)  # the cut mattered
+    # memory keeps the last 3 of 5 (with cutoffs not again: the head does not change what the
+    # memory does)
+    check_segments_with_memory(tiny(cutoffs), tokens(2, 12), 5,
+                               short_mem=None if cutoffs else 3, atol=1e-4)
 
 
 def test_gradients_reach_every_parameter_but_not_through_memory():
-    model = tiny()
-    seq = tokens(2, 11)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def second_segment_loss(params, state=None):
-        m = nnx.merge(graphdef, params, rest)
-        if state is None:  # run segment 1 inside, with the same parameters
-            _, state = m.nll(seq[:, :4], seq[:, 1:5], m.init_state(2, 4))
-        return m.nll(seq[:, 5:10], seq[:, 6:11], state)[0].mean()
-
-    m = nnx.merge(graphdef, params, rest)
-    _, fixed_state = m.nll(seq[:, :4], seq[:, 1:5], m.init_state(2, 4))
-    grad = jax.jit(jax.grad(second_segment_loss))
-    joint = grad(params)
-    fixed = grad(params, fixed_state)
-    for (path, g), g2 in zip(jax.tree_util.tree_leaves_with_path(joint), jax.tree.leaves(fixed)):
-        assert float(jnp.max(jnp.abs(g))) > 0, path
-        assert_close(g, g2, 1e-6, str(path))
     # the memory does carry information forward (the loss depends on it)
-    loss = jax.jit(second_segment_loss)
-    fresh = loss(params, m.init_state(2, 4))
-    assert abs(float(fresh) - float(loss(params, fixed_state))) > 1e-6
+    check_second_segment_gradients(tiny(), tokens(2, 11), differs=1e-6)
 
 
 def test_incremental_decoding_and_greedy_generate():
