@@ -79,11 +79,6 @@ class Checkpoints:
         self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
     # -- quarantine --------------------------------------------------------------------
-    def _step_dirs(self) -> list[int]:
-        if not os.path.isdir(self.directory):
-            return []
-        return sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
-
     def _move_aside(self, src: str, name: str, why: str) -> None:
         """Move `src` to quarantine/<name> (process 0), then every process reloads."""
         dest = os.path.join(self.directory, QUARANTINE, name)
@@ -97,7 +92,9 @@ class Checkpoints:
         logging.warning("checkpoint: moved %s to %s: %s", src, dest, why)
 
     def _set_aside_bad_metrics(self) -> None:
-        for step in self._step_dirs():
+        """Quarantine every step's metrics file that is not JSON (Orbax would fail on it)."""
+        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        for step in sorted(int(n) for n in names if n.isdigit()):
             path = os.path.join(self.directory, str(step), "metrics", "metrics")
             if not os.path.exists(path):
                 continue
