@@ -10,16 +10,18 @@
 
 Kernel design (one program per (batch row, block of `block_d` columns)):
   grid      (batch, cdiv(d, block_d)); block_d is a power of two (Triton block shapes must be),
-            default min(256, next_pow2(d)) and at least 32, num_warps default
-            min(4, block_d / 32); the columns past d in the last block are masked in every load
-            and store. These defaults are not tuned on a GPU yet.
+            one column per thread by default; the columns past d in the last block are masked
+            in every load and store. Options per shape: `default_options(batch, d)`.
   time      a `fori_loop` over the length inside the kernel, carrying c in float32; the reverse
-            direction walks t = L-1 .. 0 by index arithmetic (no flipped copies). A step's
-            loads do not depend on c, so with `prefetch` = P > 0 the loads of the next P steps
-            are issued ahead and carried in registers (`_prefetched_loop`): a program then waits
-            for global memory about L / (P + 1) times instead of L times. block_d, num_warps and
-            prefetch change speed only; `benchmarks/gpu_recurrence.sh` sweeps them on a GPU and
-            `benchmarks/kernel_resources.py` reports their registers without one.
+            direction walks t = L-1 .. 0 by index arithmetic (no flipped copies). The kernel is
+            bound by memory latency: B x d columns are only a few warps per SM, too few to hide
+            a load's latency by switching warps, so each thread must keep many loads in flight.
+            A step's loads do not depend on c, so the loop runs in chunks of `prefetch` = P
+            steps, unrolled, whose loads are issued a whole chunk ahead of their use
+            (`_chunked_loop`): a thread waits for memory about L / P times, not L times.
+            block_d, num_warps and prefetch change speed only; `benchmarks/gpu_recurrence.sh`
+            sweeps them on a GPU and `benchmarks/kernel_resources.py` reports their registers
+            and how far ahead of their use the loads are issued, without one.
   memory    the kernels get whole arrays and index them themselves: U[b, t, j, cols] for the
             k slices, so every load and store is one contiguous row of block_d elements.
   backward  a second kernel behind `jax.custom_vjp`, walking time in the opposite order with the
@@ -75,7 +77,7 @@ try:
     from jax.experimental.pallas.triton import store as _triton_store
 
     def _load(ref, idx, mask=None, other=None):
-        return _triton_load(ref.at[_index(idx)], mask=mask, other=other)
+        return _triton_load(ref.at[_index(idx)], mask=mask, other=None if mask is None else other)
 
     def _store(ref, idx, val, mask=None):
         _triton_store(ref.at[_index(idx)], val, mask=mask)
@@ -84,33 +86,43 @@ except ImportError:  # jax 0.4.x
     from jax.experimental.pallas.triton import TritonCompilerParams as _TritonParams
 
     def _load(ref, idx, mask=None, other=None):
-        return pl.load(ref, _index(idx), mask=mask, other=other)
+        return pl.load(ref, _index(idx), mask=mask, other=None if mask is None else other)
 
     def _store(ref, idx, val, mask=None):
         pl.store(ref, _index(idx), val, mask=mask)
 
 
-MAX_BLOCK_D = 256
-MIN_BLOCK_D = 32
-DEFAULT_PREFETCH = 0    # untuned: no GPU has run these kernels yet (BENCHMARKS.md)
 MAX_PREFETCH = 16
+SM_COUNT = 132          # H100 SXM; only the defaults below use it
 
 
 @dataclasses.dataclass(frozen=True)
 class KernelOptions:
-    """Tuning options of `sru_recurrence_pallas` (None: its defaults). They change speed and
-    registers only, never a result. `config.model.kernel` in a config."""
+    """Tuning options of `sru_recurrence_pallas` (None: the per-shape default of
+    `default_options`). They change speed and registers only, never a result beyond float32
+    rounding. `config.model.kernel` in a config (0 there means None)."""
     block_d: Optional[int] = None
     num_warps: Optional[int] = None
-    prefetch: int = DEFAULT_PREFETCH
+    prefetch: Optional[int] = None
 
     def as_kwargs(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def default_block_d(d: int) -> int:
-    """min(256, next power of two >= d), at least 32 (one warp)."""
-    return min(MAX_BLOCK_D, max(MIN_BLOCK_D, pl.next_power_of_2(d)))
+def default_options(batch: int, d: int) -> KernelOptions:
+    """The options used for batch x d columns when none are given: one column per thread,
+    chunks of 8 steps.
+
+    The kernel is bound by memory latency, not bandwidth or arithmetic: B x d columns are at
+    most a few warps per SM (8 x 3072 = 768 warps on 132 SMs), so what matters is how long each
+    thread's loads are in flight before it waits for them (`prefetch`; 8 keeps every variant
+    free of spills, BENCHMARKS.md) and that programs spread over all SMs (32 columns, 1 warp
+    each; 2 warps past 16 warps per SM, where Hopper's limit of 32 resident programs per SM
+    would bind). Starting points from that count, for the GPU sweep of
+    `benchmarks/gpu_recurrence.sh` to confirm or replace.
+    """
+    num_warps = 2 if -(-batch * d // 32) > 16 * SM_COUNT else 1
+    return KernelOptions(block_d=32 * num_warps, num_warps=num_warps, prefetch=8)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,7 +203,8 @@ def _columns(cfg):
     b = pl.program_id(0)
     col0 = pl.program_id(1) * cfg.block_d
     cols = pl.ds(col0, cfg.block_d)
-    ok = col0 + jnp.arange(cfg.block_d, dtype=jnp.int32) < cfg.d
+    ok = (None if cfg.d % cfg.block_d == 0       # no mask: masked loads cost extra registers
+          else col0 + jnp.arange(cfg.block_d, dtype=jnp.int32) < cfg.d)
     return b, cols, ok
 
 
@@ -230,27 +243,51 @@ def _common(cfg, in_refs):
     return b, cols, ok, p, c0, m, step_inputs
 
 
-def _prefetched_loop(cfg, load, body, carry):
-    """carry = body(s, load(s), carry) for s = 0 .. L-1, with the loads of the next
-    `cfg.prefetch` steps in flight while step s computes.
+def _chunked_loop(cfg, load, body, carry):
+    """carry = body(s, load(s), carry) for s = 0 .. L-1, with the loads of P = `cfg.prefetch`
+    steps in flight while P other steps compute.
 
-    Each step's loads do not depend on the carried state, but a plain loop issues them only
-    when the step starts, so every step waits one global-memory latency. With prefetch P the
-    loaded inputs of steps s+1 .. s+P travel in the loop carry (P copies in registers) and the
-    loads for step s+P are issued before step s's arithmetic. Indices past the end are clamped
-    (those loads are valid and unused).
+    A step's loads do not depend on the carried state, so they can be issued long before the
+    step runs; what hides global-memory latency is how long a load is in flight before the
+    thread waits for it. The steps are taken in chunks of P, unrolled, two chunks per loop
+    iteration (buffers A and B):
+
+        A = load(chunk 0)
+        loop:  B = load(chunk 2i+1);  compute A;  A = load(chunk 2i+2);  compute B
+        then the remaining L mod 2P steps, their loads all issued before they compute.
+
+    Each buffer is loop-carried in place (A to A). The previous design carried P single steps
+    and shifted them by one register each step; a register move waits for its load, so its
+    SASS waited for each load one step after issuing it, whatever P. Here ptxas still
+    interleaves the loads with the arithmetic, but a load is issued a median 4.5 (forward) and
+    7 (backward) steps of arithmetic before its first wait at P = 8 (sm_90;
+    `benchmarks/kernel_resources.py` reads the scoreboards of the SASS and reports it as
+    `lead`). Loads past the end are clamped to step L-1 (valid, unused). P = 0 is the plain
+    loop.
     """
-    if cfg.prefetch == 0:
-        return lax.fori_loop(0, cfg.length, lambda s, c: body(s, load(s), c), carry)
-    last = cfg.length - 1
-    ahead = tuple(load(np.int32(min(i, last))) for i in range(cfg.prefetch))
+    P, L = cfg.prefetch, cfg.length
+    if P == 0:
+        return lax.fori_loop(0, L, lambda s, c: body(s, load(s), c), carry)
+    chunk = lambda s0: tuple(load(jnp.minimum(s0 + i, L - 1)) for i in range(P))
 
-    def step(s, state):
-        ahead, carry = state
-        later = load(jnp.minimum(s + cfg.prefetch, last))
-        return ahead[1:] + (later,), body(s, ahead[0], carry)
+    def compute(s0, loaded, carry):
+        for i, inputs in enumerate(loaded):
+            carry = body(s0 + i, inputs, carry)
+        return carry
 
-    return lax.fori_loop(0, cfg.length, step, (ahead, carry))[1]
+    def pair(i, state):
+        a, carry = state
+        s0 = i * 2 * P
+        b = chunk(s0 + P)
+        carry = compute(s0, a, carry)
+        a = chunk(s0 + 2 * P)
+        return a, compute(s0 + P, b, carry)
+
+    pairs = L // (2 * P)
+    a, carry = lax.fori_loop(0, pairs, pair, (chunk(np.int32(0)), carry))
+    s0 = pairs * 2 * P                        # a holds the loads of steps s0 .. s0+P-1
+    rest = tuple(load(np.int32(s)) for s in range(s0 + P, L))
+    return compute(np.int32(s0), a[:L - s0] + rest, carry)
 
 
 def _forward_kernel(cfg, save_c, *refs):
@@ -268,7 +305,7 @@ def _forward_kernel(cfg, save_c, *refs):
             _store(c_ref, (b, t, cols), c, mask=ok)
         return c
 
-    c_last = _prefetched_loop(cfg, lambda s: step_inputs(_time(cfg, s)), body, c0)
+    c_last = _chunked_loop(cfg, lambda s: step_inputs(_time(cfg, s)), body, c0)
     _store(c_last_ref, (b, cols), c_last, mask=ok)
 
 
@@ -317,7 +354,7 @@ def _backward_kernel(cfg, *refs):
     dc_last = _load(dc_last_ref, (b, cols), mask=ok, other=0.0)
     c_last = load_c(_time(cfg, L - 1))
     init = (dc_last, c_last, zeros, zeros, zeros, zeros, zeros)
-    dc0, _, dv_f, dv_r, db_f, db_r, dm_acc = _prefetched_loop(cfg, load, body, init)
+    dc0, _, dv_f, dv_r, db_f, db_r, dm_acc = _chunked_loop(cfg, load, body, init)
     for j, val in enumerate((dv_f, dv_r, db_f, db_r)):      # dp rows: dv_f, dv_r, db_f, db_r
         _store(dp_ref, (b, j, cols), val, mask=ok)
     _store(dc0_ref, (b, cols), dc0, mask=ok)
@@ -410,16 +447,18 @@ def _check_int(name, value, ok, expected):
 def sru_recurrence_pallas(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None,
                           reverse=False, interpret: Optional[bool] = None,
                           block_d: Optional[int] = None, num_warps: Optional[int] = None,
-                          prefetch: int = DEFAULT_PREFETCH):
+                          prefetch: Optional[int] = None):
     """The elementwise SRU recurrence as fused Pallas kernels (forward and backward).
 
     Same arguments and results as `srupp_jax.recurrence.sru_recurrence` (see there), plus:
       interpret: run the kernels in Pallas interpret mode; None means interpret unless the
         default backend is "gpu".
-      block_d: columns per program, a power of two (default `default_block_d(d)`).
-      num_warps: warps per program, a power of two (default min(4, block_d // 32), at least 1).
-      prefetch: time steps whose loads are issued ahead of the step that uses them (0 = none;
-        see `_prefetched_loop`). Changes speed and registers only, never the results.
+      block_d: columns per program, a power of two.
+      num_warps: warps per program, a power of two.
+      prefetch: time steps per chunk of the time loop; the loads of one chunk are in flight
+        while another computes (0: a plain loop; see `_chunked_loop`).
+      None for any of the three: `default_options(batch, d)`. They change speed and registers,
+      and results only by float32 rounding.
 
     Returns:
       h: [batch, length, d] in U's dtype; c: [batch, d] float32, the state after the last
@@ -427,13 +466,14 @@ def sru_recurrence_pallas(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=Non
     """
     check_inputs(U, v, b, x, c0, mask_c, mask_pad)
     batch, length, k, d = U.shape
+    default = default_options(batch, d)
     power_of_two = lambda n: n >= 1 and not n & (n - 1)
-    block_d = _check_int("block_d", default_block_d(d) if block_d is None else block_d,
+    block_d = _check_int("block_d", default.block_d if block_d is None else block_d,
                          power_of_two, "a positive power of two (Triton block shapes must be)")
-    num_warps = _check_int("num_warps", max(1, min(4, block_d // 32)) if num_warps is None
-                           else num_warps, power_of_two, "a positive power of two")
-    prefetch = _check_int("prefetch", prefetch, lambda n: 0 <= n <= MAX_PREFETCH,
-                          f"an int from 0 to {MAX_PREFETCH}")
+    num_warps = _check_int("num_warps", default.num_warps if num_warps is None else num_warps,
+                           power_of_two, "a positive power of two")
+    prefetch = _check_int("prefetch", default.prefetch if prefetch is None else prefetch,
+                          lambda n: 0 <= n <= MAX_PREFETCH, f"an int from 0 to {MAX_PREFETCH}")
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
     cfg = _Config(length, d, k, x is not None, mask_c is not None, mask_pad is not None,

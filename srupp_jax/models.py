@@ -181,8 +181,8 @@ class SRUppConfig:
         """From a run's config: config.model (its SRU++ keys) and config.train.compute_dtype."""
         m = config.model
         kernel = m.get("kernel", None)
-        kernel = KernelOptions(**{k: (v or None) if k != "prefetch" else v
-                                  for k, v in kernel.items()}) if kernel else KernelOptions()
+        kernel = KernelOptions(**{k: v or None for k, v in kernel.items()}) if kernel else \
+            KernelOptions()                          # 0 in a config: the kernel's default
         return cls(vocab_size=m.vocab_size, d=m.d, d_proj=m.d_proj, num_layers=m.num_layers,
                    k=m.k, attention_last_n=m.attention_last_n, num_heads=m.num_heads,
                    dropout=m.dropout, attn_dropout=m.attn_dropout,

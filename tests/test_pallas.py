@@ -11,7 +11,8 @@ import pytest
 
 from helpers import assert_close, random_recurrence_inputs
 from pallas_kernels import sru_recurrence_pallas
-from pallas_kernels.sru_recurrence import default_block_d
+from pallas_kernels import KernelOptions
+from pallas_kernels.sru_recurrence import SM_COUNT, default_options
 from srupp_jax.recurrence import sru_recurrence
 
 # (batch, length, k, d, skip, pad, dropout, reverse, kernel options)
@@ -19,7 +20,7 @@ CASES = [
     (2, 7, 3, 5, True, False, False, False, {}),
     (1, 1, 3, 1, True, False, False, False, {}),                   # length 1, batch 1, d 1
     (3, 1, 4, 6, True, True, True, True, dict(prefetch=2)),        # length 1 < prefetch
-    (1, 9, 4, 33, True, True, False, False, dict(block_d=8)),      # odd d, 5 blocks, last partial
+    (1, 9, 4, 33, True, True, False, False, dict(block_d=8, prefetch=2)),  # odd d, 5 blocks
     (2, 6, 3, 33, True, False, True, True, dict(block_d=16, prefetch=1)),  # odd d, reversed
     (4, 5, 3, 7, False, False, True, True, {}),                    # no skip term, dropout, reverse
     (2, 11, 3, 12, False, True, False, False, dict(block_d=4, prefetch=3)),  # no skip, padding
@@ -116,23 +117,38 @@ def test_dispatch_from_sru_recurrence():
     assert_close(c, c_ref, F32_RTOL, "c")
 
 
-@pytest.mark.parametrize("opts", [dict(block_d=32), dict(prefetch=1), dict(prefetch=7),
-                                  dict(block_d=8, num_warps=2, prefetch=2)])
-def test_tuning_options_do_not_change_results(opts):
-    """block_d, num_warps and prefetch change the schedule, not one bit of h, c or a gradient
-    (prefetch=7 is longer than the sequence: the clamped loads past the end go unused)."""
+@pytest.mark.parametrize("opts", [dict(block_d=32), dict(block_d=8, num_warps=2),
+                                  dict(block_d=32, num_warps=1)])
+def test_blocking_does_not_change_one_bit(opts):
+    """block_d and num_warps change which program computes a column, not one bit of h, c or a
+    gradient."""
     kw = _inputs(2, 5, 4, 20, True, True, True, True, jnp.float32)
-    h, c, g = _run(functools.partial(sru_recurrence_pallas, block_d=4), kw)
-    h2, c2, g2 = _run(functools.partial(sru_recurrence_pallas, **opts), kw)
+    h, c, g = _run(functools.partial(sru_recurrence_pallas, block_d=4, prefetch=0), kw)
+    h2, c2, g2 = _run(functools.partial(sru_recurrence_pallas, prefetch=0, **opts), kw)
     for name, a, b in [("h", h, h2), ("c", c, c2)] + [(n, g[n], g2[n]) for n in g]:
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
-def test_default_block_d():
-    assert default_block_d(1) == 32
-    assert default_block_d(33) == 64
-    assert default_block_d(256) == 256
-    assert default_block_d(3000) == 256
+@pytest.mark.parametrize("length, prefetch", [(5, 1), (5, 7), (13, 2), (16, 4), (23, 4)])
+def test_prefetch_chunks_equal_the_plain_loop(length, prefetch):
+    """prefetch P unrolls the time loop in chunks of P (`_chunked_loop`): loop iterations of
+    2P steps, then L mod 2P steps (fewer than P, or between P and 2P), clamped loads past the
+    end unused (P = 7 > L = 5). Same arithmetic per step as the plain loop; the compiler fuses
+    the unrolled steps differently (on CPU, XLA contracts other multiply-adds), so the results
+    agree to float32 rounding rather than bit for bit."""
+    kw = _inputs(2, length, 4, 20, True, True, True, True, jnp.float32)
+    h, c, g = _run(functools.partial(sru_recurrence_pallas, prefetch=0), kw)
+    h2, c2, g2 = _run(functools.partial(sru_recurrence_pallas, prefetch=prefetch), kw)
+    for name, a, b in [("h", h, h2), ("c", c, c2)] + [(n, g[n], g2[n]) for n in g]:
+        assert_close(b, a, F32_RTOL, name)
+
+
+def test_default_options_per_shape():
+    """One column per thread, chunks of 8 steps; 2 warps per program where 1-warp programs
+    would exceed 16 per SM."""
+    assert default_options(1, 5) == default_options(16, 4096) == KernelOptions(32, 1, 8)
+    assert default_options(32, 4096) == KernelOptions(64, 2, 8)
+    assert 32 * 16 * SM_COUNT < 32 * 4096
 
 
 @pytest.mark.parametrize("opts, match", [
@@ -151,7 +167,7 @@ def test_bad_kernel_options(opts, match):
 
 
 @pytest.mark.parametrize("opts, grid_y, num_warps", [
-    ({}, 1, 2),                                         # d = 40: block_d 64, 2 warps
+    ({}, 2, 1),                                         # d = 40: block_d 32, 1 warp
     (dict(block_d=16, num_warps=1, prefetch=4), 3, 1),
 ])
 def test_lowers_to_triton_for_cuda(opts, grid_y, num_warps):
