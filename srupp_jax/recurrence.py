@@ -21,7 +21,9 @@ Backends (`impl`):
            v = 0 the first iteration is exact. Gradients come from one reverse associative
            scan at the solution (custom_vjp), not from differentiating the iterations.
   "pallas" the fused GPU kernel in `pallas_kernels/` (Triton lowering; interpret mode on CPU).
-  "auto"   "pallas" on GPU, "scan" elsewhere (see BENCHMARKS.md for the CPU measurements).
+  "auto"   "scan" off GPU (the faster there, see BENCHMARKS.md); on a GPU the fastest of pallas,
+           assoc and scan at the training shape, timed when the model is built
+           (`fastest_backend`, `models.build_model`), "pallas" where no shape is known.
 
 State, gates and the solve run in float32 whatever the input dtype; `h` comes back in U's dtype.
 """
@@ -29,11 +31,13 @@ from __future__ import annotations
 
 import enum
 import functools
+import time
 import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from pallas_kernels import KernelOptions, sru_recurrence_pallas
@@ -227,6 +231,43 @@ def resolve_backend(impl) -> Backend:
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r}; expected one of {IMPLS}")
     return Backend(default_impl() if impl == "auto" else impl)
+
+
+@functools.lru_cache(maxsize=None)
+def fastest_backend(batch: int, length: int, d: int, k: int = 3, dtype: str = "bfloat16",
+                    candidates: tuple[Backend, ...] | None = None, repeats: int = 3,
+                    kernel: KernelOptions | None = None) -> tuple[Backend, dict[str, float]]:
+    """The backend whose forward + backward is fastest at this shape on the default device,
+    measured here and now: (backend, {name: milliseconds}).
+
+    Candidates default to every backend that runs natively on the device: pallas, assoc and
+    scan on a GPU; assoc and scan elsewhere (Pallas interprets its kernels off GPU). Each is
+    compiled, run once, then timed `repeats` times on random inputs of [batch, length, k, d]
+    (the median counts). What `impl="auto"` resolves to on a GPU (`models.build_model`), so
+    that it never picks a kernel slower than another on the device at hand. Cached per
+    process and shape.
+    """
+    if candidates is None:
+        candidates = ((Backend.PALLAS,) if jax.default_backend() == "gpu" else ()) + (
+            Backend.ASSOC, Backend.SCAN)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    U = jax.random.normal(keys[0], (batch, length, k, d), dtype)
+    v = jax.random.uniform(keys[1], (2, d), minval=-1.0, maxval=1.0)
+    b = jax.random.normal(keys[2], (2, d))
+    times = {}
+    for backend in candidates:
+        def loss(U, v, b, backend=backend):
+            h, c = sru_recurrence(U, v, b, impl=backend, kernel=kernel)
+            return jnp.sum(h.astype(jnp.float32)) + jnp.sum(c)
+        step = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+        jax.block_until_ready(step(U, v, b))
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(step(U, v, b))
+            samples.append(1e3 * (time.perf_counter() - start))
+        times[backend.value] = float(np.median(samples))
+    return Backend(min(times, key=times.get)), times
 
 
 def describe_backend(backend: Backend) -> str:

@@ -10,6 +10,7 @@ dev and test BPC (characters) or perplexity (words) over whole splits;
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from srupp_jax import sharding
 from srupp_jax.data.streams import Streams
 from srupp_jax.models import SRUppConfig, SRUppLM, compute_dtype, split_for_eval
 from srupp_jax.optim import lr_schedule, make_optimizer
-from srupp_jax.recurrence import describe_backend
+from srupp_jax.recurrence import describe_backend, fastest_backend
 
 
 
@@ -150,8 +151,18 @@ def build_model(config, rngs: nnx.Rngs):
         return SHARNNLM(m.vocab_size, m.d, m.num_layers, m.d_inner,
                         attention_layers=tuple(m.attention_layers), dropout=m.dropout,
                         attn_dropout=m.attn_dropout, dtype=dtype, rngs=rngs)
-    model = SRUppLM(SRUppConfig.from_config(config), rngs=rngs)
-    logging.warning("recurrence: %s", describe_backend(model.backend))
+    model_config = SRUppConfig.from_config(config)
+    why = ""
+    if model_config.impl == "auto" and jax.default_backend() == "gpu":
+        t = config.train
+        shape = (max(1, t.batch_size // jax.device_count()), t.unroll, m.d, m.k)
+        backend, times = fastest_backend(*shape, dtype=t.compute_dtype,
+                                         kernel=model_config.kernel)
+        model_config = dataclasses.replace(model_config, impl=backend.value)
+        why = "; fastest at {} {}: {}".format("x".join(map(str, shape)), t.compute_dtype,
+                                             ", ".join(f"{n} {ms:.2f} ms" for n, ms in times.items()))
+    model = SRUppLM(model_config, rngs=rngs)
+    logging.warning("recurrence: %s%s", describe_backend(model.backend), why)
     return model
 
 

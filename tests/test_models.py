@@ -168,3 +168,26 @@ def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
     tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 5), 0, VOCAB)
     nll, _ = model.nll(tokens, tokens)
     assert seen and all(s == options.as_kwargs() for s in seen) and bool(jnp.isfinite(nll).all())
+
+
+def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypatch):
+    """train.build_model on a GPU: impl="auto" becomes the backend `fastest_backend` measured
+    at (per-device batch, unroll, d, k) and the compute dtype, with the kernel options."""
+    import importlib
+    from srupp_jax import train
+    from srupp_jax.recurrence import Backend
+    config = importlib.import_module("configs.default").get_config()
+    config.model.vocab_size = VOCAB
+    asked = []
+
+    def fastest(*shape, dtype, kernel):
+        asked.append((shape, dtype, kernel))
+        return Backend.ASSOC, {"pallas": 2.0, "assoc": 1.0, "scan": 3.0}
+
+    monkeypatch.setattr(train, "fastest_backend", fastest)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    model = train.build_model(config, nnx.Rngs(0))
+    t, m = config.train, config.model
+    assert model.backend is Backend.ASSOC
+    assert asked == [((t.batch_size // jax.device_count(), t.unroll, m.d, m.k),
+                      t.compute_dtype, model.config.kernel)]
