@@ -40,7 +40,7 @@ if [[ $PARTS == *" tune "* ]]; then
   for bd in 32 64 128 256; do
     for w in 1 2 4 8; do
       if [ $((w * 32)) -gt "$bd" ]; then continue; fi   # every thread holds a column
-      for p in 0 2 4 8; do variants="$variants,pallas:$bd:$w:$p"; done
+      for p in 0 4 8 16; do variants="$variants,pallas:$bd:$w:$p"; done
     done
   done
   python3 benchmarks/recurrence.py --impls "pallas$variants" --sizes "$TUNE_SIZE" \

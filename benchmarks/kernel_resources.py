@@ -1,8 +1,8 @@
 """What Triton makes of the Pallas recurrence kernels, without a GPU: registers, spills, loads.
 
     pip install triton   # the compiler only; no GPU or driver is needed
-    python benchmarks/kernel_resources.py [--block_d 32,64,128,256] [--num_warps 1,2,4]
-        [--prefetch 0,2,4,8] [--dtype bfloat16] [--arch 90] [--out FILE]
+    python benchmarks/kernel_resources.py [--block_d 32,64] [--num_warps 1,2]
+        [--prefetch 0,4,8] [--dtype bfloat16] [--arch 90] [--out FILE]
 
 For each (block_d, num_warps, prefetch) the forward and backward kernels are lowered by Pallas to
 Triton IR (the text Pallas prints with `debug=True`), compiled by the `triton` package for
@@ -22,6 +22,7 @@ import io
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,39 @@ def _strip_locations(text):
     return re.sub(r'\s+"[^"\n]*"\((#loc\d+|"[^"\n]*")?\)', "", text)
 
 
+_SASS = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);"
+                   r"\s*/\* 0x[0-9a-f]{16} \*/\s*\n\s*/\* (0x[0-9a-f]{16}) \*/")
+
+
+def load_lead(sass):
+    """(min, median) steps of arithmetic between each global load of the time loop (the
+    longest backward branch) and the first instruction that waits on its scoreboard.
+
+    Volta-to-Hopper control bits, in the second 64-bit word of an instruction: bits 46-48 the
+    scoreboard a variable-latency result sets (7: none), bits 52-57 the scoreboards it waits
+    for. The loop is walked cyclically from each load. None when there is no loop."""
+    ins = [dict(addr=int(a, 16), op=op, args=args, sets=int(w, 16) >> 46 & 7,
+                waits=int(w, 16) >> 52 & 0x3F) for a, op, args, w in _SASS.findall(sass)]
+    loops = [(int(i["args"].split()[0], 16), i["addr"]) for i in ins
+             if i["op"] == "BRA" and int(i["args"].split()[0], 16) < i["addr"]]
+    if not loops:
+        return None
+    start, end = max(loops, key=lambda bounds: bounds[1] - bounds[0])
+    body = [i for i in ins if start <= i["addr"] <= end]
+    leads = []
+    for k, load in enumerate(body):
+        if not load["op"].startswith("LDG") or load["sets"] == 7:
+            continue
+        ex2 = 0
+        for j in range(1, len(body) + 1):
+            nxt = body[(k + j) % len(body)]
+            if nxt["waits"] >> load["sets"] & 1:
+                break
+            ex2 += nxt["op"].startswith("MUFU.EX2")
+        leads.append(ex2 / 2)
+    return (min(leads), statistics.median(leads)) if leads else None
+
+
 def compile_report(ttir, num_warps, arch):
     """Registers, local bytes and SASS global memory instructions of one kernel."""
     import triton
@@ -87,15 +121,15 @@ def compile_report(ttir, num_warps, arch):
     ops = collections.Counter(re.findall(r"\b((?:LDG|STG)\.E(?:\.\w+)*)", sass))
     return dict(registers=field("REG"), local_bytes=field("LOCAL"), stack=field("STACK"),
                 shared=field("SHARED"), sass_lines=sass.count("\n"),
-                global_ops=dict(sorted(ops.items())))
+                global_ops=dict(sorted(ops.items())), lead=load_lead(sass))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ints = lambda s: [int(v) for v in s.split(",")]
-    p.add_argument("--block_d", type=ints, default=[32, 64, 128, 256])
-    p.add_argument("--num_warps", type=ints, default=[1, 2, 4])
-    p.add_argument("--prefetch", type=ints, default=[0, 2, 4, 8])
+    p.add_argument("--block_d", type=ints, default=[32, 64])
+    p.add_argument("--num_warps", type=ints, default=[1, 2])
+    p.add_argument("--prefetch", type=ints, default=[0, 4, 8])
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     p.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 (H100)")
     p.add_argument("--out", default="benchmarks/results/kernel_resources.json")
@@ -117,11 +151,12 @@ def main(argv=None):
     print(f"jax {env['jax']} (Pallas lowering), triton {env['triton']} (compile), "
           f"{env['arch']}, {a.dtype}")
     print(f"{'kernel':20} {'block_d':>7} {'warps':>5} {'prefetch':>8} {'regs':>5} "
-          f"{'local B':>7}  global loads/stores in SASS")
+          f"{'local B':>7} {'lead min/med':>12}  global loads/stores in SASS")
     for r in rows:
         ops = " ".join(f"{k}x{v}" for k, v in r["global_ops"].items())
+        lead = "-" if r["lead"] is None else "{:g} / {:g}".format(*r["lead"])
         print(f"{r['kernel']:20} {r['block_d']:>7} {r['num_warps']:>5} {r['prefetch']:>8} "
-              f"{r['registers']:>5} {r['local_bytes']:>7}  {ops}")
+              f"{r['registers']:>5} {r['local_bytes']:>7} {lead:>12}  {ops}")
     save_json(a.out, env=env, rows=rows)
     return rows
 
