@@ -1,7 +1,7 @@
 """What Triton makes of the Pallas recurrence kernels, without a GPU: registers, spills, loads.
 
     pip install triton   # the compiler only; no GPU or driver is needed
-    python benchmarks/kernel_resources.py [--block_d 32,64] [--num_warps 1,2]
+    python benchmarks/kernel_resources.py [--block_d 32] [--num_warps 1]
         [--prefetch 0,4,8] [--dtype bfloat16] [--arch 90] [--out FILE]
 
 For each (block_d, num_warps, prefetch) the forward and backward kernels are lowered by Pallas to
@@ -127,8 +127,8 @@ def compile_report(ttir, num_warps, arch):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ints = lambda s: [int(v) for v in s.split(",")]
-    p.add_argument("--block_d", type=ints, default=[32, 64])
-    p.add_argument("--num_warps", type=ints, default=[1, 2])
+    p.add_argument("--block_d", type=ints, default=[32])
+    p.add_argument("--num_warps", type=ints, default=[1])
     p.add_argument("--prefetch", type=ints, default=[0, 4, 8])
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     p.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 (H100)")

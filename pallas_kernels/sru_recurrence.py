@@ -111,17 +111,17 @@ class KernelOptions:
 
 def default_options(batch: int, d: int) -> KernelOptions:
     """The options used for batch x d columns when none are given: one column per thread,
-    chunks of 8 steps.
+    chunks of 8 steps, 32 columns (1 warp) per program.
 
     The kernel is bound by memory latency, not bandwidth or arithmetic: B x d columns are at
     most a few warps per SM (8 x 3072 = 768 warps on 132 SMs), so what matters is how long each
     thread's loads are in flight before it waits for them (`prefetch`; 8 keeps every variant
-    free of spills, BENCHMARKS.md) and that programs spread over all SMs (32 columns, 1 warp
-    each; 2 warps past 16 warps per SM, where Hopper's limit of 32 resident programs per SM
-    would bind). Starting points from that count, for the GPU sweep of
-    `benchmarks/gpu_recurrence.sh` to confirm or replace.
+    free of spills, BENCHMARKS.md) and that programs spread evenly over the SMs (1-warp
+    programs). Past 32 warps per SM (B x d > 135,168), Hopper's limit of 32 resident programs
+    per SM would run 1-warp programs in waves, so they get 2 warps. Starting points from that
+    count, for the GPU sweep of `benchmarks/gpu_recurrence.sh` to confirm or replace.
     """
-    num_warps = 2 if -(-batch * d // 32) > 16 * SM_COUNT else 1
+    num_warps = 2 if -(-batch * d // 32) > 32 * SM_COUNT else 1
     return KernelOptions(block_d=32 * num_warps, num_warps=num_warps, prefetch=8)
 
 

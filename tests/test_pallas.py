@@ -144,11 +144,11 @@ def test_prefetch_chunks_equal_the_plain_loop(length, prefetch):
 
 
 def test_default_options_per_shape():
-    """One column per thread, chunks of 8 steps; 2 warps per program where 1-warp programs
-    would exceed 16 per SM."""
-    assert default_options(1, 5) == default_options(16, 4096) == KernelOptions(32, 1, 8)
-    assert default_options(32, 4096) == KernelOptions(64, 2, 8)
-    assert 32 * 16 * SM_COUNT < 32 * 4096
+    """One column per thread, chunks of 8 steps; 2 warps per program only past 32 warps per
+    SM (Hopper's limit of resident programs)."""
+    assert default_options(1, 5) == default_options(32, 4096) == KernelOptions(32, 1, 8)
+    assert default_options(64, 4096) == KernelOptions(64, 2, 8)
+    assert 32 * 4096 <= 32 * 32 * SM_COUNT < 64 * 4096
 
 
 @pytest.mark.parametrize("opts, match", [
