@@ -95,7 +95,7 @@ except ImportError:  # jax 0.4.x
         pl.store(ref, _index(idx), val, mask=mask)
 
 
-MAX_PREFETCH = 16
+MAX_PREFETCH = 8         # P = 16: the sm_90 compile of the backward ran over 30 minutes
 SM_COUNT = 132          # H100 SXM; only the defaults below use it
 
 

@@ -157,8 +157,8 @@ def test_default_options_per_shape():
     (dict(block_d=8.0), "block_d=8.0"),
     (dict(block_d=True), "block_d=True"),
     (dict(num_warps=3), "num_warps=3; expected a positive power of two"),
-    (dict(prefetch=-1), "prefetch=-1; expected an int from 0 to 16"),
-    (dict(prefetch=17), "prefetch=17"),
+    (dict(prefetch=-1), "prefetch=-1; expected an int from 0 to 8"),
+    (dict(prefetch=9), "prefetch=9"),
 ])
 def test_bad_kernel_options(opts, match):
     kw = _inputs(1, 2, 3, 5, True, False, False, False, jnp.float32)
