@@ -23,12 +23,13 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from srupp_jax import sharding
 from srupp_jax.data.streams import Streams
 from srupp_jax.models import SRUppConfig, SRUppLM, compute_dtype, split_for_eval
 from srupp_jax.optim import lr_schedule, make_optimizer
-from srupp_jax.recurrence import describe_backend, fastest_backend
+from srupp_jax.recurrence import Backend, describe_backend, fastest_backend
 
 
 
@@ -158,9 +159,12 @@ def build_model(config, rngs: nnx.Rngs):
         shape = (max(1, t.batch_size // jax.device_count()), t.unroll, m.d, m.k)
         backend, times = fastest_backend(*shape, dtype=t.compute_dtype,
                                          kernel=model_config.kernel)
+        if jax.process_count() > 1:          # every process must compile the same program
+            backend = list(Backend)[int(multihost_utils.broadcast_one_to_all(
+                np.int32(list(Backend).index(backend))))]
         model_config = dataclasses.replace(model_config, impl=backend.value)
-        why = "; fastest at {} {}: {}".format("x".join(map(str, shape)), t.compute_dtype,
-                                             ", ".join(f"{n} {ms:.2f} ms" for n, ms in times.items()))
+        measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items())
+        why = f"; fastest at {'x'.join(map(str, shape))} {t.compute_dtype}: {measured}"
     model = SRUppLM(model_config, rngs=rngs)
     logging.warning("recurrence: %s%s", describe_backend(model.backend), why)
     return model

@@ -172,7 +172,8 @@ def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
 
 def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypatch):
     """train.build_model on a GPU: impl="auto" becomes the backend `fastest_backend` measured
-    at (per-device batch, unroll, d, k) and the compute dtype, with the kernel options."""
+    at (per-device batch, unroll, d, k) and the compute dtype, with the kernel options; with
+    several processes, the one process 0 measured."""
     import importlib
     from srupp_jax import train
     from srupp_jax.recurrence import Backend
@@ -191,3 +192,14 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
     assert model.backend is Backend.ASSOC
     assert asked == [((t.batch_size // jax.device_count(), t.unroll, m.d, m.k),
                       t.compute_dtype, model.config.kernel)]
+    # Several processes: process 0's choice, broadcast, so that all compile the same program.
+    sent = []
+
+    def broadcast(index):
+        sent.append(int(index))
+        return np.int32(list(Backend).index(Backend.SCAN))
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(train.multihost_utils, "broadcast_one_to_all", broadcast)
+    assert train.build_model(config, nnx.Rngs(0)).backend is Backend.SCAN
+    assert sent == [list(Backend).index(Backend.ASSOC)]
