@@ -21,9 +21,9 @@ Backends (`impl`):
            v = 0 the first iteration is exact. Gradients come from one reverse associative
            scan at the solution (custom_vjp), not from differentiating the iterations.
   "pallas" the fused GPU kernel in `pallas_kernels/` (Triton lowering; interpret mode on CPU).
-  "auto"   "scan" off GPU (the faster there, see BENCHMARKS.md); on a GPU the fastest of pallas,
-           assoc and scan at the training shape, timed when the model is built
-           (`fastest_backend`, `models.build_model`), "pallas" where no shape is known.
+  "auto"   "scan" off GPU (the faster there, see BENCHMARKS.md); on a GPU, for training, the fastest
+           of pallas, assoc and scan at the training shape, timed before the model is built
+           (`fastest_backend`, `train.measured_impl`); "pallas" elsewhere (eval, generate).
 
 State, gates and the solve run in float32 whatever the input dtype; `h` comes back in U's dtype.
 """
@@ -243,7 +243,7 @@ def fastest_backend(batch: int, length: int, d: int, k: int = 3, dtype: str = "b
     Candidates default to every backend that runs natively on the device: pallas, assoc and
     scan on a GPU; assoc and scan elsewhere (Pallas interprets its kernels off GPU). Each is
     compiled, run once, then timed `repeats` times on random inputs of [batch, length, k, d]
-    (the median counts). What `impl="auto"` resolves to on a GPU (`models.build_model`), so
+    (the median counts). What `impl="auto"` resolves to on a GPU (`train.measured_impl`), so
     that it never picks a kernel slower than another on the device at hand. Cached per
     process and shape.
     """

@@ -131,9 +131,10 @@ def load_data(config):
                        max_bytes=d.max_bytes or None, text_source=text)
 
 
-def build_model(config, rngs: nnx.Rngs):
+def build_model(config, rngs: nnx.Rngs, *, impl: str | None = None):
     """The language model that `config.model` describes: `model.arch` "srupp" (the default
-    when the key is absent), "transformer_xl" or "sha_rnn" (the paper's baselines)."""
+    when the key is absent), "transformer_xl" or "sha_rnn" (the paper's baselines). impl:
+    the SRU++ recurrence backend instead of model.impl (`measured_impl`)."""
     m = config.model
     if m.vocab_size < 1:
         raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its data "
@@ -153,21 +154,32 @@ def build_model(config, rngs: nnx.Rngs):
                         attention_layers=tuple(m.attention_layers), dropout=m.dropout,
                         attn_dropout=m.attn_dropout, dtype=dtype, rngs=rngs)
     model_config = SRUppConfig.from_config(config)
-    why = ""
-    if model_config.impl == "auto" and jax.default_backend() == "gpu":
-        t = config.train
-        shape = (max(1, t.batch_size // jax.device_count()), t.unroll, m.d, m.k)
-        backend, times = fastest_backend(*shape, dtype=t.compute_dtype,
-                                         kernel=model_config.kernel)
-        if jax.process_count() > 1:          # every process must compile the same program
-            backend = list(Backend)[int(multihost_utils.broadcast_one_to_all(
-                np.int32(list(Backend).index(backend))))]
-        model_config = dataclasses.replace(model_config, impl=backend.value)
-        measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items())
-        why = f"; fastest at {'x'.join(map(str, shape))} {t.compute_dtype}: {measured}"
+    if impl is not None:
+        model_config = dataclasses.replace(model_config, impl=impl)
     model = SRUppLM(model_config, rngs=rngs)
-    logging.warning("recurrence: %s%s", describe_backend(model.backend), why)
+    logging.warning("recurrence: %s", describe_backend(model.backend))
     return model
+
+
+def measured_impl(config) -> str | None:
+    """What `train_and_evaluate` builds an SRU++ model with when model.impl is "auto" on a
+    GPU: the backend `fastest_backend` measures fastest at the per-device training shape
+    (process 0's choice on every process, so that all compile the same program). None
+    otherwise, and build_model resolves "auto" without timing (eval, generate, the study's
+    size count)."""
+    m, t = config.model, config.train
+    if m.get("arch", "srupp") != "srupp" or m.impl != "auto" or jax.default_backend() != "gpu":
+        return None
+    shape = (max(1, t.batch_size // jax.device_count()), t.unroll, m.d, m.k)
+    backend, times = fastest_backend(*shape, dtype=t.compute_dtype,
+                                     kernel=SRUppConfig.from_config(config).kernel)
+    if jax.process_count() > 1:
+        backend = list(Backend)[int(multihost_utils.broadcast_one_to_all(
+            np.int32(list(Backend).index(backend))))]
+    measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items())
+    logging.warning("recurrence timed at %s %s: %s", "x".join(map(str, shape)),
+                    t.compute_dtype, measured)
+    return backend.value
 
 
 def count_params(model) -> int:
@@ -369,7 +381,7 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
         run_config.save(config, workdir)         # eval and generate read it back
     ckpt = None
     try:
-        model = build_model(config, nnx.Rngs(config.seed))
+        model = build_model(config, nnx.Rngs(config.seed), impl=measured_impl(config))
         logging.warning("model %s: %s parameters", m.get("arch", "srupp"),
                         f"{count_params(model):,}")
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)

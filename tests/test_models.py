@@ -171,9 +171,10 @@ def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
 
 
 def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypatch):
-    """train.build_model on a GPU: impl="auto" becomes the backend `fastest_backend` measured
-    at (per-device batch, unroll, d, k) and the compute dtype, with the kernel options; with
-    several processes, the one process 0 measured."""
+    """Training on a GPU: impl="auto" becomes the backend `fastest_backend` measured at
+    (per-device batch, unroll, d, k) and the compute dtype, with the kernel options
+    (train.measured_impl, passed to train.build_model); with several processes, the one
+    process 0 measured. build_model alone (eval, generate) times nothing."""
     import importlib
     from srupp_jax import train
     from srupp_jax.recurrence import Backend
@@ -187,11 +188,16 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
 
     monkeypatch.setattr(train, "fastest_backend", fastest)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    model = train.build_model(config, nnx.Rngs(0))
+    assert train.build_model(config, nnx.Rngs(0)).backend is Backend.PALLAS and not asked
+    impl = train.measured_impl(config)
+    model = train.build_model(config, nnx.Rngs(0), impl=impl)
     t, m = config.train, config.model
-    assert model.backend is Backend.ASSOC
+    assert impl == "assoc" and model.backend is Backend.ASSOC
     assert asked == [((t.batch_size // jax.device_count(), t.unroll, m.d, m.k),
                       t.compute_dtype, model.config.kernel)]
+    config.model.impl = "scan"
+    assert train.measured_impl(config) is None and len(asked) == 1
+    config.model.impl = "auto"
     # Several processes: process 0's choice, broadcast, so that all compile the same program.
     sent = []
 
@@ -201,5 +207,5 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(train.multihost_utils, "broadcast_one_to_all", broadcast)
-    assert train.build_model(config, nnx.Rngs(0)).backend is Backend.SCAN
+    assert train.measured_impl(config) == "scan"
     assert sent == [list(Backend).index(Backend.ASSOC)]
