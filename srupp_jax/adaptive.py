@@ -52,6 +52,19 @@ from srupp_jax.attention import xavier_uniform
 
 # ----------------------------------------------------------------------------- helpers
 
+def check_cutoffs(cutoffs: Sequence[int], vocab_size: int = 0, *, source: str = "") -> None:
+    """The check of `model.cutoffs` against a vocabulary (0: not known yet, order only);
+    ValueError naming the key, and the data (`source`, e.g. "the wikitext103 vocabulary")."""
+    cut = tuple(cutoffs)
+    if cut == tuple(sorted(set(cut))) and cut[0] > 0 and not (vocab_size and
+                                                              cut[-1] >= vocab_size):
+        return
+    what = f" but {source} has {vocab_size} entries" if source else ""
+    upper = str(vocab_size - 1) if vocab_size else "vocab_size - 1"
+    raise ValueError(f"model.cutoffs={cut}{what}; expected strictly increasing values in "
+                     f"1..{upper} (set --config.model.cutoffs for this vocabulary)")
+
+
 def cluster_bounds(vocab_size: int, cutoffs: Sequence[int]) -> tuple[tuple[int, int], ...]:
     """Validated [(lo, hi), ...] id ranges of the clusters given by `cutoffs`.
 

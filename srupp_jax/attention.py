@@ -31,6 +31,16 @@ def linear(d_in: int, d_out: int, *, scale: float = 1.0, dtype=None, rngs: nnx.R
                       dtype=dtype, rngs=rngs)
 
 
+def check_heads(d_proj: int, num_heads: int, *, prefix: str = "") -> None:
+    """The one check of an attention size against its heads; ValueError naming both (after
+    `prefix`, e.g. "model.")."""
+    if d_proj < 1:
+        raise ValueError(f"{prefix}d_proj={d_proj}; expected >= 1")
+    if num_heads < 1 or d_proj % num_heads:
+        raise ValueError(f"{prefix}d_proj={d_proj} is not divisible by {prefix}num_heads="
+                         f"{num_heads}")
+
+
 def attention_mask(q_len: int, mem_len: int, *, causal: bool = True,
                    same_length: bool = False, window: Optional[int] = None
                    ) -> Optional[jax.Array]:
@@ -112,8 +122,7 @@ class SRUppAttention(nnx.Module):
     def __init__(self, d_in: int, out_features: int, d_proj: int, *, num_heads: int = 1,
                  dropout: float = 0.0, attn_dropout: float = 0.0, layer_norm: bool = True,
                  normalize_after: bool = True, dtype=None, rngs: nnx.Rngs):
-        if d_proj % num_heads:
-            raise ValueError(f"d_proj={d_proj} is not divisible by num_heads={num_heads}")
+        check_heads(d_proj, num_heads)
         self.d_proj, self.num_heads = d_proj, num_heads
         self.attn_dropout = attn_dropout
         self.normalize_after = normalize_after
@@ -173,8 +182,8 @@ class ProjectedLinear(nnx.Module):
                            if layer_norm else None)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
-    def __call__(self, x, **unused_attention_inputs):
-        """x: [batch, L, d_in] -> U [batch, L, out_features]; attention inputs are ignored."""
+    def __call__(self, x):
+        """x: [batch, L, d_in] -> U [batch, L, out_features]."""
         z = self.w_1(x)
         if self.layer_norm is not None:
             z = self.layer_norm(z)

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from srupp_jax.attention import LN_EPS, ProjectedLinear, SRUppAttention, attention_mask, linear
+from srupp_jax.attention import (LN_EPS, ProjectedLinear, SRUppAttention, attention_mask,
+                                 check_heads, linear)
 from pallas_kernels import KernelOptions
 from srupp_jax.recurrence import resolve_backend, sru_recurrence
 
@@ -33,7 +34,7 @@ class Factorized(nnx.Module):
         self.w_1 = linear(d_in, d_proj, dtype=dtype, rngs=rngs)
         self.w_2 = linear(d_proj, out_features, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, **unused_attention_inputs):
+    def __call__(self, x):
         return self.w_2(self.w_1(x))
 
 
@@ -43,7 +44,7 @@ class Linear(nnx.Module):
     def __init__(self, d_in: int, out_features: int, *, dtype=None, rngs: nnx.Rngs):
         self.w = linear(d_in, out_features, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, **unused_attention_inputs):
+    def __call__(self, x):
         return self.w(x)
 
 
@@ -120,8 +121,13 @@ class SRULayer(nnx.Module):
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
-        U = self.transform(x, memory=memory, mask_pad=mask_pad,
-                           memory_mask_pad=memory_mask_pad, attn_mask=attn_mask)
+        if isinstance(self.transform, SRUppAttention):
+            U = self.transform(x, memory=memory, mask_pad=mask_pad,
+                               memory_mask_pad=memory_mask_pad, attn_mask=attn_mask)
+        elif memory is not None or attn_mask is not None:
+            raise ValueError("memory / attn_mask given to a layer without attention")
+        else:
+            U = self.transform(x)
         U = U.reshape(batch, length, self.k, self.dirs, self.d)
         mask_c = None
         if not self.hidden_dropout.deterministic and self.hidden_dropout.rate > 0:
@@ -192,16 +198,24 @@ class SRU(nnx.Module):
         return x, jnp.stack(cs)
 
 
-def attention_layers(num_layers: int, k: int = 1, last_n: Optional[int] = None
-                     ) -> tuple[bool, ...]:
-    """Which layers have attention: every k-th (k=1: all) or only the last `last_n` (a tuple:
-    a model keeps it as static, hashable structure)."""
-    if last_n is not None:
-        if not 0 <= last_n <= num_layers:
-            raise ValueError(f"attention_last_n={last_n}; expected 0..{num_layers}")
-        return tuple(num_layers - i <= last_n for i in range(num_layers))
+def attention_layers(num_layers: int, k: int = 1, last_n: Optional[int] = None, *,
+                     prefix: str = "") -> tuple[bool, ...]:
+    """Which layers have attention: every k-th (k=1: all) or only the last `last_n` (None or
+    -1: use k), as a tuple (a model keeps it as static, hashable structure).
+
+    The one home of the placement rules; ValueError names the bad value, its name after
+    `prefix` (SRUppConfig passes "model.", so the message names the config key)."""
+    last_n = None if last_n is None or last_n == -1 else last_n
     if k < 1:
-        raise ValueError(f"k={k}; expected >= 1 (attention every k layers)")
+        raise ValueError(f"{prefix}k={k}; expected >= 1 (attention every k layers)")
+    if last_n is not None and not 0 <= last_n <= num_layers:
+        raise ValueError(f"{prefix}attention_last_n={last_n}; expected -1 or 0..{num_layers} "
+                         "(-1: attention every k layers)")
+    if last_n is not None and k != 1:
+        raise ValueError(f"{prefix}k={k} and {prefix}attention_last_n={last_n}: set only one "
+                         "(attention every k layers, or only in the last n)")
+    if last_n is not None:
+        return tuple(num_layers - i <= last_n for i in range(num_layers))
     return tuple((i + 1) % k == 0 for i in range(num_layers))
 
 
@@ -231,12 +245,7 @@ class SRUpp(nnx.Module):
                  dtype=None, rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers={num_layers}; expected >= 1")
-        if k != 1 and attention_last_n is not None:
-            raise ValueError("set either k (attention every k layers) or attention_last_n, "
-                             f"not both (got k={k}, attention_last_n={attention_last_n})")
-        if d_proj < 1 or d_proj % num_heads:
-            raise ValueError(f"d_proj={d_proj} must be >= 1 and divisible by "
-                             f"num_heads={num_heads}")
+        check_heads(d_proj, num_heads)
         self.d_in, self.d, self.d_proj = d_in, d, d_proj
         self.num_layers = num_layers
         self.out_size = (2 if bidirectional else 1) * d
@@ -285,13 +294,18 @@ class SRUpp(nnx.Module):
         saved, cs = [], []
         for i, layer in enumerate(self.layers):
             saved.append(jax.lax.stop_gradient(x))
+            c_i = None if c0 is None else c0[i]
+            if not self.has_attention[i]:
+                x, c = layer(x, c_i, mask_pad=mask_pad)
+                cs.append(c)
+                continue
             mem = None if memory is None else memory[i]
             mask = attn_mask
-            if mask is None and self.has_attention[i]:
+            if mask is None:
                 mem_len = 0 if mem is None else mem.shape[1]
                 mask = attention_mask(length, mem_len, causal=self.causal,
                                       same_length=same_length)
-            x, c = layer(x, None if c0 is None else c0[i], mask_pad=mask_pad, memory=mem,
+            x, c = layer(x, c_i, mask_pad=mask_pad, memory=mem,
                          memory_mask_pad=memory_mask_pad, attn_mask=mask)
             cs.append(c)
         return x, jnp.stack(cs), saved

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pallas_kernels import KernelOptions
-from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax, cluster_dims
+from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs, cluster_dims
+from srupp_jax.attention import check_heads
 from srupp_jax.layers import SRUpp, attention_layers
 from srupp_jax.recurrence import IMPLS, resolve_backend
 
@@ -129,49 +130,37 @@ class SRUppConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "cutoffs", tuple(self.cutoffs or ()))
-        last_n = None if self.attention_last_n < 0 else self.attention_last_n
         checks = [
             (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0 "
                                    "(0 = the data's)"),
             (self.d >= 1, f"model.d={self.d}; expected >= 1"),
             (self.d_proj >= 1, f"model.d_proj={self.d_proj}; expected >= 1"),
             (self.num_layers >= 1, f"model.num_layers={self.num_layers}; expected >= 1"),
-            (self.k >= 1, f"model.k={self.k}; expected >= 1 (attention every k layers)"),
-            (self.attention_last_n == -1 or 0 <= self.attention_last_n <= self.num_layers,
-             f"model.attention_last_n={self.attention_last_n}; expected -1 or "
-             f"0..{self.num_layers}"),
-            (self.attention_last_n == -1 or self.k == 1,
-             f"model.k={self.k} and model.attention_last_n={self.attention_last_n}: set only "
-             "one"),
-            (self.num_heads >= 1 and self.d_proj % self.num_heads == 0,
-             f"model.d_proj={self.d_proj} is not divisible by model.num_heads="
-             f"{self.num_heads}"),
             (0 <= self.dropout < 1, f"model.dropout={self.dropout}; expected 0 <= p < 1"),
             (0 <= self.attn_dropout < 1,
              f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
-            (self.impl in IMPLS, f"model.impl={self.impl!r}; expected auto, scan, assoc or "
-                                 "pallas"),
+            (self.impl in IMPLS, f"model.impl={self.impl!r}; expected one of "
+                                 f"{', '.join(IMPLS)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
         compute_dtype(self.dtype)
-        if last_n is None and not any(attention_layers(self.num_layers, self.k)):
+        placement = attention_layers(self.num_layers, self.k, self.attention_last_n,
+                                     prefix="model.")
+        check_heads(self.d_proj, self.num_heads, prefix="model.")
+        if self.attention_last_n < 0 and not any(placement):
             raise ValueError(f"model.k={self.k} with model.num_layers={self.num_layers} leaves "
                              "no attention layer; expected k <= num_layers (or "
                              "model.attention_last_n=0 for a plain SRU stack)")
-        cut = list(self.cutoffs)
-        if cut and (cut != sorted(set(cut)) or cut[0] <= 0
-                    or (self.vocab_size and cut[-1] >= self.vocab_size)):
-            raise ValueError(f"model.cutoffs={tuple(cut)}; expected strictly increasing values "
-                             "in 1.." + (str(self.vocab_size - 1) if self.vocab_size
-                                         else "vocab_size - 1"))
-        if cut:
+        if self.cutoffs:
+            check_cutoffs(self.cutoffs, self.vocab_size)
             try:
-                cluster_dims(self.d, self.adaptive_factor, len(cut) + 1)
+                cluster_dims(self.d, self.adaptive_factor, len(self.cutoffs) + 1)
             except ValueError as e:
                 raise ValueError(f"model.d={self.d}, model.adaptive_factor="
-                                 f"{self.adaptive_factor}, {len(cut)} cutoffs: {e}") from None
+                                 f"{self.adaptive_factor}, {len(self.cutoffs)} cutoffs: {e}"
+                                 ) from None
         for name, value in self.kernel.as_kwargs().items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"model.kernel.{name}={value!r}; expected an integer")

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Optional
 
 import ml_collections
 
+from srupp_jax.adaptive import check_cutoffs
+
 CONFIG_FILE = "config.json"
 MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
 
@@ -38,10 +40,8 @@ def resolve(config: ml_collections.ConfigDict, data) -> ml_collections.ConfigDic
                          "entries; set --config.model.vocab_size=0 to take it from the data")
     if data.unit == "word" and not m.cutoffs and m.cutoff_fractions:
         m.cutoffs = fraction_cutoffs(m.vocab_size, m.cutoff_fractions)
-    if m.cutoffs and tuple(m.cutoffs)[-1] >= m.vocab_size:
-        raise ValueError(f"model.cutoffs={tuple(m.cutoffs)} but the {name} vocabulary has "
-                         f"{m.vocab_size} entries; expected cutoffs below {m.vocab_size} "
-                         "(set --config.model.cutoffs for this vocabulary)")
+    if m.cutoffs:
+        check_cutoffs(m.cutoffs, m.vocab_size, source=f"the {name} vocabulary")
     return config
 
 
