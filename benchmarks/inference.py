@@ -37,7 +37,7 @@ from flax import nnx  # noqa: E402
 
 from srupp_jax import generate as gen  # noqa: E402
 from srupp_jax.models import DTYPES, SRUppConfig, SRUppLM, split_for_eval  # noqa: E402
-from srupp_jax.train import make_eval_step  # noqa: E402
+from srupp_jax.tasks.lm import make_eval_step  # noqa: E402
 from report import save_json  # noqa: E402
 
 

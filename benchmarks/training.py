@@ -5,7 +5,7 @@
         --impls scan --steps 3                              # toy, seconds on CPU
 
 Ours: `configs/enwik8.py` (and its `:k5` variant) with only the sizes given here overridden,
-the train step of `srupp_jax.train.make_train_step` (RAdam chain, clipping, weight decay,
+the train step of `srupp_jax.steps.make_train_step` (RAdam chain, clipping, weight decay,
 `train.compute_dtype`, a carried memory of M tokens) on random bytes, for each --impls
 backend. Official: `sru.SRUpp` (3.0.0.dev6) in the recipe of its enwik8 script at the same
 shape: embedding, SRU++ stack with memory from the previous step and a causal mask, output
@@ -40,6 +40,8 @@ from flax import nnx  # noqa: E402
 from srupp_jax import train  # noqa: E402
 from srupp_jax.flops import estimate_flops_per_token, mfu, peak_flops_per_device  # noqa: E402
 from srupp_jax.optim import make_optimizer  # noqa: E402
+from srupp_jax.steps import make_train_step  # noqa: E402
+from srupp_jax.tasks.lm import lm_loss  # noqa: E402
 from report import save_json  # noqa: E402
 
 
@@ -75,7 +77,7 @@ def time_ours(config, args):
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
                         clip_norm=t.clip_norm)
     opt_state = tx.init(params)
-    step = train.make_train_step(graphdef, tx)
+    step = make_train_step(graphdef, tx, lm_loss)
     carry = model.init_state(t.batch_size, t.unroll)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (t.batch_size, t.unroll + 1), 0,
                                 config.model.vocab_size, jnp.int32)

@@ -53,16 +53,16 @@ from srupp_jax.attention import xavier_uniform
 # ----------------------------------------------------------------------------- helpers
 
 def check_cutoffs(cutoffs: Sequence[int], vocab_size: int = 0, *, source: str = "") -> None:
-    """The check of `model.cutoffs` against a vocabulary (0: not known yet, order only);
-    ValueError naming the key, and the data (`source`, e.g. "the wikitext103 vocabulary")."""
-    cut = tuple(cutoffs)
-    if cut == tuple(sorted(set(cut))) and cut[0] > 0 and not (vocab_size and
-                                                              cut[-1] >= vocab_size):
-        return
-    what = f" but {source} has {vocab_size} entries" if source else ""
-    upper = str(vocab_size - 1) if vocab_size else "vocab_size - 1"
-    raise ValueError(f"model.cutoffs={cut}{what}; expected strictly increasing values in "
-                     f"1..{upper} (set --config.model.cutoffs for this vocabulary)")
+    """`model.cutoffs` by the rule of `cluster_bounds` (0: the vocabulary is not known yet),
+    with a message naming the key and the data (`source`, e.g. "the wikitext103 vocabulary")."""
+    try:
+        cluster_bounds(vocab_size or max(cutoffs, default=0) + 1, cutoffs)
+    except ValueError:
+        what = f" but {source} has {vocab_size} entries" if source else ""
+        upper = str(vocab_size - 1) if vocab_size else "vocab_size - 1"
+        raise ValueError(f"model.cutoffs={tuple(cutoffs)}{what}; expected strictly increasing "
+                         f"values in 1..{upper} (set --config.model.cutoffs for this "
+                         "vocabulary)") from None
 
 
 def cluster_bounds(vocab_size: int, cutoffs: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -137,11 +137,6 @@ def _check_ids(name: str, ids, vocab_size: int, shape=None):
     return ids
 
 
-def _embedding_init(d: int):
-    """N(0, d^-1): fairseq's AdaptiveInput init of a table of width d."""
-    return jax.nn.initializers.normal(stddev=d ** -0.5)
-
-
 def _chunked_logsumexp(z, table, chunk: int):
     """logsumexp_j (z . table[j]) over the rows of table [S, d], `chunk` rows at a time.
 
@@ -177,10 +172,8 @@ class AdaptiveInput(nnx.Module):
     Args:
       vocab_size: |V|.  d_model: output width.  cutoffs: cluster boundaries (see module doc;
         [] = a single cluster).  factor: width reduction k, d_i = int(d_embed // k**i).
-      scale_embedding: multiply the output by sqrt(d_model). fairseq's AdaptiveInput does not
-        scale itself; its TransformerLM scales every input embedding by sqrt(embed_dim) unless
-        `--no-scale-embedding` (the Baevski & Auli Wiki-103 config keeps the scaling), so the
-        default True reproduces that model's inputs.
+      scale_embedding: multiply the output by sqrt(d_model), as fairseq's TransformerLM does
+        to its input embeddings (the Baevski & Auli Wiki-103 config keeps the scaling).
       d_embed: width d_0 of the first cluster (fairseq's `decoder_input_dim`); default d_model.
       dtype: computation / output dtype (default: the parameter dtype, float32).
       param_dtype: dtype of the parameters.
@@ -210,7 +203,8 @@ class AdaptiveInput(nnx.Module):
         self.dtype = dtype
         self.embeddings = nnx.List([
             nnx.Embed(hi - lo, d, dtype=dtype, param_dtype=param_dtype,
-                      embedding_init=_embedding_init(d), rngs=rngs)
+                      embedding_init=jax.nn.initializers.normal(d ** -0.5),  # fairseq's
+                      rngs=rngs)
             for (lo, hi), d in zip(self.bounds, self.dims)])
         self.projections = nnx.List([
             nnx.Linear(d, self.d_model, use_bias=False, kernel_init=xavier_uniform(),

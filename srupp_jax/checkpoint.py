@@ -14,7 +14,8 @@ for every leaf its key path, shape, dtype and a checksum computed on device at s
 the caller's `meta` (e.g. the model config). The leaves, checksums and mismatch messages:
 srupp_jax.leaves.
 
-Kept: the newest `keep` checkpoints plus the best by `best_metric` (lower is better).
+Kept: the newest `keep` checkpoints plus the best by `best_metric` (`best_mode` "min": lower is
+better, e.g. dev_loss; "max": higher, e.g. dev_bleu).
 
 Never lost, never wrong:
 - `save` raises CheckpointError when Orbax does not save the step (e.g. it already exists);
@@ -62,13 +63,16 @@ class Checkpoints:
     """
 
     def __init__(self, directory: str, *, keep: int = 3, best_metric: str = "dev_loss",
-                 read_only: bool = False):
+                 best_mode: str = "min", read_only: bool = False):
         self.directory = os.path.abspath(os.fspath(directory))
         if read_only and not os.path.isdir(self.directory):
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode={best_mode!r}; expected 'min' or 'max'")
         self.best_metric = best_metric
         self._set_aside_bad_metrics()
-        best_fn = lambda m: float(m.get(best_metric, math.inf)) if m else math.inf
+        sign = 1.0 if best_mode == "min" else -1.0       # Orbax ranks by the lowest value
+        best_fn = lambda m: sign * float(m[best_metric]) if m and best_metric in m else math.inf
         policy = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
             best_fn=best_fn, best_mode="min", create=not read_only,
@@ -109,7 +113,7 @@ class Checkpoints:
         return sorted(int(s) for s in self._mngr.all_steps())
 
     def best_step(self) -> int | None:
-        """The step with the lowest `best_metric`, None if no checkpoint carries it."""
+        """The step with the best `best_metric`, None if no checkpoint carries it."""
         step = self._mngr.best_step()
         metrics = self._mngr.metrics(step) if step is not None else None
         if not metrics or not math.isfinite(float(metrics.get(self.best_metric, math.nan))):

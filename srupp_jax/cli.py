@@ -9,7 +9,10 @@
 
 Modes:
   train  train (resuming from DIR's checkpoints), evaluating on dev as configured; the resolved
-         config (vocab_size from the data, every override) is saved as DIR/config.json.
+         config (vocab_size from the data, every override) is saved as DIR/config.json once
+         the run starts. A rerun whose config differs from DIR's record in what trains stops,
+         naming the keys, unless --allow_config_change (then recorded in
+         DIR/config_changes.jsonl).
   eval   restore the best checkpoint (else the latest) and report dev and test BPC / PPL over
          the whole splits, with a progress bar per split.
   smoke  one forward and backward pass of the configured model on random tokens.
@@ -63,8 +66,12 @@ def define_flags() -> None:
     flags.DEFINE_bool("force", False, "--mode=train: take over the workdir lock of another "
                       "trainer (only when that run is dead, e.g. a stale lock left on another "
                       "host).")
+    flags.DEFINE_bool("allow_config_change", False, "--mode=train: go on in a workdir whose "
+                      "recorded config differs from this command's (e.g. a lower train.lr); the "
+                      "changes are recorded in WORKDIR/config_changes.jsonl.")
+    # listed by --helpshort of main.py / srupp
     for name in ("config", "workdir", "mode", "prompt", "num_tokens", "temperature", "top_k",
-                 "top_p", "seed", "traceback", "force"):   # listed by --helpshort of main.py / srupp
+                 "top_p", "seed", "traceback", "force", "allow_config_change"):
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
@@ -181,7 +188,8 @@ def _run_mode():
                              top_p=FLAGS.top_p, seed=FLAGS.seed)
         return
     if FLAGS.mode == "train":
-        metrics = train.train_and_evaluate(config, FLAGS.workdir, force=FLAGS.force)
+        metrics = train.train_and_evaluate(config, FLAGS.workdir, force=FLAGS.force,
+                                           allow_config_change=FLAGS.allow_config_change)
     else:
         metrics = train.evaluate_checkpoint(eval_config(FLAGS.workdir), FLAGS.workdir)
     print(json.dumps({"mode": FLAGS.mode, **metrics}, sort_keys=True))

@@ -1,8 +1,7 @@
 """FLOPs and model FLOPs utilisation (MFU) of a training run.
 
-  flops_per_token(model, config)   forward+backward FLOPs per training token of a run's model,
-                                   whatever its architecture (the baselines count their own).
-  estimate_flops_per_token(..)     the SRU++ count (formula below).
+  estimate_flops_per_token(..)     the SRU++ count (formula below); every model counts its own
+                                   (`model.flops_per_token(attn_len)`, SRUppLM with this).
   peak_flops_per_device()          dense bf16 peak of jax.devices()[0] from a table, None if
                                    unknown.
   mfu(tokens_per_sec, flops_per_token, peak_flops)   model FLOPs utilisation, None if no peak.
@@ -13,18 +12,6 @@ import warnings
 from typing import Optional, Sequence
 
 from srupp_jax.adaptive import cluster_bounds, cluster_dims
-
-
-def flops_per_token(model, config) -> float:
-    """Estimated forward + backward FLOPs per training token (attention over 2M keys: a
-    segment of M tokens and M tokens of memory), whatever the architecture."""
-    m, t = config.model, config.train
-    if hasattr(model, "flops_per_token"):  # the baselines count their own
-        return model.flops_per_token(2 * t.unroll)
-    return estimate_flops_per_token(m.d, m.d_proj, m.num_layers, sum(model.rnn.has_attention),
-                                    m.vocab_size, 2 * t.unroll, adaptive=bool(m.cutoffs),
-                                    cutoffs=list(m.cutoffs) or None,
-                                    adaptive_factor=m.adaptive_factor)
 
 
 #: Forward FLOPs per hidden unit per token of one layer's elementwise work (the SRU

@@ -199,12 +199,12 @@ def sample_text(config, workdir: str, prompt: str = "", num_tokens: int = 200, *
     import codecs
     import sys
 
-    from srupp_jax import train
+    from srupp_jax import inference
 
     check_sampling(temperature, top_k, top_p)
-    train.validate_config(config, 1)
-    config, data = train.resolve_config(config)
-    model, params, rest, _ = train.restore_for_inference(config, workdir)
+    task = inference.prepared(config)
+    config, data = task.config, task.data
+    model, params, rest, _ = inference.restore(task, workdir)
     nnx.update(model, params, rest)
     vocab, out = data.vocab, out or sys.stdout
     if data.unit == "word":  # words; an empty prompt starts a sentence after <eos>

@@ -1,5 +1,5 @@
 """Training metrics: metrics.jsonl and TensorBoard scalars, with no TensorFlow (the writers of
-`clu` import it, DESIGN section 8; the event files come from `tensorboardX`).
+`clu` import it; the event files come from `tensorboardX`).
 
   MetricWriter(workdir)        .write(step, {"loss": ..}, split="train") appends one JSON line
                                to workdir/metrics.jsonl and TensorBoard scalars to
@@ -7,6 +7,7 @@
                                wall-clock training hours of the run, continued across restarts.
   read_metrics(path)           the JSONL back as a list of dicts ("nan"/"inf" back to floats).
   last_hours(path)             the `hours` of its last complete record.
+  train_seconds(workdir, step) training seconds of a timed run up to `step` (the study).
 
 Multi-host: create the MetricWriter on process 0 only (`jax.process_index() == 0`). The
 progress bar: progress.py; FLOPs and MFU: flops.py.
@@ -109,6 +110,17 @@ def last_hours(path: str) -> float:
                     return float(h)
             block *= 4
     return 0.0
+
+
+def train_seconds(workdir: str, step: int) -> float:
+    """The training seconds (`train_seconds`, written by timed runs) recorded in `workdir`'s
+    metrics up to `step`; 0.0 for a fresh run or one that was not timed."""
+    try:
+        records = read_metrics(workdir)
+    except FileNotFoundError:
+        return 0.0
+    return max([r["train_seconds"] for r in records
+                if r["step"] <= step and "train_seconds" in r] or [0.0])
 
 
 def _drop_records_after(path: str, step: int) -> None:

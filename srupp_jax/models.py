@@ -24,6 +24,8 @@ from flax import nnx
 from pallas_kernels import KernelOptions
 from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs, cluster_dims
 from srupp_jax.attention import check_heads
+from srupp_jax.checks import require
+from srupp_jax.flops import estimate_flops_per_token
 from srupp_jax.layers import SRUpp, attention_layers
 from srupp_jax.recurrence import IMPLS, resolve_backend
 
@@ -39,16 +41,30 @@ def compute_dtype(name: str):
 
 
 class LMState(NamedTuple):
-    """What a language model carries from one segment to the next.
+    """What a language model carries from one segment to the next. Every array is batch-first,
+    so sharding (and reordering, e.g. beams) acts on axis 0 of every leaf.
 
-    c: [num_layers, batch, d] float32 recurrent state.
-    memory: per layer, [batch, mem_len, d] layer inputs of the previous positions (attention
-      layers only; None for the others).
+    c: [batch, num_layers, d] float32 recurrent state; None for a model without one
+      (Transformer-XL).
+    memory: {layer index: [batch, mem_len, d]}, the layer inputs of the previous positions, for
+      the layers with attention only.
     memory_pad: [batch, mem_len] bool, True for memory slots that hold nothing yet.
     """
-    c: jax.Array
-    memory: tuple
+    c: Optional[jax.Array]
+    memory: dict
     memory_pad: jax.Array
+
+
+def empty_state(batch: int, mem_len: int, c_shape: Optional[tuple], has_attention,
+                d_memory: int) -> LMState:
+    """The LMState of a fresh segment stream: zero c [batch, *c_shape] (None without one),
+    empty memory slots for the layers of `has_attention`, all marked empty."""
+    if mem_len < 0:
+        raise ValueError(f"mem_len={mem_len}; expected >= 0")
+    c = None if c_shape is None else jnp.zeros((batch, *c_shape), jnp.float32)
+    memory = {i: jnp.zeros((batch, mem_len, d_memory), jnp.float32)
+              for i, attn in enumerate(has_attention) if attn}
+    return LMState(c, memory, jnp.ones((batch, mem_len), bool))
 
 
 def roll_memory(old, new, mem_len: int):
@@ -142,9 +158,7 @@ class SRUppConfig:
             (self.impl in IMPLS, f"model.impl={self.impl!r}; expected one of "
                                  f"{', '.join(IMPLS)}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        require(checks)
         compute_dtype(self.dtype)
         placement = attention_layers(self.num_layers, self.k, self.attention_last_n,
                                      prefix="model.")
@@ -180,6 +194,10 @@ class SRUppConfig:
                    kernel=kernel, dtype=config.train.compute_dtype)
 
 
+    def build(self, rngs: nnx.Rngs) -> "SRUppLM":
+        return SRUppLM(self, rngs=rngs)
+
+
 class SRUppLM(LanguageModel, nnx.Module):
     """SRU++ language model of an `SRUppConfig`; its recurrence backend is resolved once, here
     (`self.backend`)."""
@@ -212,12 +230,8 @@ class SRUppLM(LanguageModel, nnx.Module):
 
     def init_state(self, batch: int, mem_len: int) -> LMState:
         """Zero state and empty memory of `mem_len` slots (all marked empty)."""
-        if mem_len < 0:
-            raise ValueError(f"mem_len={mem_len}; expected >= 0")
-        memory = tuple(jnp.zeros((batch, mem_len, self.d), jnp.float32) if attn else None
-                       for attn in self.rnn.has_attention)
-        return LMState(jnp.zeros((self.num_layers, batch, self.d), jnp.float32), memory,
-                       jnp.ones((batch, mem_len), bool))
+        return empty_state(batch, mem_len, (self.num_layers, self.d), self.rnn.has_attention,
+                           self.d)
 
     def hidden(self, tokens, state: Optional[LMState] = None, *, same_length: bool = False,
                attn_mask=None):
@@ -229,13 +243,24 @@ class SRUppLM(LanguageModel, nnx.Module):
         state, mem_len, new_pad = self._start_segment(tokens, state)
         x = self.dropout(self.embed(tokens))
         memory = None if mem_len == 0 else [
-            None if m is None else m.astype(x.dtype) for m in state.memory]
-        h, c, saved = self.rnn(x, state.c, memory=memory,
+            state.memory[i].astype(x.dtype) if i in state.memory else None
+            for i in range(self.num_layers)]
+        h, c, saved = self.rnn(x, state.c.swapaxes(0, 1),   # the stack's c is layer-major
+                               memory=memory,
                                memory_mask_pad=state.memory_pad if mem_len else None,
                                attn_mask=attn_mask, same_length=same_length)
-        new_memory = tuple(None if m is None else roll_memory(m, s.astype(m.dtype), mem_len)
-                           for m, s in zip(state.memory, saved))
-        return self.dropout(h), LMState(c, new_memory, new_pad)
+        new_memory = {i: roll_memory(m, saved[i].astype(m.dtype), mem_len)
+                      for i, m in state.memory.items()}
+        return self.dropout(h), LMState(c.swapaxes(0, 1), new_memory, new_pad)
+
+    def flops_per_token(self, attn_len: float) -> float:
+        """Forward + backward FLOPs per training token with `attn_len` keys per query
+        (`flops.estimate_flops_per_token`)."""
+        c = self.config
+        return estimate_flops_per_token(c.d, c.d_proj, c.num_layers, sum(self.rnn.has_attention),
+                                        c.vocab_size, attn_len, adaptive=self.adaptive,
+                                        cutoffs=list(c.cutoffs) or None,
+                                        adaptive_factor=c.adaptive_factor)
 
     def _head_log_probs(self, h):
         """[batch, L, d] -> float32 log-distribution [batch, L, vocab] of the output layer."""

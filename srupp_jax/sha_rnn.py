@@ -15,7 +15,7 @@ A block (the released `Block` with residual=False):
 
 The attention memory is the LN_mem outputs of the last `mem_len` positions (gradient stopped),
 the LSTM state (c, h) is carried across segments; both travel in `LMState` (`c` holds
-[num_layers, batch, 2 d]: the cell state c then the output h of each layer), so the model
+[batch, num_layers, 2 d]: the cell state c then the output h of each layer), so the model
 plugs into the same training loop, evaluation, checkpoints and generation as `SRUppLM`.
 The LSTM is Flax's `nnx.OptimizedLSTMCell`, run over time by `lstm_scan`.
 
@@ -25,6 +25,7 @@ Flax's initialisers.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional, Sequence
 
@@ -33,7 +34,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srupp_jax.attention import memory_attention_mask
-from srupp_jax.models import LanguageModel, LMState, roll_memory
+from srupp_jax.checks import require
+from srupp_jax.models import LanguageModel, LMState, compute_dtype, empty_state, roll_memory
 
 LN_EPS = 1e-12  # the released code's LayerNorm epsilon
 
@@ -164,6 +166,49 @@ class SHABlock(nnx.Module):
         return h, new_state, saved
 
 
+@dataclasses.dataclass(frozen=True)
+class SHARNNConfig:
+    """The hyperparameters of an SHA-RNN LM (`model.arch = "sha_rnn"`), checked once; every
+    bad value a ValueError naming its config key. attention_layers: 1-based block numbers."""
+    vocab_size: int
+    d: int
+    num_layers: int
+    d_inner: int
+    attention_layers: tuple = ()
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        object.__setattr__(self, "attention_layers", tuple(self.attention_layers))
+        require([
+            (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0"),
+            (self.d >= 1, f"model.d={self.d}; expected >= 1"),
+            (self.num_layers >= 1, f"model.num_layers={self.num_layers}; expected >= 1"),
+            (self.d_inner >= 1, f"model.d_inner={self.d_inner}; expected >= 1 for sha_rnn"),
+            (all(1 <= i <= self.num_layers for i in self.attention_layers),
+             f"model.attention_layers={self.attention_layers}; expected layer numbers in "
+             f"1..{self.num_layers}"),
+            (0 <= self.dropout < 1, f"model.dropout={self.dropout}; expected 0 <= p < 1"),
+            (0 <= self.attn_dropout < 1,
+             f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
+        ])
+        compute_dtype(self.dtype)
+
+    @classmethod
+    def from_config(cls, config) -> "SHARNNConfig":
+        m = config.model
+        return cls(vocab_size=m.vocab_size, d=m.d, num_layers=m.num_layers, d_inner=m.d_inner,
+                   attention_layers=tuple(m.attention_layers), dropout=m.dropout,
+                   attn_dropout=m.attn_dropout, dtype=config.train.compute_dtype)
+
+    def build(self, rngs: nnx.Rngs) -> "SHARNNLM":
+        return SHARNNLM(self.vocab_size, self.d, self.num_layers, self.d_inner,
+                        attention_layers=self.attention_layers, dropout=self.dropout,
+                        attn_dropout=self.attn_dropout, dtype=compute_dtype(self.dtype),
+                        rngs=rngs)
+
+
 class SHARNNLM(LanguageModel, nnx.Module):
     """SHA-RNN language model with the `SRUppLM` interface.
 
@@ -192,14 +237,10 @@ class SHARNNLM(LanguageModel, nnx.Module):
         self.dtype = dtype
 
     def init_state(self, batch: int, mem_len: int) -> LMState:
-        """Zero LSTM state [num_layers, batch, 2 d] and, for attention blocks, an empty memory
+        """Zero LSTM state [batch, num_layers, 2 d] and, for attention blocks, an empty memory
         of `mem_len` slots."""
-        if mem_len < 0:
-            raise ValueError(f"mem_len={mem_len}; expected >= 0")
-        memory = tuple(jnp.zeros((batch, mem_len, self.d), jnp.float32) if attn else None
-                       for attn in self.has_attention)
-        return LMState(jnp.zeros((self.num_layers, batch, 2 * self.d), jnp.float32), memory,
-                       jnp.ones((batch, mem_len), bool))
+        return empty_state(batch, mem_len, (self.num_layers, 2 * self.d), self.has_attention,
+                           self.d)
 
     def hidden(self, tokens, state: Optional[LMState] = None, *, same_length: bool = False,
                attn_mask=None):
@@ -210,14 +251,15 @@ class SHARNNLM(LanguageModel, nnx.Module):
                                      attn_mask=attn_mask)
         h = self.embed(tokens)
         h = self.dropout(h if self.dtype is None else h.astype(self.dtype))
-        cs, new_memory = [], []
-        for block, c, memory in zip(self.blocks, state.c, state.memory):
+        cs, new_memory = [], {}
+        for i, (block, c) in enumerate(zip(self.blocks, jnp.swapaxes(state.c, 0, 1))):
+            memory = state.memory.get(i)
             h, c, saved = block(h, c, memory=memory if mem_len else None, mask=mask)
             cs.append(c)
-            new_memory.append(None if memory is None else
-                              roll_memory(memory, jax.lax.stop_gradient(saved).astype(
-                                  memory.dtype), mem_len))
-        return self.dropout(h), LMState(jnp.stack(cs), tuple(new_memory), new_pad)
+            if memory is not None:
+                new_memory[i] = roll_memory(memory, jax.lax.stop_gradient(saved).astype(
+                    memory.dtype), mem_len)
+        return self.dropout(h), LMState(jnp.stack(cs, axis=1), new_memory, new_pad)
 
     def _head_log_probs(self, h):
         table = self.embed.embedding[...].astype(h.dtype)

@@ -1,4 +1,4 @@
-"""Data parallelism over a device mesh, one or many hosts (DESIGN section 4).
+"""Data parallelism over a device mesh, one or many hosts (ARCHITECTURE.md, "Scale").
 
 The mesh has one axis, "data", over every device of every host. Streams (the batch dimension)
 and the carried state are sharded over it; parameters and optimizer state are replicated, or
@@ -65,13 +65,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def carry_shardings(mesh: Mesh, carry):
-    """Shardings for an LMState: c [layers, B, d] on axis 1, memory [B, M, d] and
-    memory_pad [B, M] on axis 0."""
-    from srupp_jax.models import LMState
-    mem = lambda m: None if m is None else batch_sharding(mesh, m.ndim)
-    return LMState(NamedSharding(mesh, P(None, AXIS, None)),
-                   tuple(mem(m) for m in carry.memory), batch_sharding(mesh, 2))
+def batch_shardings(mesh: Mesh, tree):
+    """Shardings for a batch-first tree (a task's carry, a batch): every array's leading axis
+    over "data", the rest replicated."""
+    return jax.tree.map(lambda a: batch_sharding(mesh, a.ndim), tree)
 
 
 def onto_mesh(tree, mesh: Mesh):

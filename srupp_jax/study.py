@@ -7,9 +7,10 @@ For each run of `config.study.order` (the config's `study.runs[name]`: a label, 
 it stands for and its `model` overrides of the shared config), one after another on the same
 device and data: train with `train.train_and_evaluate` in `DIR/<name>` until `--budget` seconds
 of training (the steps themselves; not the dev evaluations, checkpoint saves or the first
-step after each (re)start, which compiles), evaluating dev BPC whenever the training time passes one of the marks
-budget * i / study.marks. Runs resume from their checkpoints (a run that finished is skipped),
-so an interrupted study continues where it stopped when started again with the same command.
+step after each (re)start, which compiles), evaluating dev BPC whenever the training time
+passes one of the marks budget * i / study.marks. Runs resume from their checkpoints (a run
+that finished is skipped), so an interrupted study continues where it stopped when started
+again with the same command.
 
 Then it writes, in DIR:
   study.json   per run: label, paper row, parameters, FLOPs per token, tokens/s (trained
@@ -76,12 +77,12 @@ def train_run(cfg, workdir: str, budget: float) -> None:
     """Train one run to its budget (resuming), then mark it done; SystemExit if it stopped
     early (SIGTERM), so that the study stops too and a rerun resumes it."""
     from srupp_jax import train
-    from srupp_jax.metrics import read_metrics
+    from srupp_jax.metrics import read_metrics, train_seconds
     if _finished(workdir):
         logging.warning("%s: finished earlier, skipped", workdir)
         return
     train.train_and_evaluate(cfg, workdir)
-    seconds = train._train_seconds(workdir, 10 ** 12)
+    seconds = train_seconds(workdir, 10 ** 12)
     steps = max([r["step"] for r in read_metrics(workdir)] or [0])
     if seconds < budget and steps < cfg.train.steps:
         raise SystemExit(f"{workdir} stopped after {seconds:.0f} of {budget:.0f} training "
@@ -95,17 +96,19 @@ def summarize(config, name: str, workdir: str, budget: float) -> dict:
     import jax
     from flax import nnx
 
-    from srupp_jax import flops, train
-    from srupp_jax.metrics import read_metrics
+    from srupp_jax import tasks
+    from srupp_jax.metrics import read_metrics, train_seconds
+    from srupp_jax.steps import count_params
 
     cfg = run_config(config, name, budget)
     run = config.study.runs[name]
-    model = nnx.eval_shape(lambda: train.build_model(cfg, nnx.Rngs(0)))
+    task = tasks.make(cfg)
+    model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
     records = read_metrics(workdir)
     dev = sorted((r["train_seconds"], r["dev_bpc"]) for r in records
                  if r["split"] == "dev" and "train_seconds" in r and "dev_bpc" in r)
     steps = max([r["step"] for r in records] or [0])
-    seconds = train._train_seconds(workdir, 10 ** 12)
+    seconds = train_seconds(workdir, 10 ** 12)
     at_marks = []
     for mark in cfg.train.eval_marks:   # the first evaluation at or after each mark
         after = [bpc for s, bpc in dev if s >= mark - 1e-9]
@@ -113,8 +116,8 @@ def summarize(config, name: str, workdir: str, budget: float) -> dict:
     tokens = steps * cfg.train.batch_size * cfg.train.unroll
     return {
         "name": name, "label": run.label, "paper": run.paper, "arch": cfg.model.arch,
-        "params": train.count_params(model),
-        "flops_per_token": flops.flops_per_token(model, cfg),
+        "params": count_params(model),
+        "flops_per_token": task.flops_per_token(model),
         "tokens_per_sec": tokens / seconds if seconds else 0.0,
         "steps": steps, "train_seconds": seconds, "devices": jax.device_count(),
         "marks_seconds": list(cfg.train.eval_marks), "dev_bpc_at_marks": at_marks,

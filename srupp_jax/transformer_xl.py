@@ -12,8 +12,7 @@
 Segment-level recurrence: every layer also attends to its own inputs of the previous `mem_len`
 positions (the memory, gradient stopped), like SRU++'s attention memory; so the model carries
 the same `LMState` as `SRUppLM` and plugs into the same training loop, evaluation, checkpoints
-and generation. It has no recurrent state: `c` is a constant placeholder [1, batch, 1] (zeros;
-orbax cannot save zero-size arrays).
+and generation. It has no recurrent state: its `c` is None.
 
 Attention score of query i (key position p = M + i over [memory M ; segment L]) and key j
 (paper section 3.3, with E x = the layer input, W_k,R the position projection):
@@ -27,6 +26,7 @@ layer-norm scale 1.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional, Sequence
 
@@ -34,9 +34,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax
+from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs
 from srupp_jax.attention import memory_attention_mask
-from srupp_jax.models import LanguageModel, LMState, roll_memory
+from srupp_jax.checks import require
+from srupp_jax.models import LanguageModel, LMState, compute_dtype, empty_state, roll_memory
 
 INIT = jax.nn.initializers.normal(stddev=0.02)
 LN_EPS = 1e-5
@@ -142,6 +143,59 @@ class TransformerXLLayer(nnx.Module):
         return self.ff(self.attn(h, r, u, v, memory=memory, mask=mask))
 
 
+@dataclasses.dataclass(frozen=True)
+class TransformerXLConfig:
+    """The hyperparameters of a Transformer-XL LM (`model.arch = "transformer_xl"`), checked
+    once; every bad value a ValueError naming its config key. d_head 0: d / num_heads;
+    cutoffs (): one softmax tied to the embedding, else adaptive input / softmax."""
+    vocab_size: int
+    d: int
+    num_layers: int
+    num_heads: int
+    d_inner: int
+    d_head: int = 0
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    cutoffs: tuple = ()
+    adaptive_factor: float = 1.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        object.__setattr__(self, "cutoffs", tuple(self.cutoffs or ()))
+        require([
+            (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0"),
+            (self.d >= 1, f"model.d={self.d}; expected >= 1"),
+            (self.num_layers >= 1, f"model.num_layers={self.num_layers}; expected >= 1"),
+            (self.num_heads >= 1, f"model.num_heads={self.num_heads}; expected >= 1"),
+            (self.d_inner >= 1, f"model.d_inner={self.d_inner}; expected >= 1 for "
+                                "transformer_xl"),
+            (self.d_head > 0 or self.d % self.num_heads == 0,
+             f"model.d={self.d} is not divisible by model.num_heads={self.num_heads} (or set "
+             "model.d_head)"),
+            (0 <= self.dropout < 1, f"model.dropout={self.dropout}; expected 0 <= p < 1"),
+            (0 <= self.attn_dropout < 1,
+             f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
+        ])
+        compute_dtype(self.dtype)
+        if self.cutoffs:
+            check_cutoffs(self.cutoffs, self.vocab_size)
+
+    @classmethod
+    def from_config(cls, config) -> "TransformerXLConfig":
+        m = config.model
+        return cls(vocab_size=m.vocab_size, d=m.d, num_layers=m.num_layers,
+                   num_heads=m.num_heads, d_inner=m.d_inner, d_head=m.d_head,
+                   dropout=m.dropout, attn_dropout=m.attn_dropout, cutoffs=tuple(m.cutoffs),
+                   adaptive_factor=m.adaptive_factor, dtype=config.train.compute_dtype)
+
+    def build(self, rngs: nnx.Rngs) -> "TransformerXLLM":
+        return TransformerXLLM(self.vocab_size, self.d, self.num_layers, self.num_heads,
+                               self.d_inner, d_head=self.d_head or None, dropout=self.dropout,
+                               attn_dropout=self.attn_dropout, cutoffs=self.cutoffs or None,
+                               adaptive_factor=self.adaptive_factor,
+                               dtype=compute_dtype(self.dtype), rngs=rngs)
+
+
 class TransformerXLLM(LanguageModel, nnx.Module):
     """Transformer-XL language model with the `SRUppLM` interface.
 
@@ -186,14 +240,8 @@ class TransformerXLLM(LanguageModel, nnx.Module):
         self.dtype = dtype
 
     def init_state(self, batch: int, mem_len: int) -> LMState:
-        """Empty memory of `mem_len` slots per layer (all marked empty); c is a [1, batch, 1]
-        placeholder (no recurrent state)."""
-        if mem_len < 0:
-            raise ValueError(f"mem_len={mem_len}; expected >= 0")
-        memory = tuple(jnp.zeros((batch, mem_len, self.d), jnp.float32)
-                       for _ in range(self.num_layers))
-        return LMState(jnp.zeros((1, batch, 1), jnp.float32), memory,
-                       jnp.ones((batch, mem_len), bool))
+        """Empty memory of `mem_len` slots per layer (all marked empty); no recurrent state."""
+        return empty_state(batch, mem_len, None, self.has_attention, self.d)
 
     def _embed(self, tokens):
         x = self.embed(tokens)
@@ -215,12 +263,12 @@ class TransformerXLLM(LanguageModel, nnx.Module):
         x = self.dropout(self._embed(tokens))
         r = self.dropout(sinusoid_positions(mem_len + length, self.d, x.dtype))
         saved = []
-        for layer, memory in zip(self.layers, state.memory):
+        for i, layer in enumerate(self.layers):
             saved.append(x)
-            x = layer(x, r, self.u[...], self.v[...], memory=memory if mem_len else None,
-                      mask=mask)
-        new_memory = tuple(roll_memory(m, jax.lax.stop_gradient(s).astype(m.dtype), mem_len)
-                           for m, s in zip(state.memory, saved))
+            x = layer(x, r, self.u[...], self.v[...],
+                      memory=state.memory[i] if mem_len else None, mask=mask)
+        new_memory = {i: roll_memory(m, jax.lax.stop_gradient(saved[i]).astype(m.dtype),
+                                     mem_len) for i, m in state.memory.items()}
         return self.dropout(x), LMState(state.c, new_memory, new_pad)
 
     def _head_log_probs(self, h):

@@ -43,7 +43,7 @@ def assert_close(actual, expected, rtol, name=""):
 
 
 def numpy_recurrence(U, v, b, x=None, c0=None, mask_c=None, mask_pad=None, reverse=False):
-    """The SRU recurrence written out step by step in float64 NumPy (DESIGN section 1)."""
+    """The SRU recurrence written out step by step in float64 NumPy (ARCHITECTURE.md, the recurrence)."""
     U = np.asarray(U, np.float64)
     batch, length, k, d = U.shape
     v, b = np.asarray(v, np.float64), np.asarray(b, np.float64)
@@ -140,7 +140,9 @@ def check_second_segment_gradients(model, seq, *, stop_carry=False, differs=1e-6
         return m.nll(seq[:, 5:10], seq[:, 6:11], state)[0].mean()
 
     m = nnx.merge(graphdef, params, rest)
-    _, fixed_state = m.nll(seq[:, :4], seq[:, 1:5], m.init_state(batch, 4))
+    first_segment = lambda params: nnx.merge(graphdef, params, rest).nll(
+        seq[:, :4], seq[:, 1:5], m.init_state(batch, 4))[1]
+    fixed_state = jax.jit(first_segment)(params)    # as computed inside the joint gradient
     grad = jax.jit(jax.grad(second_segment_loss))
     joint = grad(params)
     fixed = grad(params, fixed_state)

@@ -17,7 +17,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from srupp_jax import checkpoint, leaves, train
+from srupp_jax import checkpoint, leaves, train, trainer
+from srupp_jax.steps import StepMetrics
 from srupp_jax.workdir import EXIT_CODES, WorkdirLock, WorkdirLockedError
 
 from test_train import _losses, tiny_config
@@ -244,21 +245,21 @@ def test_failed_asynchronous_save_stops_at_the_next_step(tmp_path, monkeypatch):
 def test_non_finite_last_steps_still_evaluate_and_save(tmp_path, monkeypatch):
     """The last two steps are non-finite (fewer than max_bad_steps): the final evaluation and
     checkpoint still happen (the loop used to skip them and exit 0 with stale metrics)."""
-    real = train.make_train_step
+    real = trainer.make_train_step
 
-    def make(graphdef, tx):
-        step = real(graphdef, tx)
+    def make(graphdef, tx, loss):
+        step = real(graphdef, tx, loss)
         calls = []
 
         def maybe_bad(params, rest, opt_state, carry, inputs, targets):
             calls.append(1)
             if len(calls) >= 5:      # steps 5 and 6 of 6: what a non-finite step returns
                 nan = np.float32(np.nan)
-                return params, rest, opt_state, carry, train.StepMetrics(nan, nan, False)
+                return params, rest, opt_state, carry, StepMetrics(nan, nan, False)
             return step(params, rest, opt_state, carry, inputs, targets)
         return maybe_bad
 
-    monkeypatch.setattr(train, "make_train_step", make)
+    monkeypatch.setattr(trainer, "make_train_step", make)
     last = train.train_and_evaluate(tiny_config(eval_every=100, checkpoint_every=100),
                                     str(tmp_path))
     assert last["status"] == "finished" and last["step"] == 6 and "dev_loss" in last

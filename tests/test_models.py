@@ -42,7 +42,7 @@ def test_segments_with_carried_state_equal_one_pass(cutoffs, k):
     part1, state = model.nll(tok[:, :5], tgt[:, :5], state)
     part2, state = model.nll(tok[:, 5:], tgt[:, 5:], state)
     assert_close(jnp.concatenate([part1, part2], axis=1), full, 2e-6, "nll")
-    assert state.c.shape == (3, 2, 16)
+    assert state.c.shape == (2, 3, 16)   # batch-first: [batch, layers, d]
     assert not np.any(np.asarray(state.memory_pad))
 
 
@@ -65,8 +65,8 @@ def test_memory_gets_no_gradient_and_params_do():
         layer.transform.alpha[...] = jnp.asarray(0.5)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     state = model.init_state(2, 4)
-    state = state._replace(memory=tuple(jax.random.normal(jax.random.PRNGKey(i), m.shape)
-                                        for i, m in enumerate(state.memory)),
+    state = state._replace(memory={i: jax.random.normal(jax.random.PRNGKey(i), m.shape)
+                                   for i, m in state.memory.items()},
                            memory_pad=jnp.zeros_like(state.memory_pad))
 
     def loss(params, memory):
@@ -81,12 +81,12 @@ def test_memory_gets_no_gradient_and_params_do():
     assert sum(float(jnp.sum(jnp.abs(g))) > 0 for g in flat) == len(flat)
     # memory is a function input, so it does get a gradient through attention; what must not
     # is the memory the model *returns*: it is stop_gradient'ed layer inputs.
-    assert any(float(jnp.sum(jnp.abs(g))) > 0 for g in g_mem)
+    assert any(float(jnp.sum(jnp.abs(g))) > 0 for g in g_mem.values())
 
     def returned_memory_sum(params):
         m = nnx.merge(graphdef, params, rest)
         _, new = m.nll(_tokens(2, 4), _tokens(2, 4, 1), state)
-        return sum(jnp.sum(x) for x in new.memory)
+        return sum(jnp.sum(x) for x in new.memory.values())
 
     g = jax.grad(returned_memory_sum)(params)
     assert all(float(jnp.sum(jnp.abs(x))) == 0 for x in jax.tree.leaves(g))
@@ -148,7 +148,7 @@ def test_every_bad_model_value_is_named_once(key, value, match):
 
 
 def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
-    """impl is resolved when the model is built (logged by train.build_model), and
+    """impl is resolved when the model is built (logged by the task's build_model), and
     config.model.kernel's options are what the Pallas kernel receives."""
     from srupp_jax import recurrence
     from srupp_jax.recurrence import Backend
@@ -172,11 +172,13 @@ def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
 
 def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypatch):
     """Training on a GPU: impl="auto" becomes the backend `fastest_backend` measured at
-    (per-device batch, unroll, d, k) and the compute dtype, with the kernel options
-    (train.measured_impl, passed to train.build_model); with several processes, the one
+    (per-device batch, unroll, d, 3 slices of U) and the compute dtype, with the kernel options
+    (tasks.lm.measured_impl, by build_model(measure=True)); with several processes, the one
     process 0 measured. build_model alone (eval, generate) times nothing."""
+    import dataclasses
     import importlib
-    from srupp_jax import train
+    from srupp_jax import tasks
+    from srupp_jax.tasks import lm
     from srupp_jax.recurrence import Backend
     config = importlib.import_module("configs.default").get_config()
     config.model.vocab_size = VOCAB
@@ -186,18 +188,19 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
         asked.append((shape, dtype, kernel))
         return Backend.ASSOC, {"pallas": 2.0, "assoc": 1.0, "scan": 3.0}
 
-    monkeypatch.setattr(train, "fastest_backend", fastest)
+    monkeypatch.setattr(lm, "fastest_backend", fastest)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert train.build_model(config, nnx.Rngs(0)).backend is Backend.PALLAS and not asked
-    impl = train.measured_impl(config)
-    model = train.build_model(config, nnx.Rngs(0), impl=impl)
+    task = tasks.make(config)
+    assert task.build_model(nnx.Rngs(0)).backend is Backend.PALLAS and not asked
+    model = task.build_model(nnx.Rngs(0), measure=True)
     t, m = config.train, config.model
-    assert impl == "assoc" and model.backend is Backend.ASSOC
-    assert asked == [((t.batch_size // jax.device_count(), t.unroll, m.d, m.k),
+    assert model.backend is Backend.ASSOC
+    assert asked == [((t.batch_size // jax.device_count(), t.unroll, m.d, 3),
                       t.compute_dtype, model.config.kernel)]
-    config.model.impl = "scan"
-    assert train.measured_impl(config) is None and len(asked) == 1
-    config.model.impl = "auto"
+    shape = (t.batch_size // jax.device_count(), t.unroll)
+    scan = dataclasses.replace(model.config, impl="scan")
+    assert lm.measured_impl(scan, *shape) is scan and len(asked) == 1
+    auto = dataclasses.replace(model.config, impl="auto")
     # Several processes: process 0's choice, broadcast, so that all compile the same program.
     sent = []
 
@@ -206,6 +209,6 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
         return np.int32(list(Backend).index(Backend.SCAN))
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
-    monkeypatch.setattr(train.multihost_utils, "broadcast_one_to_all", broadcast)
-    assert train.measured_impl(config) == "scan"
+    monkeypatch.setattr(lm.multihost_utils, "broadcast_one_to_all", broadcast)
+    assert lm.measured_impl(auto, *shape).impl == "scan"
     assert sent == [list(Backend).index(Backend.ASSOC)]

@@ -125,8 +125,9 @@ def test_incremental_decoding_and_greedy_generate():
 @pytest.mark.parametrize("variant,published", [("", 54e6), ("sru", 42e6)])
 def test_article_size_within_five_percent(variant, published):
     from srupp_jax import train
+    from srupp_jax.steps import count_params
     config = importlib.import_module("configs.sharnn_enwik8").get_config(variant)
     train.validate_config(config, 1)
     model = nnx.eval_shape(lambda: train.build_model(config, nnx.Rngs(0)))
-    n = train.count_params(model)
+    n = count_params(model)
     assert abs(n / published - 1) < 0.05, n

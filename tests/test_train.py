@@ -13,6 +13,8 @@ from flax import nnx
 
 from srupp_jax import train
 from srupp_jax.layers import attention_layers
+from srupp_jax.steps import make_train_step
+from srupp_jax.tasks.lm import lm_loss, make_evaluator
 from srupp_jax.optim import make_optimizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -79,7 +81,7 @@ def test_batched_eval_predicts_every_token_once(same_length):
 
     def total(batch_size, toks):
         e.batch_size = batch_size
-        return train.make_evaluator(model, config, mesh)(params, rest, toks) * (len(toks) - 1)
+        return make_evaluator(model, config, mesh)(params, rest, toks) * (len(toks) - 1)
 
     first = total(1, tokens[:L + 1])    # stream 0: targets 1 .. L
     last = total(1, tokens[L:])         # stream 1 and the tail: targets L+1 .. N-1
@@ -150,7 +152,7 @@ def test_paper_config_builds_and_steps_at_toy_size(name):
     assert model.rnn.has_attention == attention
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps)
-    step = train.make_train_step(graphdef, tx)
+    step = make_train_step(graphdef, tx, lm_loss)
     tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 9), 0, m.vocab_size)
     *_, metrics = step(params, rest, tx.init(params), model.init_state(2, 8),
                        tokens[:, :-1], tokens[:, 1:])

@@ -1,0 +1,257 @@
+"""The language-model task (paper section 4): bytes or words, contiguous streams, a carry.
+
+Training reads B contiguous streams, M = train.unroll tokens a step (data/streams.py), and
+carries each model's `LMState` (recurrent state and attention memory) from step to step,
+rebuilt where the streams wrap (each epoch). Evaluation walks a whole split in eval.unroll
+segments with eval.mem_len tokens of memory (the same-length mask when eval.same_length) and
+reports the loss in nats with BPC (bytes) or perplexity (words). The best checkpoint is the
+lowest dev loss. Architectures: srupp, transformer_xl, sha_rnn (srupp_jax/archs.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from srupp_jax import archs, run_config, sharding
+from srupp_jax.checks import require
+from srupp_jax.data.streams import Streams
+from srupp_jax.models import SRUppConfig, split_for_eval
+from srupp_jax.recurrence import Backend, describe_backend, fastest_backend
+from srupp_jax.steps import count_params
+from srupp_jax.tasks.base import Task
+
+
+def lm_loss(model, carry, inputs, targets):
+    """(summed nll of targets [B, M] given inputs [B, M], token count, new LMState)."""
+    nll, carry = model.nll(inputs, targets, carry)
+    return nll.sum(), nll.size, carry
+
+
+def split_metrics(mean_nll: float, unit: str, prefix: str) -> dict[str, float]:
+    """loss in nats plus BPC (bytes/characters) or perplexity (words)."""
+    out = {f"{prefix}_loss": mean_nll}
+    if unit == "word":
+        out[f"{prefix}_ppl"] = math.exp(min(mean_nll, 700.0))
+    else:
+        out[f"{prefix}_bpc"] = mean_nll / math.log(2)
+    return out
+
+
+def make_eval_step(graphdef, same_length: bool):
+    """jit-compiled (params, rest, carry, inputs, targets, weights) -> (sum of weights * nll,
+    new carry)."""
+    def step(params, rest, carry, inputs, targets, weights):
+        model = nnx.merge(graphdef, params, rest)
+        nll, carry = model.nll(inputs, targets, carry, same_length=same_length)
+        return jnp.sum(nll * weights), carry
+
+    return jax.jit(step)
+
+
+def make_evaluator(model, config, mesh):
+    """A function (params, rest, tokens, max_tokens=0, desc="") -> mean nll (nats) over
+    `tokens` (or its first `max_tokens`), every target predicted once; the step compiles once
+    per segment shape (full, the last partial one, the tail).
+
+    B_e contiguous streams, segments of eval.unroll tokens, eval.mem_len tokens of attention
+    memory carried across segments, the same-length mask when eval.same_length; the fewer
+    than B_e tokens after the last stream are predicted last, continuing it (Streams).
+    """
+    e = config.eval
+    # Streams over devices (and hosts, each reading its own) when the batch divides the mesh;
+    # otherwise (e.g. batch 1 on 8 devices) every process evaluates all streams replicated.
+    shard = e.batch_size % mesh.devices.size == 0
+    procs, index = (jax.process_count(), jax.process_index()) if shard else (1, 0)
+    graphdef, _, _ = split_for_eval(model)
+    step = make_eval_step(graphdef, e.same_length)
+
+    def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0,
+                 desc: str = "") -> float:
+        """desc: a tqdm bar of that name over the segments (on stderr); "" shows none."""
+        from tqdm import tqdm
+        if max_tokens:
+            tokens = tokens[:max_tokens + 1]
+        streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,
+                          process_index=index)
+        carry = model.init_state(e.batch_size, e.mem_len)
+        if shard:
+            carry = jax.device_put(carry, sharding.batch_shardings(mesh, carry))
+        total = 0.0
+        segments = -(-streams.stream_length // e.unroll) + bool(streams.dropped_tokens)
+        for batch in tqdm(streams.eval_batches(), desc=desc, total=segments, unit="segment",
+                          disable=not desc or jax.process_index() != 0):
+            if shard:
+                batch = [sharding.global_batch(a, mesh) for a in batch]
+            s, carry = step(params, rest, carry, *batch)
+            total += float(s)
+        return total / (len(tokens) - 1)     # every target once (Streams.eval_batches)
+
+    return evaluate
+
+
+def load_data(config):
+    """The token arrays and vocabulary `config.data` names (see srupp_jax.data.datasets)."""
+    from srupp_jax.data.datasets import load_tokens
+    d = config.data
+    text = (dict(path=d.path, valid_path=d.valid_path, test_path=d.test_path, unit=d.unit)
+            if d.name == "text" else None)
+    return load_tokens(d.name, data_dir=d.data_dir or None, cache_dir=d.cache_dir or None,
+                       max_bytes=d.max_bytes or None, text_source=text)
+
+
+def data_marks(data) -> dict:
+    """{"standard_data": 0} for data prepared from modified source files (added to every
+    metric a run reports), else {}."""
+    if data.info.get("standard_source", True):
+        return {}
+    logging.warning("the %s data were prepared from modified source files (%s): metrics are "
+                    "marked standard_data=0", data.name, data.info["source"]["note"])
+    return {"standard_data": 0}
+
+
+def measured_impl(model_config: SRUppConfig, batch: int, length: int) -> SRUppConfig:
+    """`model_config` with impl "auto" on a GPU replaced by the backend `fastest_backend`
+    measures fastest at the per-device training shape [batch, length] (process 0's choice on
+    every process, so that all compile the same program); unchanged otherwise."""
+    if model_config.impl != "auto" or jax.default_backend() != "gpu":
+        return model_config
+    shape = (batch, length, model_config.d, 3)    # an SRU++ layer's U: 3 slices (d_in == d)
+    backend, times = fastest_backend(*shape, dtype=model_config.dtype,
+                                     kernel=model_config.kernel)
+    if jax.process_count() > 1:
+        backend = list(Backend)[int(multihost_utils.broadcast_one_to_all(
+            np.int32(list(Backend).index(backend))))]
+    measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items())
+    logging.warning("recurrence timed at %s %s: %s", "x".join(map(str, shape[:3])),
+                    model_config.dtype, measured)
+    return dataclasses.replace(model_config, impl=backend.value)
+
+
+class LMTask(Task):
+    """Language modelling on B contiguous streams (the module docstring)."""
+
+    name = "lm"
+
+    def validate(self, num_devices: int, num_processes: int = 1) -> None:
+        from srupp_jax.data.datasets import NAMES, TEXT
+        m, t, e, d = self.config.model, self.config.train, self.config.eval, self.config.data
+        archs.model_config(self.config, "lm")     # the model's own checks, one place
+        require([
+            (t.batch_size >= 1, f"train.batch_size={t.batch_size}; expected >= 1"),
+            (t.batch_size % num_devices == 0,
+             f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices"),
+            (t.batch_size % num_processes == 0,
+             f"train.batch_size={t.batch_size} is not divisible by the {num_processes} "
+             "processes"),
+            (t.unroll >= 1, f"train.unroll={t.unroll}; expected >= 1"),
+            (e.batch_size >= 1 and e.unroll >= 1 and e.mem_len >= 0,
+             f"eval.batch_size={e.batch_size}, eval.unroll={e.unroll}, eval.mem_len="
+             f"{e.mem_len}; expected >= 1, >= 1, >= 0"),
+            (d.name in NAMES + (TEXT,),
+             f"data.name={d.name!r}; expected one of {', '.join(NAMES + (TEXT,))}"),
+            (d.max_bytes == 0 or d.name == "default",
+             f"data.max_bytes={d.max_bytes} applies to data.name='default' only; drop it (or "
+             f"set --config.data.max_bytes=0) for data.name={d.name!r}"),
+            (d.name != "text" or d.path,
+             "data.name='text' needs a file: set --config.data.path=FILE_OR_FOLDER_OF_TXT"),
+            (m.vocab_size >= 0, f"model.vocab_size={m.vocab_size}; expected >= 0 (0 = the "
+                                "data's)"),
+        ])
+
+    def load(self) -> None:
+        """Read the data, fill in vocab_size (and cutoffs), cut the training streams."""
+        self.data = load_data(self.config)
+        self.config = run_config.resolve(self.config, self.data)
+        self.marks = data_marks(self.data)
+        t = self.config.train
+        self.streams = Streams(self.data.train, t.batch_size // jax.process_count(), t.unroll,
+                               num_processes=jax.process_count(),
+                               process_index=jax.process_index())
+
+    def build_model(self, rngs, *, measure: bool = False):
+        m = self.config.model
+        if m.vocab_size < 1:
+            raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its "
+                             "data first (task.load)")
+        model_config = archs.model_config(self.config, "lm")
+        if measure and isinstance(model_config, SRUppConfig):
+            t = self.config.train
+            model_config = measured_impl(model_config, max(1, t.batch_size // jax.device_count()),
+                                         t.unroll)
+        model = model_config.build(rngs)
+        if isinstance(model_config, SRUppConfig):
+            logging.warning("recurrence: %s", describe_backend(model.backend))
+        return model
+
+    def init_carry(self, model):
+        return model.init_state(self.config.train.batch_size, self.config.train.unroll)
+
+    def resets_carry(self, step: int) -> bool:
+        return step > 0 and step % self.streams.steps_per_epoch == 0   # the streams wrap
+
+    def batch(self, step: int) -> tuple:
+        return self.streams.batch(step)
+
+    loss = staticmethod(lm_loss)
+
+    def evaluator(self, model, mesh):
+        """evaluate(params, rest, split, full=False, desc="") -> {split_loss, split_bpc or
+        split_ppl}: "dev" (its first eval.max_tokens unless full) or "test"."""
+        mean_nll = make_evaluator(model, self.config, mesh)
+        tokens = {"dev": self.data.valid, "test": self.data.test}
+
+        def evaluate(params, rest, split: str, *, full: bool = False, desc: str = "") -> dict:
+            limit = 0 if full else self.config.eval.max_tokens
+            return split_metrics(mean_nll(params, rest, tokens[split], limit, desc),
+                                 self.data.unit, split)
+
+        return evaluate
+
+    def train_metrics(self, mean_loss: float) -> dict:
+        return split_metrics(mean_loss, self.data.unit, "train")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.config.train.batch_size * self.config.train.unroll
+
+    def flops_per_token(self, model) -> float:
+        """Attention over 2M keys per query: M tokens of the segment and M of memory."""
+        return model.flops_per_token(2 * self.config.train.unroll)
+
+    def smoke(self) -> float:
+        """One forward and backward pass of the model on random tokens; prints the sizes and
+        returns the mean loss in nats."""
+        self.validate(1)
+        if self.config.model.vocab_size == 0:   # the vocabulary's size: needs the data
+            self.load()
+        config = self.config
+        model = self.build_model(nnx.Rngs(config.seed))
+        graphdef, variables = nnx.split(model)
+        B, M, V = config.train.batch_size, config.train.unroll, config.model.vocab_size
+        tokens = jax.random.randint(jax.random.PRNGKey(config.seed), (B, M + 1), 0, V)
+        state = model.init_state(B, M)
+
+        @jax.jit
+        def loss_and_grad(variables, state):
+            m = nnx.merge(graphdef, variables)
+            loss_fn = lambda m: m.nll(tokens[:, :-1], tokens[:, 1:], state)[0].mean()
+            return nnx.value_and_grad(loss_fn)(m)
+
+        start = time.time()
+        loss, grads = loss_and_grad(variables, state)
+        m = config.model
+        print(f"{self.arch} LM: {count_params(model):,} parameters, {m.num_layers} layers, "
+              f"d={m.d}, d'={m.d_proj}, k={m.k}, backend {jax.default_backend()}")
+        print(f"random tokens B={B} M={M}: loss {float(loss):.4f} nats (ln V = "
+              f"{math.log(V):.4f}), grad norm {float(optax.tree.norm(grads)):.4f}, "
+              f"{time.time() - start:.1f}s incl. compile")
+        return float(loss)
