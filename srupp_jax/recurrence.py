@@ -261,16 +261,16 @@ def fastest_backend(batch: int, length: int, d: int, k: int = 3, dtype: str = "b
     """The backend whose forward + backward is fastest at this shape on the default device,
     measured here and now: (backend, {name: milliseconds}).
 
-    Candidates default to every backend that runs natively on the device: pallas, assoc and
-    scan on a GPU; assoc and scan elsewhere (Pallas interprets its kernels off GPU). Each is
-    compiled, run once, then timed `repeats` times on random inputs of [batch, length, k, d]
-    (the median counts). What `impl="auto"` resolves to on a GPU (`train.measured_impl`), so
-    that it never picks a kernel slower than another on the device at hand. Cached per
-    process and shape.
+    Candidates default to every backend that runs natively on the device: pallas (on a GPU)
+    or pallas_tpu (on a TPU), assoc and scan; assoc and scan on CPU, where Pallas interprets
+    its kernels. Each is compiled, run once, then timed `repeats` times on random inputs of
+    [batch, length, k, d] (the median counts). What `impl="auto"` resolves to on a GPU
+    (`train.measured_impl`), so that it never picks a kernel slower than another on the device
+    at hand. Cached per process and shape.
     """
     if candidates is None:
-        candidates = ((Backend.PALLAS,) if jax.default_backend() == "gpu" else ()) + (
-            Backend.ASSOC, Backend.SCAN)
+        native = AUTO.get(jax.default_backend())   # the device's own kernel, if it has one
+        candidates = ((native,) if native else ()) + (Backend.ASSOC, Backend.SCAN)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     U = jax.random.normal(keys[0], (batch, length, k, d), dtype)
     v = jax.random.uniform(keys[1], (2, d), minval=-1.0, maxval=1.0)

@@ -14,7 +14,7 @@ from jax.experimental.pallas import tpu as pltpu
 
 from helpers import assert_close, random_recurrence_inputs
 from pallas_kernels import TPUKernelOptions, sru_recurrence_tpu
-from pallas_kernels.sru_recurrence_tpu import VMEM_LIMIT, VMEM_TARGET, default_tpu_options
+from pallas_kernels.tpu_options import VMEM_LIMIT, VMEM_TARGET, default_tpu_options
 from srupp_jax.recurrence import Backend, resolve_backend, sru_recurrence
 
 INTERPRET = pltpu.InterpretParams(uninitialized_memory="nan")
