@@ -6,8 +6,9 @@
 Each size is batch x length x d (k = 3 with a skip term, v ~ U[-1, 1] as the reference
 initialises it, random c0). --impls names, in the order they are run:
 
-  scan, assoc, pallas       `sru_recurrence(impl=...)` of this package
-  pallas:B[:W[:P]]          the Pallas kernel with block_d=B, num_warps=W, prefetch=P (tuning)
+  scan, assoc, pallas, pallas_tpu   `sru_recurrence(impl=...)` of this package
+  pallas:B[:W[:P]]          the GPU kernel with block_d=B, num_warps=W, prefetch=P (tuning)
+  pallas_tpu:B[:D[:T]]      the TPU kernel with block_b=B, block_d=D, chunk=T (tuning)
   official                  the PyTorch package `sru` (3.0.0.dev6): on a CUDA device its CUDA
                             kernel (`elementwise_recurrence_gpu`, compiled with nvcc on first
                             use, computing in float32 whatever the input dtype); on CPU its C++
@@ -21,6 +22,11 @@ must move at minimum (forward: read U and x, write h; forward+backward: that, pl
 float32 c written and read, and the gradients of U and x written with dh read), the same count
 for every variant, and is set against a device copy measured in the same run (bytes read +
 written by 10 passes of `x + 1` over a 2 GiB array in one compiled loop; 256 MiB on CPU). Prints a table and writes JSON with device and versions.
+
+On a TPU (the kernels compile with Mosaic; elsewhere Pallas interprets them, slowly):
+
+    python benchmarks/recurrence.py --impls pallas_tpu,assoc,scan --dtype bfloat16 \
+        --sizes 8x1024x3072,4x1024x256
 """
 import argparse
 import os
@@ -86,28 +92,36 @@ def bytes_moved(batch, length, d, itemsize):
     return fwd, fwd + bwd
 
 
+KERNEL_OPTIONS = {"pallas": ("block_d", "num_warps", "prefetch"),
+                  "pallas_tpu": ("block_b", "block_d", "chunk")}
+
+
 def parse_impl(spec):
-    """'pallas:64:2:4' -> ('pallas', dict(block_d=64, num_warps=2, prefetch=4)); a bare name
-    -> (name, {})."""
+    """'pallas:64:2:4' -> ('pallas', dict(block_d=64, num_warps=2, prefetch=4)),
+    'pallas_tpu:2:3072:16' -> ('pallas_tpu', dict(block_b=2, block_d=3072, chunk=16)); a bare
+    name -> (name, {})."""
     name, *vals = spec.split(":")
-    known = ("scan", "assoc", "pallas", "official")
-    if name not in known or (vals and name != "pallas") or len(vals) > 3:
-        raise SystemExit(f"--impls entry {spec!r}; expected one of {', '.join(known)} or "
-                         "pallas:BLOCK_D[:NUM_WARPS[:PREFETCH]]")
+    known = ("scan", "assoc", "pallas", "pallas_tpu", "official")
+    if name not in known or (vals and name not in KERNEL_OPTIONS) or len(vals) > 3:
+        raise SystemExit(f"--impls entry {spec!r}; expected one of {', '.join(known)}, "
+                         "pallas:BLOCK_D[:NUM_WARPS[:PREFETCH]] or "
+                         "pallas_tpu:BLOCK_B[:BLOCK_D[:CHUNK]]")
     try:
-        opts = {k: int(v) for k, v in zip(("block_d", "num_warps", "prefetch"), vals)}
+        opts = {k: int(v) for k, v in zip(KERNEL_OPTIONS.get(name, ()), vals)}
     except ValueError:
-        raise SystemExit(f"--impls entry {spec!r}: the pallas options must be integers")
+        raise SystemExit(f"--impls entry {spec!r}: the {name} options must be integers")
     return name, opts
 
 
 def jax_variant(name, opts, kw):
     """(forward call, forward+backward call, forward (h, c) as NumPy) for this package."""
-    if name == "pallas" and opts:
-        from pallas_kernels import sru_recurrence_pallas
+    if opts:
+        import pallas_kernels
+        kernel = {"pallas": pallas_kernels.sru_recurrence_pallas,
+                  "pallas_tpu": pallas_kernels.sru_recurrence_tpu}[name]
 
         def run(*a):
-            return sru_recurrence_pallas(**dict(zip(NAMES, a)), **opts)
+            return kernel(**dict(zip(NAMES, a)), **opts)
     else:
         def run(*a):
             return sru_recurrence(**dict(zip(NAMES, a)), impl=name)

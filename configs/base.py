@@ -32,8 +32,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.cutoff_fractions = ()  # word data with cutoffs (): cutoffs at these fractions
                                         #   of the vocabulary (configs/text.py)
     config.model.impl = "auto"          # recurrence backend: auto | scan | assoc | pallas
+                                        #   | pallas_tpu (auto: pallas_tpu on TPU, the
+                                        #   fastest measured on GPU, scan on CPU)
     config.model.kernel = ml_collections.ConfigDict(dict(
-        block_d=0, num_warps=0, prefetch=0))  # Pallas kernel tuning (0: its default)
+        block_d=0, num_warps=0, prefetch=0))  # GPU (Triton) kernel tuning (0: its default)
+    config.model.tpu_kernel = ml_collections.ConfigDict(dict(
+        block_b=0, block_d=0, chunk=0))  # TPU (Mosaic) kernel tuning (0: its default)
     config.model.d_inner = 0            # transformer_xl, sha_rnn: feed-forward / Boom width
     config.model.d_head = 0             # transformer_xl: head width (0 = d / num_heads)
     config.model.attention_layers = ()  # sha_rnn: 1-based blocks with attention

@@ -60,6 +60,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels.inputs import check_inputs
+from pallas_kernels.step import step, step_vjp
 
 # ----------------------------------------------------------------------------------------------
 # The one place that knows which Pallas version it talks to. jax 0.10 and 0.11 have masked
@@ -126,61 +127,6 @@ def default_options(batch: int, d: int) -> KernelOptions:
     """
     num_warps = 2 if -(-batch * d // 32) > 32 * SM_COUNT else 1
     return KernelOptions(block_d=32 * num_warps, num_warps=num_warps, prefetch=8)
-
-
-# ----------------------------------------------------------------------------------------------
-# One step of the recurrence and its derivative, shared by the forward and backward kernels.
-# All arguments are float32 [block_d] vectors; `m` (mask_c), `x` (skip term) and `keep` (not
-# padded, a scalar bool) may be None.
-# ----------------------------------------------------------------------------------------------
-
-def _gates(c_prev, u_f, u_r, p):
-    """f[t], r[t] from c[t-1]; p = (v_f, v_r, b_f, b_r)."""
-    v_f, v_r, b_f, b_r = p
-    f = jax.nn.sigmoid(u_f + v_f * c_prev + b_f)
-    r = jax.nn.sigmoid(u_r + v_r * c_prev + b_r)
-    return f, r
-
-
-def _step(c_prev, u_c, u_f, u_r, x, m, keep, p):
-    """(c[t], h[t]) from c[t-1]."""
-    f, r = _gates(c_prev, u_f, u_r, p)
-    c = u_c + (c_prev - u_c) * f
-    g = r if m is None else r * m
-    h = c * g if x is None else x + (c - x) * g
-    if keep is not None:
-        c = jnp.where(keep, c, c_prev)
-        h = jnp.where(keep, h, 0.0)
-    return c, h
-
-
-def _step_vjp(c_prev, c, u_c, u_f, u_r, x, m, keep, p, dh, dc):
-    """Adjoint of `_step` at (c[t-1], c[t]): dh = dL/dh[t], dc = dL/dc[t] from later steps.
-
-    Returns dL/dc[t-1] and the local gradients (du_c, du_f, du_r, dx, dm) where dx, dm are None
-    when x, m are. The gates are recomputed from c[t-1] (see the module docstring).
-    """
-    v_f, v_r, _, _ = p
-    f, r = _gates(c_prev, u_f, u_r, p)
-    if keep is not None:
-        dh = jnp.where(keep, dh, 0.0)
-    g = r if m is None else r * m
-    c_minus_x = c if x is None else c - x
-    dc = dc + dh * g                               # h depends on c[t] through c * g
-    dr = dh * c_minus_x if m is None else dh * c_minus_x * m
-    du_r = dr * r * (1.0 - r)
-    du_c = dc * (1.0 - f)
-    du_f = dc * (c_prev - u_c) * f * (1.0 - f)
-    if keep is not None:                           # padded step: c[t] = c[t-1], no gate path
-        du_c = jnp.where(keep, du_c, 0.0)
-        du_f = jnp.where(keep, du_f, 0.0)
-        dc_prev = jnp.where(keep, dc * f, dc)
-    else:
-        dc_prev = dc * f
-    dc_prev = dc_prev + du_f * v_f + du_r * v_r
-    dx = None if x is None else dh * (1.0 - g)
-    dm = None if m is None else dh * c_minus_x * r
-    return dc_prev, (du_c, du_f, du_r, dx, dm)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,7 +248,7 @@ def _forward_kernel(cfg, save_c, *refs):
     def body(s, inputs, c_prev):
         t = _time(cfg, s)
         u_c, u_f, u_r, x, keep = inputs
-        c, h = _step(c_prev, u_c, u_f, u_r, x, m, keep, p)
+        c, h = step(c_prev, u_c, u_f, u_r, x, m, keep, p)
         _store(h_ref, (b, t, cols), h.astype(h_ref.dtype), mask=ok)
         if c_ref is not None:
             _store(c_ref, (b, t, cols), c, mask=ok)
@@ -338,7 +284,7 @@ def _backward_kernel(cfg, *refs):
         dc, c, dv_f, dv_r, db_f, db_r, dm_acc = carry
         t = _time(cfg, L - 1 - i)
         (u_c, u_f, u_r, x, keep), dh, c_prev = inputs
-        dc_prev, (du_c, du_f, du_r, dx, dm) = _step_vjp(
+        dc_prev, (du_c, du_f, du_r, dx, dm) = step_vjp(
             c_prev, c, u_c, u_f, u_r, x, m, keep, p, dh, dc)
         for j, du in enumerate((du_c, du_f, du_r)):
             _store(du_ref, (b, t, j, cols), du.astype(du_ref.dtype), mask=ok)

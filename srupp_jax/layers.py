@@ -22,7 +22,7 @@ from flax import nnx
 
 from srupp_jax.attention import (LN_EPS, ProjectedLinear, SRUppAttention, attention_mask,
                                  check_heads, linear)
-from pallas_kernels import KernelOptions
+from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.recurrence import resolve_backend, sru_recurrence
 
 
@@ -60,8 +60,9 @@ class SRULayer(nnx.Module):
       layer_norm / normalize_after: optional layer norm of the layer (pre on x, or post on h);
       attn_layer_norm: layer norm inside the SRU++ transform; rescale: scale the skip term by
         sqrt(1 + 2 exp(highway_bias)); weight_c_init: v ~ U[-weight_c_init, weight_c_init];
-      impl: recurrence backend ("auto", "scan", "assoc", "pallas" or a recurrence.Backend),
-        resolved here, once; kernel: the Pallas kernel's tuning options (KernelOptions).
+      impl: recurrence backend ("auto", "scan", "assoc", "pallas", "pallas_tpu" or a
+        recurrence.Backend), resolved here, once; kernel, tpu_kernel: the GPU and TPU kernels'
+        tuning options (KernelOptions, TPUKernelOptions).
     """
 
     def __init__(self, d_in: int, d: int, *, transform: str = "linear", d_proj: int = 0,
@@ -70,8 +71,8 @@ class SRULayer(nnx.Module):
                  highway_bias: float = 0.0, layer_norm: bool = False,
                  normalize_after: bool = True, attn_layer_norm: bool = True,
                  has_skip_term: bool = True, rescale: bool = False, weight_c_init: float = 1.0,
-                 impl="auto", kernel: KernelOptions | None = None, dtype=None,
-                 rngs: nnx.Rngs):
+                 impl="auto", kernel: KernelOptions | None = None,
+                 tpu_kernel: TPUKernelOptions | None = None, dtype=None, rngs: nnx.Rngs):
         self.d_in, self.d = d_in, d
         self.dirs = 2 if bidirectional else 1
         self.out_size = self.dirs * d
@@ -81,6 +82,7 @@ class SRULayer(nnx.Module):
                         if rescale and has_skip_term else 1.0)
         self.backend = resolve_backend(impl)
         self.kernel = kernel or KernelOptions()
+        self.tpu_kernel = tpu_kernel or TPUKernelOptions()
         self.normalize_after = normalize_after
         out_features = self.k * self.out_size
         if transform == "linear":
@@ -143,7 +145,8 @@ class SRULayer(nnx.Module):
                 None if skip is None else skip[..., cols],
                 c0=None if c0 is None else c0[:, cols],
                 mask_c=None if mask_c is None else mask_c[:, cols],
-                mask_pad=mask_pad, reverse=i == 1, impl=self.backend, kernel=self.kernel)
+                mask_pad=mask_pad, reverse=i == 1, impl=self.backend, kernel=self.kernel,
+                tpu_kernel=self.tpu_kernel)
             hs.append(h)
             cs.append(c)
         h = hs[0] if self.dirs == 1 else jnp.concatenate(hs, axis=-1)
@@ -171,7 +174,7 @@ class SRU(nnx.Module):
                  normalize_after: bool = False, has_skip_term: bool = True,
                  rescale: bool = False, weight_c_init: float = 1.0, impl="auto",
                  kernel: KernelOptions | None = None,
-                 dtype=None, rngs: nnx.Rngs):
+                 tpu_kernel: TPUKernelOptions | None = None, dtype=None, rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers={num_layers}; expected >= 1")
         self.num_layers = num_layers
@@ -183,8 +186,8 @@ class SRU(nnx.Module):
                      bidirectional=bidirectional, highway_bias=highway_bias,
                      layer_norm=layer_norm, normalize_after=normalize_after,
                      has_skip_term=has_skip_term, rescale=rescale,
-                     weight_c_init=weight_c_init, impl=impl, kernel=kernel, dtype=dtype,
-                     rngs=rngs)
+                     weight_c_init=weight_c_init, impl=impl, kernel=kernel,
+                     tpu_kernel=tpu_kernel, dtype=dtype, rngs=rngs)
             for i in range(num_layers)])
 
     def __call__(self, x, c0=None, *, mask_pad=None):
@@ -242,7 +245,7 @@ class SRUpp(nnx.Module):
                  highway_bias: float = -2.0, rescale: bool = False,
                  weight_c_init: float = 1.0, proj_input_to_hidden_first: bool = False,
                  causal: bool = True, impl="auto", kernel: KernelOptions | None = None,
-                 dtype=None, rngs: nnx.Rngs):
+                 tpu_kernel: TPUKernelOptions | None = None, dtype=None, rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers={num_layers}; expected >= 1")
         check_heads(d_proj, num_heads)
@@ -263,8 +266,8 @@ class SRUpp(nnx.Module):
                      bidirectional=bidirectional, highway_bias=highway_bias,
                      layer_norm=layer_norm, normalize_after=normalize_after,
                      attn_layer_norm=attn_layer_norm, rescale=rescale,
-                     weight_c_init=weight_c_init, impl=impl, kernel=kernel, dtype=dtype,
-                     rngs=rngs)
+                     weight_c_init=weight_c_init, impl=impl, kernel=kernel,
+                     tpu_kernel=tpu_kernel, dtype=dtype, rngs=rngs)
             for i, attn in enumerate(self.has_attention)])
 
     def __call__(self, x, c0=None, *, mask_pad=None, memory: Optional[Sequence] = None,

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pallas_kernels import KernelOptions
+from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs, cluster_dims
 from srupp_jax.attention import check_heads
 from srupp_jax.checks import require
@@ -124,7 +124,8 @@ class SRUppConfig:
     layers, or attention_last_n >= 0: only in the last n; num_heads; dropout, attn_dropout;
     highway_bias; layer_norm; cutoffs: () for one softmax, else adaptive input and a tied
     adaptive softmax with clusters adaptive_factor times narrower; impl: recurrence backend
-    ("auto" resolves on the device that builds the model); kernel: Pallas tuning options;
+    ("auto" resolves on the device that builds the model); kernel: the GPU kernel's tuning
+    options; tpu_kernel: the TPU kernel's;
     dtype: compute dtype name ("float32" | "bfloat16"; parameters stay float32).
     """
     vocab_size: int
@@ -142,6 +143,7 @@ class SRUppConfig:
     adaptive_factor: float = 4.0
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
+    tpu_kernel: TPUKernelOptions = TPUKernelOptions()
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -175,9 +177,10 @@ class SRUppConfig:
                 raise ValueError(f"model.d={self.d}, model.adaptive_factor="
                                  f"{self.adaptive_factor}, {len(self.cutoffs)} cutoffs: {e}"
                                  ) from None
-        for name, value in self.kernel.as_kwargs().items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"model.kernel.{name}={value!r}; expected an integer")
+        for group in ("kernel", "tpu_kernel"):
+            for name, value in getattr(self, group).as_kwargs().items():
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise ValueError(f"model.{group}.{name}={value!r}; expected an integer")
 
     @classmethod
     def from_config(cls, config) -> "SRUppConfig":
@@ -186,12 +189,14 @@ class SRUppConfig:
         kernel = m.get("kernel", None)
         kernel = KernelOptions(**{k: v or None for k, v in kernel.items()}) if kernel else \
             KernelOptions()                          # 0 in a config: the kernel's default
+        tpu = m.get("tpu_kernel", {})                 # 0 in a config: the kernel's default
+        tpu_kernel = TPUKernelOptions(**{k: v or None for k, v in tpu.items()})
         return cls(vocab_size=m.vocab_size, d=m.d, d_proj=m.d_proj, num_layers=m.num_layers,
                    k=m.k, attention_last_n=m.attention_last_n, num_heads=m.num_heads,
                    dropout=m.dropout, attn_dropout=m.attn_dropout,
                    highway_bias=m.highway_bias, layer_norm=m.layer_norm,
                    cutoffs=tuple(m.cutoffs), adaptive_factor=m.adaptive_factor, impl=m.impl,
-                   kernel=kernel, dtype=config.train.compute_dtype)
+                   kernel=kernel, tpu_kernel=tpu_kernel, dtype=config.train.compute_dtype)
 
 
     def build(self, rngs: nnx.Rngs) -> "SRUppLM":
@@ -226,7 +231,8 @@ class SRUppLM(LanguageModel, nnx.Module):
                          attention_last_n=None if c.attention_last_n < 0 else c.attention_last_n,
                          num_heads=c.num_heads, dropout=c.dropout, attn_dropout=c.attn_dropout,
                          highway_bias=c.highway_bias, layer_norm=c.layer_norm, causal=True,
-                         impl=self.backend, kernel=c.kernel, dtype=dtype, rngs=rngs)
+                         impl=self.backend, kernel=c.kernel, tpu_kernel=c.tpu_kernel,
+                         dtype=dtype, rngs=rngs)
 
     def init_state(self, batch: int, mem_len: int) -> LMState:
         """Zero state and empty memory of `mem_len` slots (all marked empty)."""

@@ -21,9 +21,12 @@ Backends (`impl`):
            v = 0 the first iteration is exact. Gradients come from one reverse associative
            scan at the solution (custom_vjp), not from differentiating the iterations.
   "pallas" the fused GPU kernel in `pallas_kernels/` (Triton lowering; interpret mode on CPU).
-  "auto"   "scan" off GPU (the faster there, see BENCHMARKS.md); on a GPU, for training, the fastest
-           of pallas, assoc and scan at the training shape, timed before the model is built
-           (`fastest_backend`, `train.measured_impl`); "pallas" elsewhere (eval, generate).
+  "pallas_tpu"  the fused TPU kernel in `pallas_kernels/` (Mosaic lowering; interpret mode on
+           CPU).
+  "auto"   `resolve_backend` per platform: "pallas_tpu" on a TPU; on a GPU, for training, the
+           fastest of pallas, assoc and scan at the training shape, timed before the model is
+           built (`fastest_backend`, `tasks.lm.measured_impl`), "pallas" elsewhere (eval,
+           generate); "scan" on CPU (the faster there, see BENCHMARKS.md).
 
 State, gates and the solve run in float32 whatever the input dtype; `h` comes back in U's dtype.
 """
@@ -40,10 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pallas_kernels import KernelOptions, sru_recurrence_pallas
+from pallas_kernels import (KernelOptions, TPUKernelOptions, sru_recurrence_pallas,
+                            sru_recurrence_tpu)
 from pallas_kernels.inputs import check_inputs
 
-IMPLS = ("auto", "scan", "assoc", "pallas")
+IMPLS = ("auto", "scan", "assoc", "pallas", "pallas_tpu")
 
 # Newton stopping rule: stop once max |c_new - c_old| / (1 + |c_new|) <= NEWTON_TOL.
 # Newton converges quadratically near the solution, so the iterate returned after an update of
@@ -216,21 +220,38 @@ class Backend(enum.Enum):
     SCAN = "scan"
     ASSOC = "assoc"
     PALLAS = "pallas"
+    PALLAS_TPU = "pallas_tpu"
+
+
+# What "auto" is per platform (jax.default_backend()); scan on any other.
+AUTO = {"tpu": Backend.PALLAS_TPU, "gpu": Backend.PALLAS}
+# Where each kernel runs: compiled for its accelerator, or interpreted on CPU (exact but slow:
+# how the tests check it). scan and assoc run everywhere.
+KERNEL_PLATFORMS = {Backend.PALLAS: ("gpu", "cpu"), Backend.PALLAS_TPU: ("tpu", "cpu")}
+
+
+def resolve_backend(impl, platform: str | None = None) -> Backend:
+    """(impl, platform) -> the Backend that runs, the one resolution of `impl`: "auto" is
+    pallas_tpu on a TPU, pallas on a GPU (training on a GPU replaces "auto" by the measured
+    fastest first, `tasks.lm.measured_impl`), scan elsewhere. A kernel the platform cannot run is a
+    ValueError naming model.impl. impl: a name of IMPLS or a Backend; platform: "cpu", "gpu" or
+    "tpu" (None: jax.default_backend()). Models resolve it once, when they are built."""
+    platform = platform or jax.default_backend()
+    if not isinstance(impl, Backend):
+        if impl not in IMPLS:
+            raise ValueError(f"model.impl={impl!r}; expected one of {', '.join(IMPLS)}")
+        impl = AUTO.get(platform, Backend.SCAN) if impl == "auto" else Backend(impl)
+    if platform not in KERNEL_PLATFORMS.get(impl, (platform,)):
+        runs_on = " or ".join(p.upper() for p in KERNEL_PLATFORMS[impl] if p != "cpu")
+        auto = AUTO.get(platform, Backend.SCAN).value
+        raise ValueError(f"model.impl={impl.value!r} is the {runs_on} kernel and cannot run on "
+                         f"{platform.upper()}; use model.impl=auto (here {auto}) or scan")
+    return impl
 
 
 def default_impl() -> str:
     """The backend "auto" resolves to on the current default device."""
-    return "pallas" if jax.default_backend() == "gpu" else "scan"
-
-
-def resolve_backend(impl) -> Backend:
-    """"auto" | "scan" | "assoc" | "pallas" (or a Backend) -> Backend, "auto" for the current
-    default device. Models resolve it once, when they are built."""
-    if isinstance(impl, Backend):
-        return impl
-    if impl not in IMPLS:
-        raise ValueError(f"impl={impl!r}; expected one of {IMPLS}")
-    return Backend(default_impl() if impl == "auto" else impl)
+    return resolve_backend("auto").value
 
 
 @functools.lru_cache(maxsize=None)
@@ -240,16 +261,16 @@ def fastest_backend(batch: int, length: int, d: int, k: int = 3, dtype: str = "b
     """The backend whose forward + backward is fastest at this shape on the default device,
     measured here and now: (backend, {name: milliseconds}).
 
-    Candidates default to every backend that runs natively on the device: pallas, assoc and
-    scan on a GPU; assoc and scan elsewhere (Pallas interprets its kernels off GPU). Each is
-    compiled, run once, then timed `repeats` times on random inputs of [batch, length, k, d]
-    (the median counts). What `impl="auto"` resolves to on a GPU (`train.measured_impl`), so
-    that it never picks a kernel slower than another on the device at hand. Cached per
-    process and shape.
+    Candidates default to every backend that runs natively on the device: pallas (on a GPU)
+    or pallas_tpu (on a TPU), assoc and scan; assoc and scan on CPU, where Pallas interprets
+    its kernels. Each is compiled, run once, then timed `repeats` times on random inputs of
+    [batch, length, k, d] (the median counts). What `impl="auto"` resolves to on a GPU
+    (`tasks.lm.measured_impl`), so that it never picks a kernel slower than another on the device
+    at hand. Cached per process and shape.
     """
     if candidates is None:
-        candidates = ((Backend.PALLAS,) if jax.default_backend() == "gpu" else ()) + (
-            Backend.ASSOC, Backend.SCAN)
+        native = AUTO.get(jax.default_backend())   # the device's own kernel, if it has one
+        candidates = ((native,) if native else ()) + (Backend.ASSOC, Backend.SCAN)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     U = jax.random.normal(keys[0], (batch, length, k, d), dtype)
     v = jax.random.uniform(keys[1], (2, d), minval=-1.0, maxval=1.0)
@@ -286,7 +307,8 @@ def _time_major(U, x, mask_pad, reverse):
 
 
 def sru_recurrence(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None, reverse=False,
-                   impl="auto", kernel: KernelOptions | None = None, tol=NEWTON_TOL,
+                   impl="auto", kernel: KernelOptions | None = None,
+                   tpu_kernel: TPUKernelOptions | None = None, tol=NEWTON_TOL,
                    max_iters=NEWTON_MAX_ITERS):
     """The elementwise SRU recurrence for one direction.
 
@@ -299,8 +321,10 @@ def sru_recurrence(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None, reve
       mask_c: [batch, d] dropout mask on the hidden path (already scaled by 1/(1-p)).
       mask_pad: [batch, length] bool, True at padded steps.
       reverse: run from the last step to the first (backward direction).
-      impl: "auto" | "scan" | "assoc" | "pallas", or a Backend.
-      kernel: the Pallas kernel's tuning options (impl "pallas"; None: its defaults).
+      impl: "auto" | "scan" | "assoc" | "pallas" | "pallas_tpu", or a Backend
+        (`resolve_backend`).
+      kernel: the GPU kernel's tuning options (impl "pallas"; None: its defaults).
+      tpu_kernel: the TPU kernel's tuning options (impl "pallas_tpu"; None: its defaults).
       tol, max_iters: Newton stopping rule for impl="assoc".
 
     Returns:
@@ -312,6 +336,10 @@ def sru_recurrence(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None, reve
     if backend is Backend.PALLAS:
         return sru_recurrence_pallas(U, v, b, x, c0=c0, mask_c=mask_c, mask_pad=mask_pad,
                                      reverse=reverse, **(kernel or KernelOptions()).as_kwargs())
+    if backend is Backend.PALLAS_TPU:
+        return sru_recurrence_tpu(U, v, b, x, c0=c0, mask_c=mask_c, mask_pad=mask_pad,
+                                  reverse=reverse,
+                                  **(tpu_kernel or TPUKernelOptions()).as_kwargs())
     batch, _, _, d = U.shape
     v = v.astype(jnp.float32)
     b = b.astype(jnp.float32)

@@ -37,7 +37,19 @@ def test_recurrence_benchmark_stops_on_a_wrong_variant(tmp_path):
                                "--max_err", "1e-30", "--out", str(tmp_path / "r.json")])
 
 
-@pytest.mark.parametrize("spec", ["pallas:64:x", "scan:32", "cuda", "pallas:1:2:3:4"])
+def test_recurrence_benchmark_runs_the_tpu_kernel(tmp_path):
+    """--impls pallas_tpu (default options) and pallas_tpu:B:D:T, the command a TPU runs
+    (Pallas interprets the kernel here), each checked against scan before it is timed."""
+    rows = bench_recurrence.main(["--impls", "pallas_tpu,pallas_tpu:1:128:2,scan", "--sizes",
+                                  "2x5x12", "--repeats", "1", "--out", str(tmp_path / "r.json")])
+    assert [r["impl"] for r in rows] == ["pallas_tpu", "pallas_tpu:1:128:2", "scan"]
+    assert all(r["rel_err"] < 1e-5 and r["fwd_bwd_ms"] > 0 for r in rows)
+    assert bench_recurrence.parse_impl("pallas_tpu:2:3072:16") == (
+        "pallas_tpu", dict(block_b=2, block_d=3072, chunk=16))
+
+
+@pytest.mark.parametrize("spec", ["pallas:64:x", "scan:32", "cuda", "pallas:1:2:3:4",
+                                  "pallas_tpu:1:2:3:4"])
 def test_recurrence_benchmark_bad_impl(spec):
     with pytest.raises(SystemExit, match=f"--impls entry '{spec}'"):
         bench_recurrence.parse_impl(spec)

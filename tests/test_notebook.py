@@ -1,5 +1,7 @@
 """notebooks/quickstart.ipynb runs top to bottom through a real Jupyter kernel (nbclient), with
-the kernel started in notebooks/ as Jupyter does, and 40 training steps instead of 2000."""
+the kernel started in notebooks/ as Jupyter does, and 40 training steps instead of 2000. Its
+first cell detects the runtime (here the CPU: JAX_PLATFORMS=cpu) and says which recurrence
+backend trained, at how many tokens/s."""
 import os
 import pathlib
 
@@ -41,6 +43,10 @@ def test_quickstart_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     client.execute()                              # raises CellExecutionError on any failure
     text = _text(nb)
+    assert "runtime: cpu; jax" in text and "warning:" not in text
+    assert "impl='auto' runs the recurrence here as scan (CPU)" in text
+    tokens_per_sec = text.split("recurrence backend: scan (CPU), ")[1].split(" tokens/s")[0]
+    assert float(tokens_per_sec.replace(",", "")) > 0
     assert "max |h_scan - h_assoc| =" in text
     diff = float(text.split("max |h_scan - h_assoc| =")[1].split()[0])
     assert diff < 1e-4
