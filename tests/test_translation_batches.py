@@ -50,9 +50,10 @@ def test_train_batches_cover_each_pair_once_per_epoch_in_bucket_shapes():
                 x, y = src[i], tgt[i]
                 L = b.src.shape[1]
                 assert max(len(x), len(y)) + 1 <= L
-                np.testing.assert_array_equal(b.src[r], np.r_[x, EOS_ID, [PAD_ID] * (L - len(x) - 1)])
-                np.testing.assert_array_equal(b.tgt_in[r], np.r_[BOS_ID, y, [PAD_ID] * (L - len(y) - 1)])
-                np.testing.assert_array_equal(b.tgt_out[r], np.r_[y, EOS_ID, [PAD_ID] * (L - len(y) - 1)])
+                pad_x, pad_y = [PAD_ID] * (L - len(x) - 1), [PAD_ID] * (L - len(y) - 1)
+                np.testing.assert_array_equal(b.src[r], np.r_[x, EOS_ID, pad_x])
+                np.testing.assert_array_equal(b.tgt_in[r], np.r_[BOS_ID, y, pad_y])
+                np.testing.assert_array_equal(b.tgt_out[r], np.r_[y, EOS_ID, pad_y])
                 np.testing.assert_array_equal(b.weights[r], (np.arange(L) <= len(y)).astype(float))
         assert sorted(seen) == list(range(1, 500))        # pair 0 (over-long) dropped
     # The order differs between epochs (the check can fail), not the coverage.

@@ -135,6 +135,13 @@ def test_parallel_cache_keyed_by_content(tmp_path):
     assert b.info["cache_path"] == a.info["cache_path"] and len(os.listdir(cache)) == 1
     assert isinstance(b.train.src.flat, np.memmap)
     assert b.subwords.model == a.subwords.model
+    import ml_collections
+    cfg = ml_collections.ConfigDict(dict(name="parallel", path=root, src="de", tgt="en",
+                                         vocab_size=64, cache_dir=cache))
+    assert td.from_config(cfg).info["cache_path"] == a.info["cache_path"]
+    head = a.train.head(3)
+    assert len(head) == 3 and head.tgt_raw == a.train.tgt_raw[:3]
+    np.testing.assert_array_equal(head.src[2], a.train.src[2])
     np.testing.assert_array_equal(b.train.tgt.flat, a.train.tgt.flat)
     assert b.test.tgt_raw == a.test.tgt_raw and b.test.tgt_text == a.test.tgt_text
     for i in range(len(a.valid)):
@@ -185,8 +192,8 @@ def test_numbers_disjoint_deterministic_and_grammar():
     assert numbers.pair("year", 1999, None) == ("im Jahr neunzehnhundertneunundneunzig",
                                                 "in the year nineteen ninety-nine")
     assert not any(k == "count" and v > 1 and v % 100 == 1 for k, v, _, _ in rows["train"])
-    with pytest.raises(ValueError, match="cannot draw 5000 distinct test"):
-        numbers.generate(dict(train=10, valid=10, test=5000), held_fraction=0.0001)
+    with pytest.raises(ValueError, match="cannot draw 1000 distinct test pairs .got 25"):
+        numbers.generate(dict(train=10, valid=10, test=1000), held_fraction=0.00001)
 
 
 def test_numbers_dataset_short_and_small(tmp_path):

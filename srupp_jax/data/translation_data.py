@@ -84,6 +84,14 @@ class TranslationSplit:
     def __len__(self) -> int:
         return len(self.src)
 
+    def head(self, n: int) -> "TranslationSplit":
+        """The first n pairs (all when n <= 0 or n >= len): e.g. a quick dev BLEU."""
+        if n <= 0 or n >= len(self):
+            return self
+        cut = lambda r: Ragged(r.flat[:r.offsets[n]], r.offsets[:n + 1])
+        return TranslationSplit(cut(self.src), cut(self.tgt), *(
+            t[:n] for t in (self.src_text, self.tgt_text, self.src_raw, self.tgt_raw)))
+
 
 @dataclasses.dataclass
 class TranslationData:
@@ -211,8 +219,11 @@ def _write(path: str, texts, model: bytes, subwords: Subwords, meta: dict) -> No
 
 def _read_lines(file: str, n: int) -> List[str]:
     with open(file, encoding="utf-8", newline="\n") as f:
-        text = f.read()
-    return text.split("\n") if n else []
+        lines = f.read().split("\n") if n else []
+    if len(lines) != n:
+        raise ValueError(f"{file} has {len(lines)} lines, its meta.json says {n}: a damaged "
+                         f"cache; delete {os.path.dirname(file)} to rebuild it")
+    return lines
 
 
 def _load(path: str) -> Optional[TranslationData]:
@@ -300,14 +311,13 @@ def from_config(data_config, cache_dir: Optional[str] = None) -> TranslationData
     """`load_translation` with the keys of a config's `data` block (missing keys: defaults)."""
     get = data_config.get
     numbers_cfg = get("numbers", None) or {}
-    sizes = None
-    if numbers_cfg:
-        sizes = {s: int(numbers_cfg.get(f"{s}_size")) for s in SPLITS}
+    sizes = {s: int(numbers_cfg.get(f"{s}_size", 0) or numbers.DEFAULT_SIZES[s])
+             for s in SPLITS}
     return load_translation(
         get("name"), path=get("path", ""), src=get("src", ""), tgt=get("tgt", ""),
         recipe=get("recipe", "lin2020") or "lin2020", vocab_size=int(get("vocab_size", 0)),
         lowercase=bool(get("lowercase", False)), tokenizer=get("tokenizer", "moses") or "moses",
-        numbers_sizes=sizes, numbers_seed=int(numbers_cfg.get("seed", 0)) if numbers_cfg else 0,
+        numbers_sizes=sizes, numbers_seed=int(numbers_cfg.get("seed", 0) or 0),
         data_dir=get("data_dir", "") or None,
         cache_dir=cache_dir or get("cache_dir", "") or None)
 
