@@ -23,7 +23,7 @@ num2words (0.5.x) quirks handled here: German cardinals of x01,000 .. x01,999 co
 "...einstausend..." (fixed to "...eintausend...", `german_cardinal`); a count whose German number
 ends in a lone "eins" (101, 201, ...) needs "hundertundeine Katze"-style grammar and is not drawn;
 1 before a noun is "ein"/"eine" by gender. Lengths: German 1-6 words, English 1-10 words
-(with the default 256-piece BPE: at most about 21 source and 23 target pieces, 13.5 on average).
+(with the default 256-piece BPE: at most 21 pieces a side before EOS, about 13 on average).
 
 `MORPHEMES` are the German number morphemes, given to the joint BPE as user-defined pieces (kept
 whole wherever they occur): plain BPE merges across morpheme boundaries ("zigtausendneun"),
