@@ -1,2 +1,4 @@
 """Language-model data: the embedded default corpus, TFDS builders (enwik8, WikiText-103; lm1b
-from TFDS), vocabularies, the token cache (`datasets.load_tokens`) and contiguous streams."""
+from TFDS), vocabularies, the token cache (`datasets.load_tokens`) and contiguous streams.
+Translation data: parallel folders, the IWSLT'14 builder, the numbers task, Moses + joint BPE
+subwords (`translation_data.load_translation`) and token-bucket batches (`batches`)."""

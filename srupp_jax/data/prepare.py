@@ -12,6 +12,10 @@ files stops with a message; --overwrite rebuilds.
 enwik8 and wikitext103 build without TensorFlow (tensorflow-datasets 4.9.10); TFDS's own lm1b
 builder calls `tf.io.gfile`, so preparing lm1b needs `pip install tensorflow` (reading it back
 for training does not). `--dataset=default` only fills the token cache of the embedded corpus.
+
+Translation: `--dataset=iwslt14_de_en --manual_dir=DIR_WITH_de-en.tgz [--recipe=lin2020|fairseq|
+all]` builds the TFDS config(s) and the BPE cache (`translation_data.prepare`);
+`--dataset=numbers_de_en` only fills the cache of the generated numbers task.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import shutil
 import sys
 from typing import Optional
 
-from srupp_jax.data import datasets
+from srupp_jax.data import datasets, translation_data
 
 
 def prepare(name: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
@@ -65,7 +69,8 @@ def _check_same_source(name: str, prepared: str, source) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=datasets.NAMES)
+    translation = ("iwslt14_de_en", "numbers_de_en")
+    p.add_argument("--dataset", required=True, choices=datasets.NAMES + translation)
     p.add_argument("--data_dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR "
                    "or ~/tensorflow_datasets)")
     p.add_argument("--manual_dir", default=None, help="offline copy of the source files")
@@ -76,7 +81,13 @@ def main(argv=None) -> int:
                    "every metric of runs on them says so)")
     p.add_argument("--overwrite", action="store_true",
                    help="rebuild even if the dataset is already prepared")
+    p.add_argument("--recipe", default="lin2020", choices=("lin2020", "fairseq", "all"),
+                   help="iwslt14_de_en: which recipe(s) to prepare")
+    p.add_argument("--vocab_size", type=int, default=0,
+                   help="translation: BPE pieces (0: the dataset's default)")
     a = p.parse_args(argv)
+    if a.dataset in translation:
+        return _main_translation(a)
     try:
         data = prepare(a.dataset, data_dir=a.data_dir and os.path.expanduser(a.data_dir),
                        manual_dir=a.manual_dir and os.path.expanduser(a.manual_dir),
@@ -91,6 +102,29 @@ def main(argv=None) -> int:
     print(f"{a.dataset}: unit={data.unit} vocab_size={data.vocab_size} tokens "
           f"train={data.train.shape[0]} valid={data.valid.shape[0]} test={data.test.shape[0]}"
           f"\ncache: {data.info['cache_path']}")
+    return 0
+
+
+def _main_translation(a) -> int:
+    recipes = ("lin2020", "fairseq") if a.recipe == "all" else (a.recipe,)
+    for recipe in recipes:
+        try:
+            data = translation_data.prepare(
+                a.dataset, data_dir=a.data_dir and os.path.expanduser(a.data_dir),
+                manual_dir=a.manual_dir and os.path.expanduser(a.manual_dir),
+                cache_dir=a.cache_dir and os.path.expanduser(a.cache_dir), recipe=recipe,
+                vocab_size=a.vocab_size, overwrite=a.overwrite)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        source = data.info.get("source") or {}
+        if source.get("note"):
+            print(f"NOTE: {source['note']}")
+        print(f"{a.dataset}{'/' + recipe if a.dataset == 'iwslt14_de_en' else ''}: "
+              f"vocab_size={data.vocab_size} pairs train={len(data.train)} "
+              f"valid={len(data.valid)} test={len(data.test)}\ncache: {data.info['cache_path']}")
+        if a.dataset != "iwslt14_de_en":
+            break
     return 0
 
 
