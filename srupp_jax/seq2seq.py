@@ -18,7 +18,8 @@ Model (shapes [batch, length, features]; src [B, S], tgt [B, T] int32, `pad_id` 
     attend to every non-pad source position and the targets up to their own.
   output: logits = (dropout(h) W_p) E^T + b   (W_p: d -> d_embed; tied to the embedding).
 
-Why so small: with Lin et al.'s embedding wrapper (an embedding of 256 per side, the output
+Why so small (inferred: neither asappresearch/imitkd nor asappresearch/sru holds the SRU++
+translation code): with Lin et al.'s embedding wrapper (an embedding of 256 per side, the output
 tied to the target's), the layers of d = 1024, d' = 256, 6 + 6 layers and this input/output
 projection hold 14,997,516 parameters; the Transformer of Table 8 holds 14,745,600 besides its
 embeddings, so 20.1M there leaves ~5.35M of embeddings and 20.35M here (Table 8: 20.4M); k = 2
@@ -198,6 +199,9 @@ class Seq2SeqConfig:
                   if f.name not in ("kernel", "dtype")}
         values.update(kernel=kernel, dtype=config.train.compute_dtype)
         values.update(overrides)
+        for name, value in values.items():
+            if value is dataclasses.MISSING:
+                raise ValueError(f"model.{name} is not set; expected it in the config")
         return cls(**values)
 
     def build(self, rngs: nnx.Rngs) -> "SRUppSeq2Seq":

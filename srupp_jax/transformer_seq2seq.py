@@ -180,6 +180,9 @@ class TransformerSeq2SeqConfig:
                   if f.name != "dtype"}
         values.update(dtype=config.train.compute_dtype)
         values.update(overrides)
+        for name, value in values.items():
+            if value is dataclasses.MISSING:
+                raise ValueError(f"model.{name} is not set; expected it in the config")
         return cls(**values)
 
     def build(self, rngs: nnx.Rngs) -> "TransformerSeq2Seq":

@@ -16,7 +16,7 @@ from srupp_jax.transformer_seq2seq import TransformerSeq2SeqConfig
 V = 13
 KINDS = {
     "srupp": dict(kind="srupp"),
-    "srupp_k2_bi": dict(kind="srupp", k=2, decoder_layers=3, encoder_bidirectional=True),
+    "srupp_k2_bi": dict(kind="srupp", k=2, encoder_bidirectional=True),   # layer 1: no attention
     "transformer": dict(kind="transformer"),
 }
 
@@ -52,10 +52,10 @@ def compiled(request):
     return Compiled(tiny_seq2seq(vocab_size=V, **KINDS[request.param]))
 
 
-def _batch(seed=0, pad=True):
-    """src [3, 7] and tgt [3, 6], rows of different real lengths when `pad`; returns
+def _batch(seed=0, pad=True, src_lens=(7, 4, 2), tgt_lens=(6, 3, 5)):
+    """src [3, 7] and tgt [3, 6], rows of src_lens / tgt_lens real tokens when `pad`; returns
     (src, tgt_in = bos + tgt[:-1], tgt_out = tgt)."""
-    lens = dict(src_lens=[7, 4, 2], tgt_lens=[6, 3, 5]) if pad else {}
+    lens = dict(src_lens=src_lens, tgt_lens=tgt_lens) if pad else {}
     src, tgt = random_pairs(seed, 3, 7, 6, V, **lens)
     tgt_in = jnp.where(tgt == PAD, PAD, jnp.roll(tgt, 1, axis=1)).at[:, 0].set(BOS)
     return src, tgt_in, tgt
@@ -100,8 +100,11 @@ def test_incremental_decoding_equals_the_full_forward(compiled):
     assert_close(step_by_step(compiled.model, src, tgt_in), full, 1e-5, "token by token")
 
 
+# srupp_k2_bi has every kind of SRU++ layer (one gradient compile fewer)
+@pytest.mark.parametrize("compiled", ["srupp_k2_bi", "transformer"], indirect=True)
 def test_loss_sums_and_gradients_reach_every_parameter(compiled):
-    src, tgt_in, tgt_out = _batch(3)
+    """Row 1 is all padding (a filler row): it adds nothing and no NaN."""
+    src, tgt_in, tgt_out = _batch(3, src_lens=(7, 0, 2), tgt_lens=(6, 0, 5))
     (smoothed, (nll, weight)), grads = compiled.loss_and_grad(src, tgt_in, tgt_out)
     logp = np.asarray(compiled.log_probs(src, tgt_in), np.float64)
     real = np.asarray(tgt_out != PAD)
@@ -112,7 +115,8 @@ def test_loss_sums_and_gradients_reach_every_parameter(compiled):
     np.testing.assert_allclose(float(nll), tok_nll[real].sum(), rtol=1e-5)
     np.testing.assert_allclose(float(smoothed), tok_smooth[real].sum(), rtol=1e-5)
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
-        assert float(jnp.max(jnp.abs(g))) > 0, jax.tree_util.keystr(path)
+        assert np.all(np.isfinite(g)) and float(jnp.max(jnp.abs(g))) > 0, \
+            jax.tree_util.keystr(path)
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +155,8 @@ def test_from_config_reads_the_model_keys():
     t = TransformerSeq2SeqConfig.from_config(_run_config(vocab_size=100, label_smoothing=0.0))
     assert (t.encoder_layers, t.d_model, t.num_heads, t.d_ff, t.label_smoothing) == (
         8, 256, 4, 1024, 0.0)
+    with pytest.raises(ValueError, match="model.vocab_size is not set"):
+        Seq2SeqConfig.from_config(_run_config(d=64))
 
 
 @pytest.mark.parametrize("cls,bad,message", [
