@@ -5,6 +5,10 @@
   ProjectedLinear  U = layernorm(x W_1) W_2           (layers without attention, Figure 2b)
 
 Both map [batch, length, d_in] -> [batch, length, out_features] with d' = d_proj inner features.
+Decoding one step at a time: `SRUppAttention.init_cache` computes the keys and values of a memory
+(e.g. an encoder's output) once into a `KVCache` with room for `max_len` positions, and
+`SRUppAttention.step` appends the new positions' keys and values and attends causally, equal to
+`__call__` over [memory ; all positions] with the causal mask.
 Initialisation follows `sru.SRUppAttention` / `sru.SRUppProjectedLinear`: Xavier-uniform matrices,
 alpha = 0, and the last matrix scaled by sqrt(1 - dropout).
 """
@@ -14,7 +18,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm's default, so converted models match.
 
@@ -86,6 +90,33 @@ def attention_reference(q, k, v, mask=None, bias=None, *, dropout_rate=0.0, drop
     return jnp.einsum("bhts,bshd->bthd", weights.astype(v.dtype), v)
 
 
+def multihead_attention(q, k, v, mask=None, bias=None, *, dropout_rate=0.0, dropout_rng=None):
+    """Softmax attention (shapes as `attention_reference`): the fused
+    `jax.nn.dot_product_attention`, or the reference when attention dropout applies
+    (dropout_rate > 0, with dropout_rng), which the fused path does not do."""
+    if dropout_rate > 0.0:
+        return attention_reference(q, k, v, mask, bias, dropout_rate=dropout_rate,
+                                   dropout_rng=dropout_rng)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+
+
+@struct.dataclass
+class KVCache:
+    """Keys and values of one attention layer for decoding position by position.
+
+    k, v: [batch, mem_len + max_len, d'] (compute dtype): the memory's keys and values in the
+      first mem_len slots, decoded position t's in slot mem_len + t.
+    valid: [batch, mem_len + max_len] bool, True for a key to attend to: the memory's non-pad
+      slots and the positions written so far.
+    mem_len: static (a Python int), so every array is batch-first and a beam search reorders
+      a cache by gathering axis 0 of each.
+    """
+    k: jax.Array
+    v: jax.Array
+    valid: jax.Array
+    mem_len: int = struct.field(pytree_node=False, default=0)
+
+
 def _combine_masks(attn_mask, mask_pad, memory_mask_pad, batch, q_len, mem_len):
     """Bool mask [batch, 1, T, S] and additive bias [T, S] from the caller's masks (or None)."""
     bias = None
@@ -150,24 +181,74 @@ class SRUppAttention(nnx.Module):
             raise ValueError(f"memory has shape {memory.shape}; expected "
                              f"[{batch}, M, {x.shape[2]}]")
         xs = x if memory is None else jnp.concatenate([memory.astype(x.dtype), x], axis=1)
-        z = self.w_q(xs)
-        residual = z[:, mem_len:]
-        if self.layer_norm is not None and not self.normalize_after:
-            z = self.layer_norm(z)
-        q = z[:, mem_len:]
+        residual, z = self._queries(xs)
         k, v = jnp.split(self.w_kv(z), 2, axis=-1)
-        heads = lambda a: a.reshape(a.shape[0], a.shape[1], self.num_heads, -1)
         mask, bias = _combine_masks(attn_mask, mask_pad, memory_mask_pad, batch, q_len, mem_len)
-        if self.attn_dropout > 0 and not self.deterministic:
-            a = attention_reference(heads(q), heads(k), heads(v), mask, bias,
-                                    dropout_rate=self.attn_dropout, dropout_rng=self.rngs())
-        else:
-            a = jax.nn.dot_product_attention(heads(q), heads(k), heads(v), bias=bias, mask=mask)
-        a = a.reshape(batch, q_len, self.d_proj)
+        a = self._attend(z[:, mem_len:], k, v, mask, bias)
+        return self._output(residual[:, mem_len:], a)
+
+    def _queries(self, x):
+        """(W_q x, the queries Q: W_q x, pre-layer-normed when normalize_after is False);
+        keys and values are W_kv Q."""
+        z = self.w_q(x)
+        if self.layer_norm is not None and not self.normalize_after:
+            return z, self.layer_norm(z)
+        return z, z
+
+    def _attend(self, q, k, v, mask, bias):
+        """A [batch, L, d'] from Q [batch, L, d'] and K, V [batch, S, d'] (split into heads)."""
+        heads = lambda a: a.reshape(a.shape[0], a.shape[1], self.num_heads, -1)
+        training = self.attn_dropout > 0 and not self.deterministic
+        a = multihead_attention(heads(q), heads(k), heads(v), mask, bias,
+                                dropout_rate=self.attn_dropout if training else 0.0,
+                                dropout_rng=self.rngs() if training else None)
+        return a.reshape(q.shape[0], q.shape[1], self.d_proj)
+
+    def _output(self, residual, a):
+        """U = W_o dropout(layernorm(residual + alpha * A)) (post-LN; no norm when pre-LN)."""
         out = residual + self.alpha[...].astype(a.dtype) * a
         if self.layer_norm is not None and self.normalize_after:
             out = self.layer_norm(out)
         return self.w_o(self.dropout(out))
+
+    def init_cache(self, memory, memory_mask_pad, max_len: int) -> KVCache:
+        """The cache for decoding up to `max_len` positions after `memory` [batch, M, d_in]
+        (None: no memory; with batch taken from memory_mask_pad [batch, M] bool, True = pad,
+        or None: no padding). Keys and values of the memory are computed here, once."""
+        if memory is None:
+            if memory_mask_pad is None:
+                raise ValueError("init_cache needs memory or memory_mask_pad (for the batch)")
+            memory = jnp.zeros((memory_mask_pad.shape[0], 0, self.w_q.in_features))
+        batch, mem_len, _ = memory.shape
+        k, v = jnp.split(self.w_kv(self._queries(memory)[1]), 2, axis=-1)
+        room = jnp.zeros((batch, max_len, self.d_proj), k.dtype)
+        pad = (jnp.zeros((batch, mem_len), bool) if memory_mask_pad is None
+               else memory_mask_pad.astype(bool))
+        valid = jnp.concatenate([~pad, jnp.zeros((batch, max_len), bool)], axis=1)
+        return KVCache(jnp.concatenate([k, room], 1), jnp.concatenate([v, room], 1), valid,
+                       mem_len)
+
+    def step(self, x, cache: KVCache, t):
+        """Decode positions t .. t+L-1: x [batch, L, d_in]; t: int scalar (may be traced).
+
+        Their keys and values go into the cache's slots mem_len + t ...; query i attends to the
+        valid memory and the positions <= t + i. Returns (U [batch, L, out], the new cache).
+        Equal to `__call__` on [memory ; positions 0 .. t+L-1] with the causal mask. Positions
+        past the cache's max_len are not checked (the slot index clamps under jit).
+        """
+        batch, length, _ = x.shape
+        residual, z = self._queries(x)
+        k, v = jnp.split(self.w_kv(z), 2, axis=-1)
+        slot = cache.mem_len + t
+        k_all = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, slot, 0))
+        v_all = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, slot, 0))
+        valid = jax.lax.dynamic_update_slice(cache.valid, jnp.ones((batch, length), bool),
+                                             (0, slot))
+        keys = jnp.arange(valid.shape[1])
+        causal = keys[None, :] <= slot + jnp.arange(length)[:, None]           # [L, N]
+        mask = valid[:, None, None, :] & causal[None, None]
+        a = self._attend(z, k_all.astype(z.dtype), v_all.astype(z.dtype), mask, None)
+        return self._output(residual, a), KVCache(k_all, v_all, valid, cache.mem_len)
 
 
 class ProjectedLinear(nnx.Module):

@@ -9,7 +9,9 @@
 
 Shapes are batch-major ([batch, length, features]); the recurrent state c of a stack is
 [num_layers, batch, dirs * d]. U's features are laid out as [k, dirs, d] with slices
-(candidate, forget, reset[, skip]).
+(candidate, forget, reset[, skip]). Decoding position by position (unidirectional layers,
+evaluation mode): `SRUpp.init_cache` and `SRUpp.step` (per layer `SRULayer.step`), equal to
+the full forward.
 """
 from __future__ import annotations
 
@@ -20,10 +22,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from srupp_jax.attention import (LN_EPS, ProjectedLinear, SRUppAttention, attention_mask,
-                                 check_heads, linear)
+from srupp_jax.attention import (LN_EPS, KVCache, ProjectedLinear, SRUppAttention,
+                                 attention_mask, check_heads, linear)
 from pallas_kernels import KernelOptions, TPUKernelOptions
-from srupp_jax.recurrence import resolve_backend, sru_recurrence
+from srupp_jax.recurrence import Backend, resolve_backend, sru_recurrence
 
 
 class Factorized(nnx.Module):
@@ -130,6 +132,38 @@ class SRULayer(nnx.Module):
             raise ValueError("memory / attn_mask given to a layer without attention")
         else:
             U = self.transform(x)
+        return self._recur(U, residual, c0, mask_pad, self.backend)
+
+    def step(self, x, c0, cache: Optional[KVCache] = None, t=0):
+        """Decode positions t .. t+L-1 of a unidirectional layer, carrying its state.
+
+        x: [batch, L, d_in]; c0: [batch, d] (the c after position t-1); cache: the attention's
+        KVCache (`SRUppAttention.init_cache`) for an attention layer, None otherwise; t: int
+        scalar. Returns h [batch, L, d], c [batch, d] and the new cache; equal to `__call__`
+        on all positions with the causal mask. The recurrence of these few steps runs as the
+        scan reference (elementwise work; no kernel launch per token).
+        """
+        if self.dirs != 1:
+            raise ValueError("step: a bidirectional layer cannot decode position by position")
+        residual = x
+        if self.layer_norm is not None and not self.normalize_after:
+            x = self.layer_norm(x)
+        if isinstance(self.transform, SRUppAttention):
+            if cache is None:
+                raise ValueError("step: an attention layer needs its KVCache (init_cache)")
+            U, cache = self.transform.step(x, cache, t)
+        elif cache is not None:
+            raise ValueError("step: a KVCache given to a layer without attention")
+        else:
+            U = self.transform(x)
+        h, c = self._recur(U, residual, c0, None, Backend.SCAN)
+        return h, c, cache
+
+    def _recur(self, U, residual, c0, mask_pad, backend):
+        """The recurrence of each direction on U [batch, L, k * dirs * d] (x' = residual when
+        k = 3), then the optional post-norm. Returns h [batch, L, dirs * d], c [batch, dirs * d].
+        """
+        batch, length = U.shape[:2]
         U = U.reshape(batch, length, self.k, self.dirs, self.d)
         mask_c = None
         if not self.hidden_dropout.deterministic and self.hidden_dropout.rate > 0:
@@ -145,7 +179,7 @@ class SRULayer(nnx.Module):
                 None if skip is None else skip[..., cols],
                 c0=None if c0 is None else c0[:, cols],
                 mask_c=None if mask_c is None else mask_c[:, cols],
-                mask_pad=mask_pad, reverse=i == 1, impl=self.backend, kernel=self.kernel,
+                mask_pad=mask_pad, reverse=i == 1, impl=backend, kernel=self.kernel,
                 tpu_kernel=self.tpu_kernel)
             hs.append(h)
             cs.append(c)
@@ -312,3 +346,34 @@ class SRUpp(nnx.Module):
                          memory_mask_pad=memory_mask_pad, attn_mask=mask)
             cs.append(c)
         return x, jnp.stack(cs), saved
+
+    def init_cache(self, memory: Sequence, memory_mask_pad, max_len: int) -> tuple:
+        """Per layer, the KVCache for `step` (attention layers; None for the others).
+
+        memory: one entry per layer, [batch, M, d_in_i] (what `__call__` takes, e.g. an
+        encoder's output for every attention layer) or None; memory_mask_pad: [batch, M] bool
+        (True = pad) or None; max_len: positions to decode."""
+        if len(memory) != self.num_layers:
+            raise ValueError(f"memory has {len(memory)} entries; expected one per layer "
+                             f"({self.num_layers})")
+        return tuple(layer.transform.init_cache(m, memory_mask_pad, max_len) if attn else None
+                     for layer, attn, m in zip(self.layers, self.has_attention, memory))
+
+    def step(self, x, c0, caches: tuple, t):
+        """Decode positions t .. t+L-1 with carried state (a unidirectional, causal stack).
+
+        x: [batch, L, d_in]; c0: [num_layers, batch, d]; caches: from `init_cache` (or the
+        last step); t: int scalar. Returns (h [batch, L, d], c [num_layers, batch, d], caches),
+        equal to `__call__` over all positions with the causal mask over [memory ; positions].
+        """
+        if x.ndim != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(f"x has shape {x.shape}; expected [batch, length, {self.d_in}]")
+        _check_state(c0, self.num_layers, x.shape[0], self.out_size)
+        if self.input_to_hidden is not None:
+            x = self.input_to_hidden(x)
+        cs, new_caches = [], []
+        for i, layer in enumerate(self.layers):
+            x, c, cache = layer.step(x, c0[i], caches[i], t)
+            cs.append(c)
+            new_caches.append(cache)
+        return x, jnp.stack(cs), tuple(new_caches)

@@ -153,3 +153,66 @@ def check_second_segment_gradients(model, seq, *, stop_carry=False, differs=1e-6
     fresh = loss(params, m.init_state(batch, 4))
     assert abs(float(fresh) - float(loss(params, fixed_state))) > differs
     return m, fixed_state
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoder-decoders (tests/test_seq2seq.py, tests/test_decode.py).
+# ----------------------------------------------------------------------------------------------
+
+PAD, BOS, EOS = 0, 1, 2
+
+
+def tiny_seq2seq(kind="srupp", vocab_size=13, **kw):
+    """A tiny encoder-decoder in evaluation mode with odd sizes (pad 0, bos 1, eos 2); SRU++
+    with every alpha set away from its initial 0, so that attention matters."""
+    from srupp_jax.attention import SRUppAttention
+    from srupp_jax.seq2seq import Seq2SeqConfig
+    from srupp_jax.transformer_seq2seq import TransformerSeq2SeqConfig
+    if kind == "srupp":
+        base = dict(d=8, d_proj=6, num_heads=2, d_embed=5, encoder_layers=2, decoder_layers=2,
+                    impl="scan")
+        config = Seq2SeqConfig(vocab_size=vocab_size, **{**base, **kw})
+    else:
+        base = dict(d_model=8, num_heads=2, d_ff=12, encoder_layers=2, decoder_layers=2)
+        config = TransformerSeq2SeqConfig(vocab_size=vocab_size, **{**base, **kw})
+    model = config.build(nnx.Rngs(0))
+    for i, (_, m) in enumerate(nnx.iter_graph(model)):
+        if isinstance(m, SRUppAttention):
+            m.alpha[...] = jnp.float32(0.6 + 0.3 * (i % 3))
+    model.eval()
+    return model
+
+
+def random_pairs(seed, batch, src_len, tgt_len, vocab_size, *, src_lens=None, tgt_lens=None):
+    """Random (src [batch, src_len], tgt [batch, tgt_len]) int32 of real tokens (3 .. V-1),
+    right-padded with PAD after src_lens / tgt_lens real tokens (None: no padding)."""
+    ks, kt = jax.random.split(jax.random.PRNGKey(seed))
+    src = np.array(jax.random.randint(ks, (batch, src_len), 3, vocab_size), np.int32)
+    tgt = np.array(jax.random.randint(kt, (batch, tgt_len), 3, vocab_size), np.int32)
+    for arr, lens in ((src, src_lens), (tgt, tgt_lens)):
+        for b, n in enumerate(lens or ()):
+            arr[b, n:] = PAD
+    return jnp.asarray(src), jnp.asarray(tgt)
+
+
+def jit_method(model, name):
+    """model.<name>(*args) under jax.jit, the model's variables passed as arguments (read when
+    called, so later changes to the model count)."""
+    graphdef, _ = nnx.split(model)
+    fn = jax.jit(lambda variables, *args: getattr(nnx.merge(graphdef, variables), name)(*args))
+    return lambda *args: fn(nnx.split(model)[1], *args)
+
+
+def step_by_step(model, src, tgt_in):
+    """Log-probabilities [B, T, V] of tgt_in fed one token at a time through encode,
+    init_decode_state and decode_step (jitted)."""
+    graphdef, variables = nnx.split(model)
+    merged = lambda v: nnx.merge(graphdef, v)
+    init = jax.jit(lambda v, s: merged(v).init_decode_state(merged(v).encode(s),
+                                                            tgt_in.shape[1]))
+    step = jax.jit(lambda v, st, tok, t: merged(v).decode_step(st, tok, t))
+    st, out = init(variables, src), []
+    for t in range(tgt_in.shape[1]):
+        logp, st = step(variables, st, tgt_in[:, t], t)
+        out.append(logp)
+    return jnp.stack(out, axis=1)

@@ -64,3 +64,26 @@ def test_attention_bad_inputs_are_named():
         layer(x, memory=jnp.ones((2, 3, 8)), attn_mask=jnp.ones((5, 5), bool))
     with pytest.raises(ValueError, match=r"memory has shape \(2, 3, 7\)"):
         layer(x, memory=jnp.ones((2, 3, 7)))
+
+
+@pytest.mark.parametrize("normalize_after,heads", [(True, 1), (False, 2)])
+def test_step_with_a_kv_cache_equals_the_full_forward(normalize_after, heads):
+    """Keys/values of a padded memory cached once, positions fed in chunks of 2, 1, 2 through
+    `step` == `__call__` over [memory ; all positions] with the causal mask."""
+    layer = SRUppAttention(7, 9, 6, num_heads=heads, normalize_after=normalize_after,
+                           rngs=nnx.Rngs(0))
+    layer.alpha[...] = jnp.asarray(0.8)
+    layer.eval()
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    x = jax.random.normal(keys[0], (2, 5, 7))
+    memory = jax.random.normal(keys[1], (2, 3, 7))
+    memory_pad = jnp.asarray([[False, False, True], [False, True, True]])
+    full = layer(x, memory=memory, memory_mask_pad=memory_pad, attn_mask=attention_mask(5, 3))
+    cache = layer.init_cache(memory, memory_pad, 6)          # one slot to spare
+    outs = []
+    for start, stop in ((0, 2), (2, 3), (3, 5)):
+        u, cache = layer.step(x[:, start:stop], cache, start)
+        outs.append(u)
+    assert_close(jnp.concatenate(outs, 1), full, 1e-5, "step")
+    assert cache.k.shape == (2, 9, 6) and cache.mem_len == 3
+    np.testing.assert_array_equal(cache.valid[:, 3:], [[1] * 5 + [0]] * 2)

@@ -1,0 +1,321 @@
+"""The SRU++ encoder-decoder for translation (paper section 6, appendix B, Table 8).
+
+  Seq2SeqConfig        frozen, validated hyperparameters; `from_config(config)`, `build(rngs)`,
+                       `flops_per_token(src_len, tgt_len)`
+  SRUppSeq2Seq         the model
+  Seq2SeqModel         what every encoder-decoder here shares: `log_probs` and `loss` from
+                       `encode` / `decode`; the Transformer baseline derives from it too
+  label_smoothed_sums  the loss of a padded batch as sums and a weight
+
+Model (shapes [batch, length, features]; src [B, S], tgt [B, T] int32, `pad_id` padding):
+  x = dropout(E[tokens] * sqrt(d_embed))     one embedding E [V, d_embed] for both sides
+  encoder: SRU++ stack, the input projected d_embed -> d first (`proj_input_to_hidden_first`
+    of `sru.SRUpp`); attention over the whole source (no causal mask), source padding masked
+    as keys and in the recurrence (padded steps keep c); forward recurrence, or bidirectional
+    (d / 2 per direction) with `encoder_bidirectional`. X_src = its output [B, S, d].
+  decoder: SRU++ stack likewise, causal; every attention layer treats X_src as extra attention
+    context (appendix B): Q = W_q [X_src, X_tgt], K = W_k Q, V = W_v Q, and the Q_tgt rows
+    attend to every non-pad source position and the targets up to their own.
+  output: logits = (dropout(h) W_p) E^T + b   (W_p: d -> d_embed; tied to the embedding).
+
+Why so small (inferred: neither asappresearch/imitkd nor asappresearch/sru holds the SRU++
+translation code): with Lin et al.'s embedding wrapper (an embedding of 256 per side, the output
+tied to the target's), the layers of d = 1024, d' = 256, 6 + 6 layers and this input/output
+projection hold 14,997,516 parameters; the Transformer of Table 8 holds 14,745,600 besides its
+embeddings, so 20.1M there leaves ~5.35M of embeddings and 20.35M here (Table 8: 20.4M); k = 2
+removes W_kv and alpha from 6 layers (-786,438: 19.56M, Table 8: 19.6M). Without the input
+projection (a first layer reading 256 features) it would be ~19.95M. Here the two sides share
+one table of the joint vocabulary, so the embedding part is V * d_embed + V (the output bias).
+
+Decoding (`decode.py`): `encode` once, `init_decode_state`, then `decode_step` per position
+with the recurrent c of every layer and each attention layer's cached keys/values of the source
+and of the previous targets, all batch-first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from pallas_kernels import KernelOptions
+from srupp_jax.attention import check_heads, linear
+from srupp_jax.flops import ELEMENTWISE_FLOPS_PER_D
+from srupp_jax.layers import SRUpp, attention_layers
+from srupp_jax.models import compute_dtype
+from srupp_jax.recurrence import IMPLS, resolve_backend
+
+
+class Encoded(NamedTuple):
+    """An encoder's output: out [batch, S, d] and pad [batch, S] bool (True = padding)."""
+    out: jax.Array
+    pad: jax.Array
+
+
+class SRUppDecodeState(NamedTuple):
+    """The SRU++ decoder's incremental state, batch-first: c [batch, layers, d] float32 and,
+    per decoder layer, the attention's `attention.KVCache` (None for layers without)."""
+    c: jax.Array
+    caches: tuple
+
+
+def label_smoothed_sums(logits, targets, pad_id: int, epsilon: float):
+    """(smoothed_sum, nll_sum, weight) over the non-pad targets of logits [..., V] (float32):
+    the cross entropy against (1 - epsilon) one-hot + epsilon / V (`optax.smooth_labels`),
+    the plain negative log-likelihood, and the number of non-pad targets (float32), so that a
+    task averages padded batches exactly (sum / weight)."""
+    logits = logits.astype(jnp.float32)
+    keep = targets != pad_id
+    labels = optax.smooth_labels(jax.nn.one_hot(targets, logits.shape[-1]), epsilon)
+    smoothed = optax.softmax_cross_entropy(logits, labels)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return (jnp.sum(jnp.where(keep, smoothed, 0.0)), jnp.sum(jnp.where(keep, nll, 0.0)),
+            jnp.sum(keep).astype(jnp.float32))
+
+
+def check_tokens(name, tokens, batch=None):
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"{name} has shape {tokens.shape} dtype {tokens.dtype}; expected "
+                         "[batch, length] integers")
+    if batch is not None and tokens.shape[0] != batch:
+        raise ValueError(f"{name} has batch {tokens.shape[0]}; expected {batch} (as src)")
+
+
+class Seq2SeqModel:
+    """Shared by the encoder-decoders: `log_probs` and `loss` from `encode(src) -> Encoded`,
+    `decode(encoded, tgt_in) -> logits [B, T, V]`; attributes pad_id, bos_id, eos_id,
+    vocab_size, label_smoothing. Decoding (decode.py) also needs
+    `init_decode_state(encoded, max_len)` and `decode_step(state, tokens [B], t)`."""
+
+    def logits(self, src, tgt_in):
+        """Teacher-forced logits [B, T, V] (float32) for src [B, S] and tgt_in [B, T]."""
+        check_tokens("src", src)
+        check_tokens("tgt_in", tgt_in, src.shape[0])
+        return self.decode(self.encode(src), tgt_in).astype(jnp.float32)
+
+    def log_probs(self, src, tgt_in):
+        """log p(tgt_out[t] | src, tgt_in[<= t]) over the vocabulary: [B, T, V] float32."""
+        return jax.nn.log_softmax(self.logits(src, tgt_in), axis=-1)
+
+    def loss(self, src, tgt_in, tgt_out):
+        """(smoothed_sum, nll_sum, weight) of `label_smoothed_sums` for a batch: src [B, S],
+        tgt_in [B, T] (bos + target), tgt_out [B, T] (target + eos), int32, pad_id padding;
+        epsilon = label_smoothing. The mean training loss is smoothed_sum / weight."""
+        if tgt_out.shape != tgt_in.shape:
+            raise ValueError(f"tgt_out has shape {tgt_out.shape}; expected {tgt_in.shape} "
+                             "(as tgt_in)")
+        return label_smoothed_sums(self.logits(src, tgt_in), tgt_out, self.pad_id,
+                                   self.label_smoothing)
+
+    def _output_logits(self, h, table, bias):
+        """Tied output layer: h [..., d_embed] -> h E^T + b [..., V] float32."""
+        return (h @ table.astype(h.dtype).T).astype(jnp.float32) + bias
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+    """The SRU++ encoder-decoder's hyperparameters (paper notation), checked once; defaults are
+    Table 8's (d 1024, d' 256, 6 + 6 layers, attention in every layer).
+
+    vocab_size: the joint vocabulary (0 while the data have not been read); d: hidden size;
+    d_proj: d'; d_embed: the shared embedding's width; encoder_layers, decoder_layers;
+    k: attention every k layers (both stacks); num_heads; dropout (embeddings, hidden path,
+    transforms, output), attn_dropout (attention weights); highway_bias;
+    encoder_bidirectional: a bidirectional encoder of d / 2 per direction (the paper says
+    nothing; sru.SRUpp's default and ours: forward); label_smoothing; pad_id, bos_id, eos_id
+    (the data's); impl: recurrence backend; kernel: Pallas options; dtype: compute dtype.
+    Every bad value raises ValueError naming its config key (model.<name>).
+    """
+    vocab_size: int
+    d: int = 1024
+    d_proj: int = 256
+    d_embed: int = 256
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    k: int = 1
+    num_heads: int = 1
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    highway_bias: float = -2.0
+    encoder_bidirectional: bool = False
+    label_smoothing: float = 0.1
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    impl: str = "auto"
+    kernel: KernelOptions = KernelOptions()
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        checks = [
+            (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0 "
+                                   "(0 = the data's)"),
+            (self.d >= 1, f"model.d={self.d}; expected >= 1"),
+            (self.d_embed >= 1, f"model.d_embed={self.d_embed}; expected >= 1"),
+            (self.encoder_layers >= 1,
+             f"model.encoder_layers={self.encoder_layers}; expected >= 1"),
+            (self.decoder_layers >= 1,
+             f"model.decoder_layers={self.decoder_layers}; expected >= 1"),
+            (0 <= self.dropout < 1, f"model.dropout={self.dropout}; expected 0 <= p < 1"),
+            (0 <= self.attn_dropout < 1,
+             f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
+            (0 <= self.label_smoothing < 1,
+             f"model.label_smoothing={self.label_smoothing}; expected 0 <= epsilon < 1"),
+            (not self.encoder_bidirectional or self.d % 2 == 0,
+             f"model.d={self.d} with model.encoder_bidirectional=True; expected an even d "
+             "(d / 2 per direction)"),
+            (self.impl in IMPLS, f"model.impl={self.impl!r}; expected one of "
+                                 f"{', '.join(IMPLS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        check_special_ids(self)
+        compute_dtype(self.dtype)
+        check_heads(self.d_proj, self.num_heads, prefix="model.")
+        for side in ("encoder", "decoder"):
+            layers = getattr(self, f"{side}_layers")
+            if not any(attention_layers(layers, self.k, prefix="model.")):
+                raise ValueError(f"model.k={self.k} with model.{side}_layers={layers} leaves "
+                                 f"the {side} no attention layer; expected k <= {layers}")
+        for name, value in self.kernel.as_kwargs().items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"model.kernel.{name}={value!r}; expected an integer")
+
+    @classmethod
+    def from_config(cls, config, **overrides) -> "Seq2SeqConfig":
+        """From a run's config: the keys of config.model named as the fields (missing ones
+        take the defaults), config.train.compute_dtype; `overrides` (e.g. vocab_size and the
+        special ids from the data) replace any of them."""
+        m = config.model
+        kernel = m.get("kernel", None)
+        kernel = KernelOptions(**{k: v or None for k, v in kernel.items()}) if kernel else \
+            KernelOptions()                          # 0 in a config: the kernel's default
+        values = {f.name: m.get(f.name, f.default) for f in dataclasses.fields(cls)
+                  if f.name not in ("kernel", "dtype")}
+        values.update(kernel=kernel, dtype=config.train.compute_dtype)
+        values.update(overrides)
+        for name, value in values.items():
+            if value is dataclasses.MISSING:
+                raise ValueError(f"model.{name} is not set; expected it in the config")
+        return cls(**values)
+
+    def build(self, rngs: nnx.Rngs) -> "SRUppSeq2Seq":
+        return SRUppSeq2Seq(self, rngs=rngs)
+
+    def flops_per_token(self, src_len: float, tgt_len: float) -> float:
+        """Forward + backward FLOPs per target token of a sentence pair of these (mean)
+        lengths, by the convention of `flops.estimate_flops_per_token`: 6 per matrix weight
+        applied per token, 12 * keys * d' per query of an attention layer (q.k and p.v, full
+        score matrices: S keys in the encoder, S + T in the decoder), the elementwise work.
+        Per pair: S * (encoder + each decoder attention layer's W_q, W_kv over X_src)
+        + T * (decoder + output layer); divided by T."""
+        d, dp, de = self.d, self.d_proj, self.d_embed
+        s, t = float(src_len), float(tgt_len)
+        if s < 1 or t < 1:
+            raise ValueError(f"src_len={src_len}, tgt_len={tgt_len}; expected >= 1")
+
+        def stack(layers, keys):
+            attn = sum(attention_layers(layers, self.k))
+            w = (de * d if de != d else 0) + layers * (d * dp + 3 * d * dp) + attn * 2 * dp * dp
+            return 6.0 * w + 12.0 * keys * dp * attn + 3.0 * ELEMENTWISE_FLOPS_PER_D * d * layers
+
+        dec_attn = sum(attention_layers(self.decoder_layers, self.k))
+        memory = 6.0 * dec_attn * (d * dp + 2 * dp * dp)
+        output = 6.0 * ((d * de if d != de else 0) + de * self.vocab_size)
+        total = (s * (stack(self.encoder_layers, s) + memory)
+                 + t * (stack(self.decoder_layers, s + t) + output))
+        return total / t
+
+
+def check_special_ids(c) -> None:
+    """pad/bos/eos ids of a config `c` in [0, vocab_size) (once known), pad distinct from the
+    others (bos may equal eos); ValueError naming the key."""
+    ids = {"pad_id": c.pad_id, "bos_id": c.bos_id, "eos_id": c.eos_id}
+    for name, value in ids.items():
+        if value < 0 or (c.vocab_size and value >= c.vocab_size):
+            raise ValueError(f"model.{name}={value}; expected 0 <= id < vocab_size="
+                             f"{c.vocab_size}")
+    if c.pad_id in (c.bos_id, c.eos_id):
+        raise ValueError(f"model.pad_id={c.pad_id} equals model.bos_id={c.bos_id} or "
+                         f"model.eos_id={c.eos_id}; expected a distinct padding id")
+
+
+def _embed_init(d_embed: int):
+    return jax.nn.initializers.normal(stddev=d_embed ** -0.5)   # unit scale after * sqrt(d)
+
+
+class SRUppSeq2Seq(Seq2SeqModel, nnx.Module):
+    """The SRU++ encoder-decoder of a `Seq2SeqConfig` (see the module docstring)."""
+
+    def __init__(self, config: Seq2SeqConfig, *, rngs: nnx.Rngs):
+        c = config
+        if c.vocab_size < 2:
+            raise ValueError(f"model.vocab_size={c.vocab_size}; expected >= 2")
+        self.config = c
+        self.vocab_size, self.label_smoothing = c.vocab_size, c.label_smoothing
+        self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
+        dtype = compute_dtype(c.dtype)
+        self.dtype = dtype
+        self.backend = resolve_backend(c.impl)
+        self.embed = nnx.Embed(c.vocab_size, c.d_embed, embedding_init=_embed_init(c.d_embed),
+                               rngs=rngs)
+        self.scale = math.sqrt(c.d_embed)
+        common = dict(k=c.k, num_heads=c.num_heads, dropout=c.dropout,
+                      attn_dropout=c.attn_dropout, highway_bias=c.highway_bias,
+                      proj_input_to_hidden_first=True, impl=self.backend, kernel=c.kernel,
+                      dtype=dtype, rngs=rngs)
+        bi = c.encoder_bidirectional
+        self.encoder = SRUpp(c.d_embed, c.d // 2 if bi else c.d, c.d_proj, c.encoder_layers,
+                             bidirectional=bi, causal=False, **common)
+        self.decoder = SRUpp(c.d_embed, c.d, c.d_proj, c.decoder_layers, causal=True, **common)
+        self.out_proj = (linear(c.d, c.d_embed, dtype=dtype, rngs=rngs)
+                         if c.d != c.d_embed else None)
+        self.out_bias = nnx.Param(jnp.zeros((c.vocab_size,), jnp.float32))
+        self.dropout = nnx.Dropout(c.dropout, rngs=rngs)
+
+    def _embed(self, tokens):
+        return self.dropout((self.embed(tokens) * self.scale).astype(self.dtype))
+
+    def _memory(self, encoded: Encoded):
+        return [encoded.out if attn else None for attn in self.decoder.has_attention]
+
+    def _head(self, h):
+        h = self.dropout(h)
+        if self.out_proj is not None:
+            h = self.out_proj(h)
+        return self._output_logits(h, self.embed.embedding[...], self.out_bias[...])
+
+    def encode(self, src) -> Encoded:
+        """src [B, S] int -> Encoded(X_src [B, S, d], pad [B, S])."""
+        check_tokens("src", src)
+        pad = src == self.pad_id
+        out, _, _ = self.encoder(self._embed(src), mask_pad=pad)
+        return Encoded(out, pad)
+
+    def decode(self, encoded: Encoded, tgt_in):
+        """Teacher forcing: tgt_in [B, T] int -> logits [B, T, V] float32."""
+        x = self._embed(tgt_in)
+        h, _, _ = self.decoder(x, mask_pad=tgt_in == self.pad_id,
+                               memory=self._memory(encoded), memory_mask_pad=encoded.pad)
+        return self._head(h)
+
+    def init_decode_state(self, encoded: Encoded, max_len: int) -> SRUppDecodeState:
+        """The decoder's state before position 0, with room for `max_len` positions: zero c,
+        and each attention layer's keys/values of X_src (computed here, once)."""
+        batch = encoded.out.shape[0]
+        caches = self.decoder.init_cache(self._memory(encoded), encoded.pad, max_len)
+        c = jnp.zeros((batch, self.decoder.num_layers, self.decoder.out_size), jnp.float32)
+        return SRUppDecodeState(c, caches)
+
+    def decode_step(self, state: SRUppDecodeState, tokens, t):
+        """Position t: tokens [B] int (the previous output, bos at t = 0) -> (log-probabilities
+        [B, V] float32 of the next token, the new state). Evaluation mode."""
+        x = self._embed(tokens[:, None])
+        h, c, caches = self.decoder.step(x, jnp.swapaxes(state.c, 0, 1), state.caches, t)
+        logp = jax.nn.log_softmax(self._head(h)[:, 0], axis=-1)
+        return logp, SRUppDecodeState(jnp.swapaxes(c, 0, 1), caches)
