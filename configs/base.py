@@ -3,7 +3,9 @@
 Nothing here is a corpus size or a toy size: the model and batch sizes are 0 ("unset"), which
 `srupp_jax.train.validate_config` rejects, so a config file must set them from its table. Keys
 that the data decide are 0 or empty here and filled in from the prepared data at the start of
-a run (`srupp_jax.train.resolve_config`): `model.vocab_size = 0` takes the vocabulary's size.
+a run (the task's `load`): `model.vocab_size = 0` takes the vocabulary's size. `task` chooses
+what is trained (srupp_jax/tasks): "lm" (language models, the default) or "translation"
+(encoder-decoders); keys marked "translation" only matter there.
 The training recipe shared by every paper setting (RAdam, decoupled weight decay 0.1, clipping
 1.0, highway bias -2) is set here once.
 """
@@ -12,10 +14,12 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
+    config.task = "lm"                  # lm | translation (srupp_jax/tasks)
     config.seed = 0
 
     config.model = ml_collections.ConfigDict()
-    config.model.arch = "srupp"         # srupp | transformer_xl | sha_rnn (the baselines)
+    config.model.arch = "srupp"         # lm: srupp | transformer_xl | sha_rnn (the baselines);
+                                        #   translation: srupp | transformer (srupp_jax/archs.py)
     config.model.vocab_size = 0         # 0 = the prepared vocabulary's size (bytes: 256)
     config.model.d = 0                  # hidden size d
     config.model.d_proj = 0             # attention size d'
@@ -41,6 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.d_inner = 0            # transformer_xl, sha_rnn: feed-forward / Boom width
     config.model.d_head = 0             # transformer_xl: head width (0 = d / num_heads)
     config.model.attention_layers = ()  # sha_rnn: 1-based blocks with attention
+    config.model.d_embed = 0            # translation: width of the shared embedding (SRU++)
+    config.model.encoder_layers = 0     # translation: layers of the encoder and the decoder
+    config.model.decoder_layers = 0
+    config.model.encoder_bidirectional = False  # translation, SRU++: a bidirectional encoder
+    config.model.label_smoothing = 0.0  # translation: epsilon of the label-smoothed loss
 
     config.data = ml_collections.ConfigDict()
     config.data.name = ""               # default (embedded) | enwik8 | wikitext103 | lm1b | text
@@ -51,14 +60,26 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.valid_path = ""         # 'text' only: optional separate valid / test files
     config.data.test_path = ""          #   (both or neither; else a 90/5/5 split of path)
     config.data.unit = "byte"           # 'text' only: byte | word
+    # translation: data.name numbers_de_en (generated, offline) | iwslt14_de_en | parallel
+    config.data.src = ""                # parallel: the source / target file suffixes (de, en)
+    config.data.tgt = ""
+    config.data.recipe = "lin2020"      # iwslt14_de_en: lin2020 (Table 8's) | fairseq
+    config.data.vocab_size = 0          # translation: joint BPE pieces (0 = the dataset's)
+    config.data.lowercase = False       # parallel: lower-case the text
+    config.data.tokenizer = "moses"     # parallel: moses | none (already tokenized)
+    config.data.numbers = ml_collections.ConfigDict(dict(
+        train_size=0, valid_size=0, test_size=0, seed=0))  # numbers_de_en (0: its default)
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 0         # B streams, global (split over devices and hosts)
     config.train.unroll = 0             # M tokens per step; attention memory of M tokens
+    config.train.batch_tokens = 0       # translation: padded target (and source) tokens a step
+    config.train.max_len = 0            # translation: longest pair trained on (subwords + EOS)
     config.train.steps = 0
     config.train.stop_at = 0            # stop (checkpointed) after this step; 0 = train.steps
     config.train.lr = 3e-4
     config.train.warmup_steps = 0
+    config.train.schedule = "cosine"    # after warmup: cosine (one cycle) | rsqrt (Noam)
     config.train.weight_decay = 0.1
     config.train.clip_norm = 1.0
     config.train.grad_accum_steps = 1
@@ -79,6 +100,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.mem_len = 0             # attention memory at evaluation (paper: longer than M)
     config.eval.same_length = True      # every position sees the same number of tokens
     config.eval.max_tokens = 0          # 0 = the whole split (dev evaluations during training)
+    config.eval.batch_tokens = 0        # translation: padded tokens per evaluation batch
+    config.eval.max_sentences = 0       # translation: dev BLEU during training on the first
+                                        #   N sentences (0 = all)
+    config.eval.best = "bleu"           # translation: the best checkpoint by dev bleu (highest)
+                                        #   or loss (lowest; no decoding during training)
+
+    config.decode = ml_collections.ConfigDict()   # translation: beam search
+    config.decode.beam_size = 5         # 1 = greedy
+    config.decode.length_penalty = 0.0  # score / length ** alpha (0 = none, as Lin et al.)
+    config.decode.max_len_a = 1.2       # at most a * source length + b target subwords
+    config.decode.max_len_b = 10
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.num_devices = 0         # devices in the data mesh (0 = all of them)

@@ -19,7 +19,11 @@ LANGUAGE_MODELS = {
     "transformer_xl": "srupp_jax.transformer_xl:TransformerXLConfig",
     "sha_rnn": "srupp_jax.sha_rnn:SHARNNConfig",
 }
-TABLES = {"lm": LANGUAGE_MODELS}
+TRANSLATION_MODELS = {
+    "srupp": "srupp_jax.seq2seq:Seq2SeqConfig",
+    "transformer": "srupp_jax.transformer_seq2seq:TransformerSeq2SeqConfig",
+}
+TABLES = {"lm": LANGUAGE_MODELS, "translation": TRANSLATION_MODELS}
 
 
 def arch_name(config) -> str:

@@ -18,7 +18,9 @@ Modes:
   smoke  one forward and backward pass of the configured model on random tokens.
   generate  restore the best checkpoint (else the latest) and stream --num_tokens tokens
          sampled after --prompt (--temperature, --top_k, --top_p, --seed) to stdout, with
-         eval.mem_len tokens of attention memory.
+         eval.mem_len tokens of attention memory (language models).
+  translate  restore the best checkpoint and translate --input (one sentence a line; stdin)
+         to --output (stdout) with config.decode (beam size, length penalty, length limit).
 
 eval and generate use DIR/config.json when it exists (so the training overrides need not be
 repeated); `--config.KEY=VALUE` given with them is applied on top (e.g. eval.mem_len).
@@ -53,7 +55,12 @@ def define_flags() -> None:
         "config", DEFAULT_CONFIG, "Experiment config: a file (configs/enwik8.py), or the name of "
         "a shipped one (enwik8), with an optional :variant.")
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
-    flags.DEFINE_enum("mode", "train", ["train", "eval", "smoke", "generate"], "What to run.")
+    flags.DEFINE_enum("mode", "train", ["train", "eval", "smoke", "generate", "translate"],
+                      "What to run.")
+    flags.DEFINE_string("input", "-", "--mode=translate: a file of source sentences, one a "
+                        "line ('-' = stdin).")
+    flags.DEFINE_string("output", "-", "--mode=translate: where the translations go ('-' = "
+                        "stdout).")
     flags.DEFINE_string("prompt", "", "--mode=generate: the text to continue ('' = start of a "
                         "line/sentence).")
     flags.DEFINE_integer("num_tokens", 200, "--mode=generate: tokens to sample.")
@@ -71,7 +78,8 @@ def define_flags() -> None:
                       "changes are recorded in WORKDIR/config_changes.jsonl.")
     # listed by --helpshort of main.py / srupp
     for name in ("config", "workdir", "mode", "prompt", "num_tokens", "temperature", "top_k",
-                 "top_p", "seed", "traceback", "force", "allow_config_change"):
+                 "top_p", "seed", "traceback", "force", "allow_config_change", "input",
+                 "output"):
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
@@ -178,8 +186,13 @@ def _run_mode():
         train.smoke(config)
         return
     if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required for --mode=train, eval and generate; "
-                             "add --workdir=DIR")
+        raise app.UsageError("--workdir is required for --mode=train, eval, generate and "
+                             "translate; add --workdir=DIR")
+    if FLAGS.mode == "translate":
+        from srupp_jax import translate
+        translate.translate_file(eval_config(FLAGS.workdir), FLAGS.workdir, FLAGS.input,
+                                 FLAGS.output)
+        return
     if FLAGS.mode == "generate":
         if FLAGS.num_tokens < 0:
             raise app.UsageError(f"--num_tokens={FLAGS.num_tokens}; expected >= 0")

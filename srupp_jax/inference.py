@@ -3,8 +3,9 @@
     model, params, rest, step = restore(task, workdir)     # best, else latest, else older
     metrics = evaluate_checkpoint(config, workdir)           # main.py --mode=eval
 
-Nothing is created in the workdir; a checkpoint that fails to load or verify is quarantined
-and an older one used (srupp_jax.checkpoint), as in training.
+Nothing is created in the workdir but what a task's evaluation writes (translation: its
+hypotheses); a checkpoint that fails to load or verify is quarantined and an older one used
+(srupp_jax.checkpoint), as in training.
 """
 from __future__ import annotations
 
@@ -60,5 +61,6 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict:
     evaluate = task.evaluator(model, mesh)
     out = {"step": step, **task.marks}
     for split in ("dev", "test"):
-        out.update(evaluate(params, rest, split, full=True, desc=f"eval {split}"))
+        out.update(evaluate(params, rest, split, full=True, desc=f"eval {split}",
+                            out_dir=workdir))
     return out

@@ -8,6 +8,7 @@
   read_metrics(path)           the JSONL back as a list of dicts ("nan"/"inf" back to floats).
   last_hours(path)             the `hours` of its last complete record.
   train_seconds(workdir, step) training seconds of a timed run up to `step` (the study).
+  last_metrics(workdir, step)  the latest value of every metric up to `step`.
 
 Multi-host: create the MetricWriter on process 0 only (`jax.process_index() == 0`). The
 progress bar: progress.py; FLOPs and MFU: flops.py.
@@ -121,6 +122,18 @@ def train_seconds(workdir: str, step: int) -> float:
         return 0.0
     return max([r["train_seconds"] for r in records
                 if r["step"] <= step and "train_seconds" in r] or [0.0])
+
+
+def last_metrics(workdir: str, step: int) -> dict:
+    """The latest value of every metric of `workdir`'s records up to `step` ({} for none)."""
+    last = {}
+    try:
+        for row in read_metrics(workdir):
+            if row["step"] <= step:
+                last.update({k: v for k, v in row.items() if k not in RESERVED_KEYS})
+    except FileNotFoundError:
+        pass
+    return last
 
 
 def _drop_records_after(path: str, step: int) -> None:

@@ -55,6 +55,21 @@ class LMState(NamedTuple):
     memory_pad: jax.Array
 
 
+def kernel_options(m) -> tuple:
+    """(KernelOptions, TPUKernelOptions) of a config's `model` section (0: the kernel's
+    default for the shape)."""
+    options = lambda key: {k: v or None for k, v in (m.get(key, None) or {}).items()}
+    return KernelOptions(**options("kernel")), TPUKernelOptions(**options("tpu_kernel"))
+
+
+def check_kernel_options(kernel: KernelOptions, tpu_kernel: TPUKernelOptions) -> None:
+    """ValueError naming a kernel option that is not an integer (model.kernel.*, model.tpu_kernel.*)."""
+    for group, options in (("kernel", kernel), ("tpu_kernel", tpu_kernel)):
+        for name, value in options.as_kwargs().items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"model.{group}.{name}={value!r}; expected an integer")
+
+
 def empty_state(batch: int, mem_len: int, c_shape: Optional[tuple], has_attention,
                 d_memory: int) -> LMState:
     """The LMState of a fresh segment stream: zero c [batch, *c_shape] (None without one),
@@ -177,20 +192,13 @@ class SRUppConfig:
                 raise ValueError(f"model.d={self.d}, model.adaptive_factor="
                                  f"{self.adaptive_factor}, {len(self.cutoffs)} cutoffs: {e}"
                                  ) from None
-        for group in ("kernel", "tpu_kernel"):
-            for name, value in getattr(self, group).as_kwargs().items():
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                    raise ValueError(f"model.{group}.{name}={value!r}; expected an integer")
+        check_kernel_options(self.kernel, self.tpu_kernel)
 
     @classmethod
     def from_config(cls, config) -> "SRUppConfig":
         """From a run's config: config.model (its SRU++ keys) and config.train.compute_dtype."""
         m = config.model
-        kernel = m.get("kernel", None)
-        kernel = KernelOptions(**{k: v or None for k, v in kernel.items()}) if kernel else \
-            KernelOptions()                          # 0 in a config: the kernel's default
-        tpu = m.get("tpu_kernel", {})                 # 0 in a config: the kernel's default
-        tpu_kernel = TPUKernelOptions(**{k: v or None for k, v in tpu.items()})
+        kernel, tpu_kernel = kernel_options(m)
         return cls(vocab_size=m.vocab_size, d=m.d, d_proj=m.d_proj, num_layers=m.num_layers,
                    k=m.k, attention_last_n=m.attention_last_n, num_heads=m.num_heads,
                    dropout=m.dropout, attn_dropout=m.attn_dropout,

@@ -1,6 +1,7 @@
 """The paper's optimizer (section 4, appendix B).
 
-RAdam (b1 0.9, b2 0.999), learning rate 3e-4 with linear warmup then one cosine cycle, decoupled
+RAdam (b1 0.9, b2 0.999), learning rate 3e-4 with linear warmup then one cosine cycle (or, for
+Lin et al.'s IWSLT'14 recipe, the inverse square root of the step), decoupled
 weight decay 0.1 on matrices only, gradient clipping at global norm 1.0:
 
     chain(clip_by_global_norm(clip_norm),
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 # Parameter names that are never decayed whatever their rank: biases, layer norm scales, the
@@ -27,14 +29,26 @@ import optax
 NO_DECAY_NAMES = frozenset({"b", "v", "bias", "scale", "alpha"})
 
 
-def lr_schedule(lr: float, warmup_steps: int, total_steps: int,
-                end_lr: float = 0.0) -> optax.Schedule:
-    """Linear warmup from 0 to `lr` over `warmup_steps`, then one cosine cycle to `end_lr`.
+SCHEDULES = ("cosine", "rsqrt")
 
-    The value is 0 at step 0, `lr` at step `warmup_steps`, `end_lr` at step `total_steps` (and
-    after). `total_steps` counts the warmup steps too.
+
+def lr_schedule(lr: float, warmup_steps: int, total_steps: int,
+                end_lr: float = 0.0, kind: str = "cosine") -> optax.Schedule:
+    """Linear warmup from 0 to `lr` over `warmup_steps`, then (kind "cosine", the paper's) one
+    cosine cycle to `end_lr`, or (kind "rsqrt", the Noam schedule of Lin et al.'s IWSLT
+    Transformer) lr * sqrt(warmup_steps / step).
+
+    Cosine: 0 at step 0, `lr` at step `warmup_steps`, `end_lr` at step `total_steps` (and
+    after); `total_steps` counts the warmup steps too.
     """
     _check_schedule_args(lr, warmup_steps, total_steps, end_lr)
+    if kind not in SCHEDULES:
+        raise ValueError(f"train.schedule={kind!r}; expected one of {', '.join(SCHEDULES)}")
+    if kind == "rsqrt":
+        warm = max(int(warmup_steps), 1)
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, float(lr), warm),
+             lambda s: float(lr) * jnp.sqrt(warm / (s + warm))], [warm])
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=float(lr), warmup_steps=int(warmup_steps),
         decay_steps=int(total_steps),  # optax: decay_steps INCLUDES the warmup steps
@@ -86,7 +100,7 @@ def _check_schedule_args(lr, warmup_steps, total_steps, end_lr):
 
 def make_optimizer(lr: float, warmup_steps: int, total_steps: int, weight_decay: float = 0.1,
                    clip_norm: float = 1.0, b1: float = 0.9, b2: float = 0.999,
-                   grad_accum_steps: int = 1, end_lr: float = 0.0
+                   grad_accum_steps: int = 1, end_lr: float = 0.0, schedule: str = "cosine"
                    ) -> optax.GradientTransformation:
     """RAdam + linear-warmup/cosine schedule + decoupled weight decay + global-norm clipping.
 
@@ -107,7 +121,8 @@ def make_optimizer(lr: float, warmup_steps: int, total_steps: int, weight_decay:
         optax.clip_by_global_norm(float(clip_norm)),
         optax.scale_by_radam(b1=b1, b2=b2),
         optax.add_decayed_weights(float(weight_decay), mask=weight_decay_mask),
-        optax.scale_by_learning_rate(lr_schedule(lr, warmup_steps, total_steps, end_lr)),
+        optax.scale_by_learning_rate(lr_schedule(lr, warmup_steps, total_steps, end_lr,
+                                                 schedule)),
     )
     if grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=int(grad_accum_steps)).gradient_transformation()

@@ -49,9 +49,12 @@ def _metrics_path(path: str) -> str:
 
 
 def default_metric(path: str) -> str:
-    """dev_ppl for a word-level run (it logged dev_ppl and no dev_bpc), else dev_bpc."""
+    """dev_bleu for a translation run, dev_ppl for a word-level run (it logged dev_ppl and no
+    dev_bpc), else dev_bpc."""
     records = read_metrics(_metrics_path(path))
     logged = lambda m: any(metric_value(r, m) is not None for r in records)
+    if logged("dev_bleu"):
+        return "dev_bleu"
     return "dev_ppl" if logged("dev_ppl") and not logged("dev_bpc") else "dev_bpc"
 
 

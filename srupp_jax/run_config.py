@@ -10,7 +10,7 @@ start of training; `load(workdir)` reads it back (None for a workdir without one
 The record stays true: `record_changes(workdir, config, allow=...)` compares a rerun's config
 with the recorded one before anything is written. Keys that only drive or observe the run
 (CONTROL: stop_at, the log / eval / checkpoint intervals, profiling, the time budget, eval.*,
-mesh.*, where the data live) may change freely; `train.steps` may change (a run extended or
+decode.*, mesh.*, where the data live) may change freely; `train.steps` may change (a run extended or
 cut short), and the change is recorded; any other difference is refused, naming the keys,
 unless the user allows it (`--allow_config_change`): then each change is appended to
 `workdir/config_changes.jsonl` as {"step", "key", "old", "new"}, so the record always says
@@ -30,8 +30,8 @@ CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
 CONTROL = ("train.stop_at", "train.log_every", "train.eval_every", "train.checkpoint_every",
            "train.keep_checkpoints", "train.profile_steps", "train.max_bad_steps",
-           "train.time_budget", "train.eval_marks", "eval.", "mesh.", "data.data_dir",
-           "data.cache_dir")
+           "train.time_budget", "train.eval_marks", "eval.", "decode.", "mesh.",
+           "data.data_dir", "data.cache_dir")
 EXTENSIBLE = ("train.steps",)
 MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
 

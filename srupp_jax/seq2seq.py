@@ -42,11 +42,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from pallas_kernels import KernelOptions
+from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.attention import check_heads, linear
 from srupp_jax.flops import ELEMENTWISE_FLOPS_PER_D
 from srupp_jax.layers import SRUpp, attention_layers
-from srupp_jax.models import compute_dtype
+from srupp_jax.checks import require
+from srupp_jax.models import check_kernel_options, compute_dtype, kernel_options
 from srupp_jax.recurrence import IMPLS, resolve_backend
 
 
@@ -127,7 +128,8 @@ class Seq2SeqConfig:
     transforms, output), attn_dropout (attention weights); highway_bias;
     encoder_bidirectional: a bidirectional encoder of d / 2 per direction (the paper says
     nothing; sru.SRUpp's default and ours: forward); label_smoothing; pad_id, bos_id, eos_id
-    (the data's); impl: recurrence backend; kernel: Pallas options; dtype: compute dtype.
+    (the data's); impl: recurrence backend; kernel, tpu_kernel: the GPU and TPU kernels'
+    options; dtype: compute dtype.
     Every bad value raises ValueError naming its config key (model.<name>).
     """
     vocab_size: int
@@ -148,6 +150,7 @@ class Seq2SeqConfig:
     eos_id: int = 2
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
+    tpu_kernel: TPUKernelOptions = TPUKernelOptions()
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -171,9 +174,7 @@ class Seq2SeqConfig:
             (self.impl in IMPLS, f"model.impl={self.impl!r}; expected one of "
                                  f"{', '.join(IMPLS)}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        require(checks)
         check_special_ids(self)
         compute_dtype(self.dtype)
         check_heads(self.d_proj, self.num_heads, prefix="model.")
@@ -182,9 +183,7 @@ class Seq2SeqConfig:
             if not any(attention_layers(layers, self.k, prefix="model.")):
                 raise ValueError(f"model.k={self.k} with model.{side}_layers={layers} leaves "
                                  f"the {side} no attention layer; expected k <= {layers}")
-        for name, value in self.kernel.as_kwargs().items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"model.kernel.{name}={value!r}; expected an integer")
+        check_kernel_options(self.kernel, self.tpu_kernel)
 
     @classmethod
     def from_config(cls, config, **overrides) -> "Seq2SeqConfig":
@@ -192,12 +191,10 @@ class Seq2SeqConfig:
         take the defaults), config.train.compute_dtype; `overrides` (e.g. vocab_size and the
         special ids from the data) replace any of them."""
         m = config.model
-        kernel = m.get("kernel", None)
-        kernel = KernelOptions(**{k: v or None for k, v in kernel.items()}) if kernel else \
-            KernelOptions()                          # 0 in a config: the kernel's default
+        kernel, tpu_kernel = kernel_options(m)
         values = {f.name: m.get(f.name, f.default) for f in dataclasses.fields(cls)
-                  if f.name not in ("kernel", "dtype")}
-        values.update(kernel=kernel, dtype=config.train.compute_dtype)
+                  if f.name not in ("kernel", "tpu_kernel", "dtype")}
+        values.update(kernel=kernel, tpu_kernel=tpu_kernel, dtype=config.train.compute_dtype)
         values.update(overrides)
         for name, value in values.items():
             if value is dataclasses.MISSING:
@@ -268,7 +265,7 @@ class SRUppSeq2Seq(Seq2SeqModel, nnx.Module):
         common = dict(k=c.k, num_heads=c.num_heads, dropout=c.dropout,
                       attn_dropout=c.attn_dropout, highway_bias=c.highway_bias,
                       proj_input_to_hidden_first=True, impl=self.backend, kernel=c.kernel,
-                      dtype=dtype, rngs=rngs)
+                      tpu_kernel=c.tpu_kernel, dtype=dtype, rngs=rngs)
         bi = c.encoder_bidirectional
         self.encoder = SRUpp(c.d_embed, c.d // 2 if bi else c.d, c.d_proj, c.encoder_layers,
                              bidirectional=bi, causal=False, **common)

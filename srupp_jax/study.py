@@ -1,4 +1,4 @@
-"""The compute-efficiency study: dev BPC against training time, every model the same budget.
+"""The compute-efficiency study: a dev metric against training time, every model the same budget.
 
     python -m srupp_jax.study --config=configs/study_enwik8.py --budget=8h --workdir=DIR
     python -m srupp_jax.study --config=configs/study_enwik8.py:cpu --budget=2m --workdir=DIR
@@ -7,16 +7,17 @@ For each run of `config.study.order` (the config's `study.runs[name]`: a label, 
 it stands for and its `model` overrides of the shared config), one after another on the same
 device and data: train with `train.train_and_evaluate` in `DIR/<name>` until `--budget` seconds
 of training (the steps themselves; not the dev evaluations, checkpoint saves or the first
-step after each (re)start, which compiles), evaluating dev BPC whenever the training time
-passes one of the marks budget * i / study.marks. Runs resume from their checkpoints (a run
-that finished is skipped), so an interrupted study continues where it stopped when started
-again with the same command.
+step after each (re)start, which compiles), evaluating `study.metric` (dev_bpc; translation
+studies: dev_bleu) whenever the training time passes one of the marks budget * i /
+study.marks. Runs resume from their checkpoints (a run that finished is skipped), so an
+interrupted study continues where it stopped when started again with the same command.
 
 Then it writes, in DIR:
   study.json   per run: label, paper row, parameters, FLOPs per token, tokens/s (trained
-               tokens / training seconds), steps, dev BPC at each mark, the dev curve
+               tokens / training seconds), steps, the dev metric at each mark (a run that
+               reached train.steps before a mark: its last evaluation), the dev curve
   study.md     the same as a Markdown table
-  study.png    dev BPC against training time (the paper's Figures 1 and 3)
+  study.png    the dev metric against training time (the paper's Figures 1 and 3)
 """
 from __future__ import annotations
 
@@ -42,15 +43,15 @@ def parse_budget(text: str) -> float:
 
 
 def time_marks(budget: float, marks: int) -> tuple[float, ...]:
-    """The training times (seconds) at which dev BPC is measured: budget * i / marks."""
+    """The training times (seconds) at which the dev metric is measured: budget * i / marks."""
     if marks < 1:
         raise ValueError(f"study.marks={marks}; expected >= 1")
     return tuple(budget * (i + 1) / marks for i in range(marks))
 
 
 def run_config(config, name: str, budget: float):
-    """The training config of run `name`: the shared config, the run's model overrides, the
-    time budget and marks; no `study` section."""
+    """The training config of run `name`: the shared config, the run's `model` (and `train`,
+    if it has one) overrides, the time budget and marks; no `study` section."""
     if name not in config.study.runs:
         raise ValueError(f"study.order names {name!r}, which is not in study.runs "
                          f"({', '.join(config.study.runs)})")
@@ -58,8 +59,9 @@ def run_config(config, name: str, budget: float):
     cfg = copy.deepcopy(config)
     with cfg.unlocked():
         del cfg["study"]
-        for key, value in run.model.items():
-            cfg.model[key] = tuple(value) if isinstance(value, list) else value
+        for section in ("model", "train"):
+            for key, value in run.get(section, {}).items():
+                cfg[section][key] = tuple(value) if isinstance(value, list) else value
         cfg.train.time_budget = float(budget)
         cfg.train.eval_marks = time_marks(budget, config.study.marks)
     return cfg
@@ -101,28 +103,40 @@ def summarize(config, name: str, workdir: str, budget: float) -> dict:
     from srupp_jax.steps import count_params
 
     cfg = run_config(config, name, budget)
-    run = config.study.runs[name]
+    run, metric = config.study.runs[name], study_metric(config)
     task = tasks.make(cfg)
+    task.load()                       # the data's sizes (vocabulary, translation lengths)
     model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
     records = read_metrics(workdir)
-    dev = sorted((r["train_seconds"], r["dev_bpc"]) for r in records
-                 if r["split"] == "dev" and "train_seconds" in r and "dev_bpc" in r)
+    dev = sorted((r["train_seconds"], r[metric]) for r in records
+                 if r["split"] == "dev" and "train_seconds" in r and metric in r)
     steps = max([r["step"] for r in records] or [0])
     seconds = train_seconds(workdir, 10 ** 12)
+    finished = steps >= cfg.train.steps     # reached train.steps before the budget
     at_marks = []
     for mark in cfg.train.eval_marks:   # the first evaluation at or after each mark
-        after = [bpc for s, bpc in dev if s >= mark - 1e-9]
-        at_marks.append(after[0] if after else None)
-    tokens = steps * cfg.train.batch_size * cfg.train.unroll
+        after = [value for s, value in dev if s >= mark - 1e-9]
+        at_marks.append(after[0] if after else (dev[-1][1] if finished and dev else None))
     return {
         "name": name, "label": run.label, "paper": run.paper, "arch": cfg.model.arch,
         "params": count_params(model),
         "flops_per_token": task.flops_per_token(model),
-        "tokens_per_sec": tokens / seconds if seconds else 0.0,
+        "tokens_per_sec": steps * task.tokens_per_step / seconds if seconds else 0.0,
         "steps": steps, "train_seconds": seconds, "devices": jax.device_count(),
-        "marks_seconds": list(cfg.train.eval_marks), "dev_bpc_at_marks": at_marks,
-        "dev_curve": [[s, bpc] for s, bpc in dev],
+        "metric": metric, "marks_seconds": list(cfg.train.eval_marks),
+        f"{metric}_at_marks": at_marks, "dev_curve": [[s, value] for s, value in dev],
     }
+
+
+def study_metric(config) -> str:
+    """The dev metric a study compares: `study.metric` (dev_bpc when absent)."""
+    return config.study.get("metric", "dev_bpc")
+
+
+def metric_label(metric: str) -> str:
+    """"dev_bpc" -> "dev BPC"."""
+    split, _, name = metric.partition("_")
+    return f"{split} {name.upper()}"
 
 
 def _hours(seconds: float) -> str:
@@ -130,13 +144,14 @@ def _hours(seconds: float) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The study table: one row per run, dev BPC at each time mark."""
+    """The study table: one row per run, the dev metric at each time mark."""
     marks = rows[0]["marks_seconds"] if rows else []
+    label = metric_label(rows[0]["metric"]) if rows else ""
     head = (["model", "paper row", "params", "GFLOPs/token", "tokens/s", "steps"]
-            + [f"dev BPC @ {_hours(m)}" for m in marks])
+            + [f"{label} @ {_hours(m)}" for m in marks])
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
-        bpcs = ["-" if b is None else f"{b:.3f}" for b in r["dev_bpc_at_marks"]]
+        bpcs = ["-" if b is None else f"{b:.3f}" for b in r[f"{r['metric']}_at_marks"]]
         lines.append("| " + " | ".join(
             [r["label"], r["paper"], f"{r['params'] / 1e6:.3g}M",
              f"{r['flops_per_token'] / 1e9:.3g}", f"{r['tokens_per_sec']:,.0f}",
@@ -145,8 +160,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], out: str) -> None:
-    """dev BPC against training time (x the device count; hours, or minutes for short
-    studies), one line per run."""
+    """The dev metric against training time (x the device count; hours, or minutes for
+    short studies), one line per run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -161,7 +176,7 @@ def plot(rows: list[dict], out: str) -> None:
                     label=f"{r['label']} ({r['params'] / 1e6:.3g}M)")
     devices = {r["devices"] for r in rows}
     ax.set_xlabel(f"training {unit}" + (" (1 device)" if devices == {1} else " x devices"))
-    ax.set_ylabel("dev BPC")
+    ax.set_ylabel(metric_label(rows[0]["metric"]) if rows else "")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -26,8 +26,8 @@ from srupp_jax import run_config, sharding
 from srupp_jax.checkpoint import Checkpoints
 from srupp_jax.checks import require
 from srupp_jax.flops import mfu, peak_flops_per_device
-from srupp_jax.metrics import MetricWriter, read_metrics, train_seconds
-from srupp_jax.optim import lr_schedule, make_optimizer
+from srupp_jax.metrics import MetricWriter, last_metrics, train_seconds
+from srupp_jax.optim import SCHEDULES, lr_schedule, make_optimizer
 from srupp_jax.progress import Progress
 from srupp_jax.steps import Window, accumulate, count_params, make_train_step
 from srupp_jax.workdir import StopSignals, WorkdirLock
@@ -39,6 +39,10 @@ class TrainState(NamedTuple):
     rest: Any         # every other model state (dropout RNG counters, ...)
     opt_state: Any    # optax state (with the step counts of the schedule)
     carry: Any        # the task's carry (batch-first arrays) or None
+
+    def trees(self) -> dict:
+        """The fields that hold arrays, by name: what a checkpoint stores (no empty carry)."""
+        return {k: v for k, v in self._asdict().items() if jax.tree.leaves(v)}
 
 
 def validate(config) -> None:
@@ -58,6 +62,8 @@ def validate(config) -> None:
          "0 <= first <= last (steps first+1..last are traced; (0, 0) = off)"),
         (t.get("time_budget", 0.0) >= 0,
          f"train.time_budget={t.get('time_budget')}; expected >= 0 seconds (0 = none)"),
+        (t.schedule in SCHEDULES,
+         f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
     ])
 
 
@@ -108,7 +114,7 @@ class Report:
                                  disable=None if main else True)
         self.say = self.progress.write if main else (lambda _: None)
         self.window, self.max_bad, self.last = Window.empty(), t.max_bad_steps, {}
-        self.schedule = lr_schedule(t.lr, t.warmup_steps, t.steps)
+        self.schedule = lr_schedule(t.lr, t.warmup_steps, t.steps, kind=t.schedule)
         self.accum = t.grad_accum_steps
         self.flops, self.peak = None, peak_flops_per_device()
 
@@ -165,7 +171,6 @@ class Report:
 
 class Profile:
     """A jax.profiler trace of steps first+1..last (train.profile_steps) in workdir/profile."""
-
     def __init__(self, workdir: str, steps, say):
         (self.first, self.last), self.workdir, self.say = steps, workdir, say
 
@@ -246,7 +251,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             status = signals.agreed_status() or ("stopped" if rule.stopped(done) else status)
             if done % t.checkpoint_every == 0 or done == rule.total or status != "finished":
                 best = None if dev is None else dev.get(task.best_metric)
-                ckpt.save(done, state._asdict(), meta=meta,
+                ckpt.save(done, state.trees(), meta=meta,
                           metrics=None if best is None else {task.best_metric: best})
             if status != "finished":
                 report.fetch(done)
@@ -262,7 +267,8 @@ def initial_state(task, model, mesh):
     t, fsdp = task.config.train, task.config.mesh.fsdp
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
-                        clip_norm=t.clip_norm, grad_accum_steps=t.grad_accum_steps)
+                        clip_norm=t.clip_norm, grad_accum_steps=t.grad_accum_steps,
+                        schedule=t.schedule)
     params = jax.device_put(params, sharding.param_shardings(mesh, params, fsdp))
     rest, opt_state = sharding.onto_mesh((rest, tx.init(params)), mesh)
     carry_shardings = sharding.batch_shardings(mesh, task.init_carry(model))
@@ -274,25 +280,16 @@ def initial_state(task, model, mesh):
 
 def restore(ckpt: Checkpoints, state: TrainState, config: dict):
     """(step, TrainState) from the newest readable checkpoint, or (0, state) for a new run."""
-    restored = ckpt.restore(state._asdict(), config=config)
+    restored = ckpt.restore(state.trees(), config=config)
     if restored is None:
         return 0, state
     step, items = restored
     logging.warning("resumed from step %d", step)
-    return step, TrainState(**items)
+    return step, state._replace(**items)
 
 
 def finished_run(workdir: str, step: int) -> dict:
     """The last train and dev metrics of a workdir whose training has finished."""
     logging.warning("%s has finished training (step %d); its final metrics follow. Use "
-                    "--mode=eval to evaluate it, or another --workdir to train again.",
-                    workdir, step)
-    last = {}
-    try:
-        for row in read_metrics(workdir):
-            if row["step"] <= step:
-                last.update({k: v for k, v in row.items()
-                             if k not in ("split", "time", "hours", "step")})
-    except FileNotFoundError:
-        pass
-    return dict(last, status="finished", step=step)
+                    "--mode=eval to evaluate it, or another --workdir.", workdir, step)
+    return dict(last_metrics(workdir, step), status="finished", step=step)

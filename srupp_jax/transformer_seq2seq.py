@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srupp_jax.attention import attention_mask, multihead_attention, xavier_uniform
+from srupp_jax.checks import require
 from srupp_jax.models import compute_dtype
 from srupp_jax.seq2seq import Encoded, Seq2SeqModel, check_tokens, check_special_ids
 from srupp_jax.transformer_xl import LN_EPS, PositionwiseFF
@@ -150,11 +151,10 @@ class TransformerSeq2SeqConfig:
         checks = [
             (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0"),
             (self.d_model >= 2 and self.d_model % 2 == 0,
-             f"model.d_model={self.d_model}; expected an even number >= 2 (sinusoids)"),
+             f"model.d={self.d_model}; expected an even number >= 2 (sinusoids)"),
             (self.num_heads >= 1 and self.d_model % self.num_heads == 0,
-             f"model.d_model={self.d_model} is not divisible by model.num_heads="
-             f"{self.num_heads}"),
-            (self.d_ff >= 1, f"model.d_ff={self.d_ff}; expected >= 1"),
+             f"model.d={self.d_model} is not divisible by model.num_heads={self.num_heads}"),
+            (self.d_ff >= 1, f"model.d_inner={self.d_ff}; expected >= 1"),
             (self.encoder_layers >= 1,
              f"model.encoder_layers={self.encoder_layers}; expected >= 1"),
             (self.decoder_layers >= 1,
@@ -165,9 +165,7 @@ class TransformerSeq2SeqConfig:
             (0 <= self.label_smoothing < 1,
              f"model.label_smoothing={self.label_smoothing}; expected 0 <= epsilon < 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        require(checks)
         check_special_ids(self)
         compute_dtype(self.dtype)
 
@@ -176,8 +174,9 @@ class TransformerSeq2SeqConfig:
         """From config.model (keys named as the fields; missing ones take the defaults) and
         config.train.compute_dtype; `overrides` replace any of them."""
         m = config.model
-        values = {f.name: m.get(f.name, f.default) for f in dataclasses.fields(cls)
-                  if f.name != "dtype"}
+        key = {"d_model": "d", "d_ff": "d_inner"}     # the config's names (as Transformer-XL)
+        values = {f.name: m.get(key.get(f.name, f.name), f.default)
+                  for f in dataclasses.fields(cls) if f.name != "dtype"}
         values.update(dtype=config.train.compute_dtype)
         values.update(overrides)
         for name, value in values.items():

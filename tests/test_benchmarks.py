@@ -88,3 +88,20 @@ def test_training_benchmark_runs_ours_and_the_official(tmp_path):
         assert r["tokens_per_sec"] > 0 and r["step_ms"] > 0 and r["batch"] == 2
         assert {"mfu", "peak_memory_gb", "flops_per_token"} <= set(r)
     assert saved["versions"]["sru"] and saved["device"]["kind"]
+
+
+def test_translation_benchmark_at_toy_sizes(tmp_path):
+    """Training tokens/s of the three Table 8 models and greedy / beam 5 decoding in one run
+    (toy widths here; the same command at Table 8 sizes on a GPU)."""
+    import translation as bench_translation
+    out = tmp_path / "t.json"
+    rows = bench_translation.main(["--sizes", "toy", "--vocab", "64", "--length", "8",
+                                   "--batch_tokens", "64", "--decode_batches", "1,4",
+                                   "--steps", "1", "--warmup", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    train = [r for r in saved["rows"] if r["kind"] == "train"]
+    assert [r["model"] for r in train] == ["srupp", "srupp_k2", "transformer"]
+    assert train[0]["params"] > train[1]["params"]          # k = 2: fewer attention layers
+    decoded = {(r["model"], r["beam"], r["batch"]) for r in rows if r["kind"] == "decode"}
+    assert len(decoded) == 12 and all(r["sentences_per_sec"] > 0 for r in rows
+                                      if r["kind"] == "decode")

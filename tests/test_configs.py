@@ -184,10 +184,20 @@ def _variants(name):
     raise AssertionError(f"{name}.get_config accepted an unknown variant")
 
 
+def translation_configs():
+    """The config files of the translation task (tests/test_translation_main.py)."""
+    names = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.startswith(
+        ("_", "base", "study")))
+    return [n for n in names
+            if importlib.import_module(f"configs.{n}").get_config().get("task") == "translation"]
+
+
 def test_every_config_and_variant_is_walked():
     files = sorted(p.stem for p in (ROOT / "configs").glob("*.py")
-                   if p.stem not in ("__init__", "base", "text", "study_enwik8"))
-    # text: tests/test_text.py; study_enwik8 (python -m srupp_jax.study): tests/test_study.py
+                   if p.stem not in ("__init__", "base", "text", "study_enwik8", "study_iwslt14",
+                                     *translation_configs()))
+    # text: tests/test_text.py; the studies (python -m srupp_jax.study): tests/test_study.py;
+    # translation: tests/test_translation_main.py
     walked = {p.values[0] for p in CONFIGS}
     expected = {f"configs/{f}.py" + (f":{v}" if v else "") for f in files for v in _variants(f)}
     assert expected == walked

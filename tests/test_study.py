@@ -76,3 +76,31 @@ def test_training_seconds_continue_across_a_restart(tmp_path):
     assert sorted(seconds) == list(range(1, 7))
     assert seconds[1] == 0.0 and seconds[4] == seconds[3]       # compiling steps not counted
     assert 0 < seconds[2] < seconds[3] < seconds[5] < seconds[6]
+
+
+def test_translation_study_on_the_number_task(tmp_path):
+    """The Table 8 comparison at toy size: SRU++ and the Transformer, dev BLEU at each mark;
+    runs that reach train.steps before the marks show their last evaluation there."""
+    args = [sys.executable, "-m", "srupp_jax.study", "--config=configs/study_iwslt14.py:cpu",
+            f"--workdir={tmp_path}", "--budget=60s", "--config.study.marks=2",
+            "--config.study.order=('srupp', 'transformer')",
+            "--config.data.numbers.train_size=400", "--config.data.numbers.valid_size=20",
+            "--config.data.numbers.test_size=20", "--config.train.batch_tokens=256",
+            "--config.eval.batch_tokens=512", "--config.decode.beam_size=2",
+            "--config.study.runs.srupp.model.d=32", "--config.study.runs.srupp.model.d_proj=8",
+            "--config.study.runs.srupp.model.encoder_layers=1",
+            "--config.study.runs.srupp.model.decoder_layers=1",
+            "--config.study.runs.transformer.model.d=16",
+            "--config.study.runs.transformer.model.encoder_layers=1",
+            "--config.study.runs.transformer.model.decoder_layers=1",
+            "--config.train.steps=3", "--config.train.warmup_steps=1"]   # before the marks
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.load(open(tmp_path / "study.json"))["rows"]
+    assert [r["arch"] for r in rows] == ["srupp", "transformer"]
+    for r in rows:
+        assert r["metric"] == "dev_bleu" and r["params"] > 1000 and r["tokens_per_sec"] > 0
+        assert all(b is not None and 0 <= b <= 100 for b in r["dev_bleu_at_marks"]), r
+        assert r["steps"] == 3 and r["train_seconds"] < 30
+        assert r["dev_bleu_at_marks"] == [r["dev_curve"][-1][1]] * 2     # the last one
+    assert "dev BLEU @ 60 s" in (tmp_path / "study.md").read_text()

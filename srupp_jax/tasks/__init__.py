@@ -11,6 +11,7 @@ import importlib
 
 TASKS = {
     "lm": "srupp_jax.tasks.lm:LMTask",
+    "translation": "srupp_jax.tasks.translation:TranslationTask",
 }
 
 

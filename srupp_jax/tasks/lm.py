@@ -204,12 +204,13 @@ class LMTask(Task):
     loss = staticmethod(lm_loss)
 
     def evaluator(self, model, mesh):
-        """evaluate(params, rest, split, full=False, desc="") -> {split_loss, split_bpc or
-        split_ppl}: "dev" (its first eval.max_tokens unless full) or "test"."""
+        """evaluate(params, rest, split, full=False, desc="", out_dir=None) -> {split_loss,
+        split_bpc or split_ppl}: "dev" (its first eval.max_tokens unless full) or "test"."""
         mean_nll = make_evaluator(model, self.config, mesh)
         tokens = {"dev": self.data.valid, "test": self.data.test}
 
-        def evaluate(params, rest, split: str, *, full: bool = False, desc: str = "") -> dict:
+        def evaluate(params, rest, split: str, *, full: bool = False, desc: str = "",
+                     out_dir: str | None = None) -> dict:     # (nothing to write)
             limit = 0 if full else self.config.eval.max_tokens
             return split_metrics(mean_nll(params, rest, tokens[split], limit, desc),
                                  self.data.unit, split)
