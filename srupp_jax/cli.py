@@ -186,8 +186,8 @@ def _run_mode():
         train.smoke(config)
         return
     if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required for --mode=train, eval, generate and "
-                             "translate; add --workdir=DIR")
+        raise app.UsageError("--workdir is required for --mode=train, eval and generate (and "
+                             "translate); add --workdir=DIR")
     if FLAGS.mode == "translate":
         from srupp_jax import translate
         translate.translate_file(eval_config(FLAGS.workdir), FLAGS.workdir, FLAGS.input,
