@@ -4,6 +4,7 @@ non-zero exit code; nothing is lost or reported wrong with exit code 0.
 Tiny model on a slice of the embedded corpus; the user's path (main.py as a subprocess) where
 the fault is a process-level one (signals, kill -9, a second trainer, 8 devices).
 """
+import functools
 import json
 import os
 import pathlib
@@ -31,9 +32,20 @@ TINY = ["--config=configs/default.py", "--config.model.d=16", "--config.model.d_
         "--config.eval.max_tokens=2000", "--config.data.max_bytes=200000"]
 
 
-def main_py(workdir, *args, timeout=300, **popen):
-    """Run main.py on the tiny model; returns the CompletedProcess (or Popen with popen)."""
-    cmd = [sys.executable, "main.py", *TINY, f"--workdir={workdir}", *args]
+# The same loop through the translation task (tests/test_translation_main.py's sizes).
+TINY_TRANSLATION = [
+    "--config=configs/translate_default.py", "--config.model.d=32", "--config.model.d_proj=8",
+    "--config.model.d_embed=16", "--config.model.encoder_layers=1",
+    "--config.model.decoder_layers=1", "--config.train.batch_tokens=256",
+    "--config.train.warmup_steps=2", "--config.eval.batch_tokens=512", "--config.eval.best=loss",
+    "--config.data.numbers.train_size=600", "--config.data.numbers.valid_size=40",
+    "--config.data.numbers.test_size=40"]
+
+
+def main_py(workdir, *args, timeout=300, task=TINY, **popen):
+    """Run main.py on the tiny model (of `task`: TINY, the LM, or TINY_TRANSLATION); returns
+    the CompletedProcess (or Popen with popen)."""
+    cmd = [sys.executable, "main.py", *task, f"--workdir={workdir}", *args]
     if popen:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
@@ -294,12 +306,14 @@ def test_kill_9_during_saves_then_resume_is_bit_exact(tmp_path):
 
 
 # ------------------------------------------------------------------ signals, lock, status
-@pytest.mark.parametrize("signum,status", [(signal.SIGINT, "interrupted"),
-                                           (signal.SIGTERM, "preempted")])
-def test_signal_saves_reports_exits_with_its_code_and_resumes(tmp_path, signum, status):
+@pytest.mark.parametrize("signum,status,task", [
+    (signal.SIGINT, "interrupted", TINY), (signal.SIGTERM, "preempted", TINY),
+    pytest.param(signal.SIGINT, "interrupted", TINY_TRANSLATION, id="translation")])
+def test_signal_saves_reports_exits_with_its_code_and_resumes(tmp_path, signum, status, task):
     w = tmp_path / "run"
     args = ["--config.train.steps=100000", "--config.train.log_every=1",
             "--config.train.eval_every=100000", "--config.train.checkpoint_every=100000"]
+    main_py = functools.partial(globals()["main_py"], task=task)
     proc = main_py(w, *args, popen=True)
     wait_for_rows(w, 3, proc)
     proc.send_signal(signum)

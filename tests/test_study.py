@@ -87,9 +87,8 @@ def test_translation_study_on_the_number_task(tmp_path):
             "--config.data.numbers.train_size=400", "--config.data.numbers.valid_size=20",
             "--config.data.numbers.test_size=20", "--config.train.batch_tokens=256",
             "--config.eval.batch_tokens=512", "--config.decode.beam_size=2",
-            "--config.study.runs.srupp.model.d=32", "--config.study.runs.srupp.model.d_proj=8",
-            "--config.study.runs.srupp.model.encoder_layers=1",
-            "--config.study.runs.srupp.model.decoder_layers=1",
+            "--config.model.d=32", "--config.model.d_proj=8",          # the SRU++ runs
+            "--config.model.encoder_layers=1", "--config.model.decoder_layers=1",
             "--config.study.runs.transformer.model.d=16",
             "--config.study.runs.transformer.model.encoder_layers=1",
             "--config.study.runs.transformer.model.decoder_layers=1",
