@@ -154,27 +154,15 @@ class Seq2SeqConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        checks = [
-            (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0 "
-                                   "(0 = the data's)"),
+        require(shared_checks(self) + [
             (self.d >= 1, f"model.d={self.d}; expected >= 1"),
             (self.d_embed >= 1, f"model.d_embed={self.d_embed}; expected >= 1"),
-            (self.encoder_layers >= 1,
-             f"model.encoder_layers={self.encoder_layers}; expected >= 1"),
-            (self.decoder_layers >= 1,
-             f"model.decoder_layers={self.decoder_layers}; expected >= 1"),
-            (0 <= self.dropout < 1, f"model.dropout={self.dropout}; expected 0 <= p < 1"),
-            (0 <= self.attn_dropout < 1,
-             f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
-            (0 <= self.label_smoothing < 1,
-             f"model.label_smoothing={self.label_smoothing}; expected 0 <= epsilon < 1"),
             (not self.encoder_bidirectional or self.d % 2 == 0,
              f"model.d={self.d} with model.encoder_bidirectional=True; expected an even d "
              "(d / 2 per direction)"),
             (self.impl in IMPLS, f"model.impl={self.impl!r}; expected one of "
                                  f"{', '.join(IMPLS)}"),
-        ]
-        require(checks)
+        ])
         check_special_ids(self)
         compute_dtype(self.dtype)
         check_heads(self.d_proj, self.num_heads, prefix="model.")
@@ -190,16 +178,8 @@ class Seq2SeqConfig:
         """From a run's config: the keys of config.model named as the fields (missing ones
         take the defaults), config.train.compute_dtype; `overrides` (e.g. vocab_size and the
         special ids from the data) replace any of them."""
-        m = config.model
-        kernel, tpu_kernel = kernel_options(m)
-        values = {f.name: m.get(f.name, f.default) for f in dataclasses.fields(cls)
-                  if f.name not in ("kernel", "tpu_kernel", "dtype")}
-        values.update(kernel=kernel, tpu_kernel=tpu_kernel, dtype=config.train.compute_dtype)
-        values.update(overrides)
-        for name, value in values.items():
-            if value is dataclasses.MISSING:
-                raise ValueError(f"model.{name} is not set; expected it in the config")
-        return cls(**values)
+        kernel, tpu_kernel = kernel_options(config.model)
+        return config_from(cls, config, kernel=kernel, tpu_kernel=tpu_kernel, **overrides)
 
     def build(self, rngs: nnx.Rngs) -> "SRUppSeq2Seq":
         return SRUppSeq2Seq(self, rngs=rngs)
@@ -227,6 +207,34 @@ class Seq2SeqConfig:
         total = (s * (stack(self.encoder_layers, s) + memory)
                  + t * (stack(self.decoder_layers, s + t) + output))
         return total / t
+
+
+def shared_checks(c) -> list:
+    """The (ok, message) checks every encoder-decoder config `c` shares: the vocabulary, the
+    layers, the dropouts and label smoothing (each naming its config key)."""
+    return [
+        (c.vocab_size >= 0, f"model.vocab_size={c.vocab_size}; expected >= 0 (0 = the data's)"),
+        (c.encoder_layers >= 1, f"model.encoder_layers={c.encoder_layers}; expected >= 1"),
+        (c.decoder_layers >= 1, f"model.decoder_layers={c.decoder_layers}; expected >= 1"),
+        (0 <= c.dropout < 1, f"model.dropout={c.dropout}; expected 0 <= p < 1"),
+        (0 <= c.attn_dropout < 1, f"model.attn_dropout={c.attn_dropout}; expected 0 <= p < 1"),
+        (0 <= c.label_smoothing < 1,
+         f"model.label_smoothing={c.label_smoothing}; expected 0 <= epsilon < 1"),
+    ]
+
+
+def config_from(cls, config, names=None, **values):
+    """A `cls` (a frozen config dataclass) from a run's config: each field read from
+    config.model under its name (or `names[field]`, the config's name for it; missing keys:
+    the field's default), dtype from config.train.compute_dtype, then `values` on top."""
+    names, m = names or {}, config.model
+    fields = {f.name: m.get(names.get(f.name, f.name), f.default)
+              for f in dataclasses.fields(cls) if f.name != "dtype"}
+    fields.update(dtype=config.train.compute_dtype, **values)
+    for name, value in fields.items():
+        if value is dataclasses.MISSING:
+            raise ValueError(f"model.{name} is not set; expected it in the config")
+    return cls(**fields)
 
 
 def check_special_ids(c) -> None:

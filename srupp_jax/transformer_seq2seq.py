@@ -31,7 +31,8 @@ from flax import nnx
 from srupp_jax.attention import attention_mask, multihead_attention, xavier_uniform
 from srupp_jax.checks import require
 from srupp_jax.models import compute_dtype
-from srupp_jax.seq2seq import Encoded, Seq2SeqModel, check_tokens, check_special_ids
+from srupp_jax.seq2seq import (Encoded, Seq2SeqModel, check_special_ids, check_tokens,
+                               config_from, shared_checks)
 from srupp_jax.transformer_xl import LN_EPS, PositionwiseFF
 
 
@@ -148,41 +149,22 @@ class TransformerSeq2SeqConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        checks = [
-            (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0"),
+        require(shared_checks(self) + [
             (self.d_model >= 2 and self.d_model % 2 == 0,
              f"model.d={self.d_model}; expected an even number >= 2 (sinusoids)"),
             (self.num_heads >= 1 and self.d_model % self.num_heads == 0,
              f"model.d={self.d_model} is not divisible by model.num_heads={self.num_heads}"),
             (self.d_ff >= 1, f"model.d_inner={self.d_ff}; expected >= 1"),
-            (self.encoder_layers >= 1,
-             f"model.encoder_layers={self.encoder_layers}; expected >= 1"),
-            (self.decoder_layers >= 1,
-             f"model.decoder_layers={self.decoder_layers}; expected >= 1"),
-            (0 <= self.dropout < 1, f"model.dropout={self.dropout}; expected 0 <= p < 1"),
-            (0 <= self.attn_dropout < 1,
-             f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
-            (0 <= self.label_smoothing < 1,
-             f"model.label_smoothing={self.label_smoothing}; expected 0 <= epsilon < 1"),
-        ]
-        require(checks)
+        ])
         check_special_ids(self)
         compute_dtype(self.dtype)
 
     @classmethod
     def from_config(cls, config, **overrides) -> "TransformerSeq2SeqConfig":
-        """From config.model (keys named as the fields; missing ones take the defaults) and
+        """From config.model (d_model from model.d, d_ff from model.d_inner as for
+        Transformer-XL, the other fields by name; missing keys take the defaults) and
         config.train.compute_dtype; `overrides` replace any of them."""
-        m = config.model
-        key = {"d_model": "d", "d_ff": "d_inner"}     # the config's names (as Transformer-XL)
-        values = {f.name: m.get(key.get(f.name, f.name), f.default)
-                  for f in dataclasses.fields(cls) if f.name != "dtype"}
-        values.update(dtype=config.train.compute_dtype)
-        values.update(overrides)
-        for name, value in values.items():
-            if value is dataclasses.MISSING:
-                raise ValueError(f"model.{name} is not set; expected it in the config")
-        return cls(**values)
+        return config_from(cls, config, {"d_model": "d", "d_ff": "d_inner"}, **overrides)
 
     def build(self, rngs: nnx.Rngs) -> "TransformerSeq2Seq":
         return TransformerSeq2Seq(self, rngs=rngs)

@@ -144,16 +144,15 @@ def _load_cached(path: str):
     return arrays, vocab, meta
 
 
-def _save_cache(path: str, arrays, vocab, meta) -> None:
-    """Writes into a temporary sibling directory, then renames (atomic for readers)."""
+def publish_dir(path: str, fill, meta: dict) -> None:
+    """Build the cache directory `path` atomically for readers: `fill(tmp)` writes into a
+    temporary sibling directory, which gets `meta.json` and is then renamed to `path` (when
+    another process got there first, theirs is kept)."""
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp", dir=parent)
     try:
-        for s in SPLITS:
-            np.save(os.path.join(tmp, f"{s}.npy"), np.ascontiguousarray(arrays[s], np.int32))
-        if isinstance(vocab, WordVocab):
-            vocab.save(os.path.join(tmp, "vocab.txt"))
+        fill(tmp)
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1, sort_keys=True)
         try:
@@ -163,6 +162,15 @@ def _save_cache(path: str, arrays, vocab, meta) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_cache(path: str, arrays, vocab, meta) -> None:
+    def fill(tmp):
+        for s in SPLITS:
+            np.save(os.path.join(tmp, f"{s}.npy"), np.ascontiguousarray(arrays[s], np.int32))
+        if isinstance(vocab, WordVocab):
+            vocab.save(os.path.join(tmp, "vocab.txt"))
+    publish_dir(path, fill, meta)
 
 
 def _build_default(max_bytes):

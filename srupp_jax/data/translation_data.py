@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from srupp_jax.data import numbers, parallel
-from srupp_jax.data.datasets import default_cache_dir, default_data_dir
+from srupp_jax.data.datasets import default_cache_dir, default_data_dir, publish_dir
 from srupp_jax.data.subwords import Subwords, TextRecipe, train_bpe, vocab_size_for_merges
 
 NAMES = ("numbers_de_en", "iwslt14_de_en", "parallel")
@@ -190,11 +190,8 @@ def _vocab_size(name, recipe, vocab_size, train_lines) -> int:
 
 
 def _write(path: str, texts, model: bytes, subwords: Subwords, meta: dict) -> None:
-    """Writes into a temporary sibling directory, then renames (atomic for readers)."""
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp", dir=parent)
-    try:
+    """The cache directory (datasets.publish_dir: atomic for readers)."""
+    def fill(tmp):
         for split, t in texts.items():
             for side in ("src", "tgt"):
                 ids = Ragged.from_rows(subwords.encode_tokenized(t[side]))
@@ -206,15 +203,7 @@ def _write(path: str, texts, model: bytes, subwords: Subwords, meta: dict) -> No
                         f.write("\n".join(t[key]))
         with open(os.path.join(tmp, "spm.model"), "wb") as f:
             f.write(model)
-        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-        try:
-            os.rename(tmp, path)
-        except OSError:   # another process won the race: keep theirs
-            if not os.path.exists(os.path.join(path, "meta.json")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_dir(path, fill, meta)
 
 
 def _read_lines(file: str, n: int) -> List[str]:
