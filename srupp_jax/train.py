@@ -30,6 +30,7 @@ from srupp_jax.data.streams import Streams
 from srupp_jax.models import SRUppConfig, SRUppLM, compute_dtype, split_for_eval
 from srupp_jax.optim import lr_schedule, make_optimizer
 from srupp_jax.recurrence import Backend, describe_backend, fastest_backend
+from srupp_jax.rng import model_rngs, prng_impl
 
 
 
@@ -41,6 +42,7 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
     """Raise ValueError naming the bad value before anything is built or compiled."""
     m, t, e = config.model, config.train, config.eval
     _validate_arch(m)
+    prng_impl(config)                        # train.prng_impl
     if m.get("arch", "srupp") == "srupp":
         SRUppConfig.from_config(config)      # the model's own checks, one place
     else:
@@ -324,7 +326,7 @@ def smoke(config) -> float:
     validate_config(config, 1)
     if config.model.vocab_size == 0:   # the vocabulary's size: needs the prepared data
         config, _ = resolve_config(config)
-    model = build_model(config, nnx.Rngs(config.seed))
+    model = build_model(config, model_rngs(config))
     graphdef, variables = nnx.split(model)
     B, M, V = config.train.batch_size, config.train.unroll, config.model.vocab_size
     tokens = jax.random.randint(jax.random.PRNGKey(config.seed), (B, M + 1), 0, V)
@@ -381,7 +383,7 @@ def train_and_evaluate(config, workdir: str, *, force: bool = False) -> dict:
         run_config.save(config, workdir)         # eval and generate read it back
     ckpt = None
     try:
-        model = build_model(config, nnx.Rngs(config.seed), impl=measured_impl(config))
+        model = build_model(config, model_rngs(config), impl=measured_impl(config))
         logging.warning("model %s: %s parameters", m.get("arch", "srupp"),
                         f"{count_params(model):,}")
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -580,7 +582,7 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
 
     if config.model.vocab_size == 0:
         config, _ = resolve_config(config)
-    model = build_model(config, nnx.Rngs(config.seed))
+    model = build_model(config, model_rngs(config))
     _, params, rest = nnx.split(model, nnx.Param, ...)
     hint = f"; train first with --mode=train --workdir={workdir}"
     try:
