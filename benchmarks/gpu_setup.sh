@@ -31,5 +31,8 @@ if ls "$WHEELS"/*.whl >/dev/null 2>&1 && [ ! -f "$SITE/.installed" ]; then
   touch "$SITE/.installed"
 fi
 if [ -f "$SITE/.installed" ]; then
-  case ":${PYTHONPATH:-}:" in *":$SITE:"*) ;; *) export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} ;; esac
+  case ":${PYTHONPATH:-}:" in
+    *":$SITE:"*) ;;
+    *) export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} ;;
+  esac
 fi
