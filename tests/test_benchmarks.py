@@ -157,3 +157,16 @@ def test_gpu_summary_checks_the_targets(tmp_path):
                    "main.py tokens/s within 5% of the benchmark (B=8)": True}
     assert [p["status"] for p in result["parts"]] == ["ok", "TIMED OUT"]
     assert json.loads((tmp_path / "summary.json").read_text())["device"] == "H200"
+
+
+def test_step_profile_names_the_source_lines():
+    """The step profile maps XLA's ops back to srupp_jax lines: at a toy size the recurrence's
+    scan and the attention appear, forward and backward."""
+    import step_profile
+    total = step_profile.main(["--d", "8", "--d_proj", "4", "--layers", "2", "--unroll", "8",
+                               "--batch", "2", "--steps", "2", "--top", "5"])
+    where = {w for _, w in total}
+    assert any(w.startswith("recurrence.py:") for w in where), where
+    assert any(w.startswith("attention.py:") for w in where), where
+    assert {"fwd", "bwd"} == {kind for kind, _ in total}
+    assert all(ms >= 0 for ms in total.values())
