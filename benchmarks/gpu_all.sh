@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 22 on one H100/H200 in one device call of at most 9 minutes, everything under DIR:
 #   tests     tests/test_pallas.py on the real Triton lowering (not the slow compiles; 30 s a test)
-#   tune      6 kernel variants at the training shape 8x1024x3072 bf16  -> recurrence_tune.json
+#   tune      the default and 6 kernel variants at the training shape 8x1024x3072 bf16
+#                                                                 -> recurrence_tune.json
 #   table     pallas (default and the sweep's best) vs the official CUDA kernel at 8x1024x3072,
 #             16x1024x4096 and 1x2560x4096 bf16, 8x1024x3072 float32
 #                                     -> recurrence_gpu_bfloat16.json, recurrence_gpu_float32.json
@@ -44,7 +45,9 @@ export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$WORK/jax_cache}
 case $SIZES in
   full)
     KERNEL_SIZES=8x1024x3072,16x1024x4096,1x2560x4096; F32_SIZES=8x1024x3072
-    TUNE_SIZE=8x1024x3072; VARIANTS="32:1:0 32:1:4 32:1:8 64:1:8 64:2:8 128:4:8"; REPEATS=20
+    # besides the default (pallas = 32:1:8 here): chunks of 0, 2, 4; two and four columns a
+    # thread; 2 warps last (its compile is the slowest; rows are saved as they finish)
+    TUNE_SIZE=8x1024x3072; VARIANTS="32:1:0 32:1:2 32:1:4 64:1:8 128:4:8 64:2:8"; REPEATS=20
     COPY_MIB=0; IMPL=pallas
     TEST_SELECT=(-m "not slow")
     TRAIN_ARGS=(--runs base:8,base:32,k5:8 --warmup 2 --steps 10)
@@ -95,7 +98,7 @@ fi
 if [ "$OFFICIAL" = 1 ]; then
   # `import sru` compiles its C++ and CUDA extensions (about a minute): in the background,
   # while the kernel tests run; a failed CUDA build is an error here, not sru's silent fallback.
-  timeout -k 10 200 "$PY" -c "import torch, warnings
+  timeout -k 10 100 "$PY" -c "import torch, warnings
 if torch.cuda.is_available():
     warnings.filterwarnings('error', 'Just-in-time loading')
 import sru; print('sru', sru.__version__, 'built')" > "$WORK/sru_build.log" 2>&1 &
