@@ -21,7 +21,9 @@ the device; ratios are against the first variant listed. GB/s counts the bytes a
 must move at minimum (forward: read U and x, write h; forward+backward: that, plus the saved
 float32 c written and read, and the gradients of U and x written with dh read), the same count
 for every variant, and is set against a device copy measured in the same run (bytes read +
-written by 10 passes of `x + 1` over a 2 GiB array in one compiled loop; 256 MiB on CPU). Prints a table and writes JSON with device and versions.
+written by 10 passes of `x + 1` over a 2 GiB array in one compiled loop; 256 MiB on CPU).
+Prints a table and writes JSON with device and versions, rewritten after every row (a run
+stopped by a time limit keeps the rows it finished).
 
 On a TPU (the kernels compile with Mosaic; elsewhere Pallas interprets them, slowly):
 
@@ -210,6 +212,8 @@ def main(argv=None):
     p.add_argument("--sizes", default="4x256x256,4x1024x256,16x1024x64")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--copy_mib", type=int, default=0,
+                   help="size of the copy-bandwidth array (0: 2048 on an accelerator, 256 on CPU)")
     p.add_argument("--max_err", type=float, default=None,
                    help="largest relative error of h or c against scan (default 1e-4 for "
                         "float32, 2e-2 for bfloat16)")
@@ -217,7 +221,13 @@ def main(argv=None):
     a = p.parse_args(argv)
     impls = [(spec, *parse_impl(spec)) for spec in a.impls.split(",")]
     max_err = a.max_err or (1e-4 if a.dtype == "float32" else 2e-2)
-    copy_bw = copy_bandwidth(a.repeats)
+    copy_bw = copy_bandwidth(a.repeats, (a.copy_mib << 20) or None)
+    env = dict(device=str(jax.devices()[0]), device_kind=jax.devices()[0].device_kind,
+               copy_gbps=copy_bw / 1e9,
+               backend=jax.default_backend(), cpu_count=os.cpu_count(), jax=jax.__version__,
+               python=platform.python_version(), machine=platform.machine())
+    if any(name == "official" for _, name, _ in impls):
+        env["official"] = official_version()
     rows = []
     for size in a.sizes.split(","):
         batch, length, d = map(int, size.split("x"))
@@ -242,12 +252,9 @@ def main(argv=None):
                              fwd_copy_frac=b_fwd / t_fwd / copy_bw,
                              fwd_bwd_copy_frac=b_all / t_all / copy_bw,
                              newton_iterations=iters if name == "assoc" else None))
-    env = dict(device=str(jax.devices()[0]), device_kind=jax.devices()[0].device_kind,
-               copy_gbps=copy_bw / 1e9,
-               backend=jax.default_backend(), cpu_count=os.cpu_count(), jax=jax.__version__,
-               python=platform.python_version(), machine=platform.machine())
-    if any(name == "official" for _, name, _ in impls):
-        env["official"] = official_version()
+            print(f"{spec} at {size} {a.dtype}: fwd {1e3 * t_fwd:.3f} ms, fwd+bwd "
+                  f"{1e3 * t_all:.3f} ms", flush=True)
+            save_json(a.out, env=env, rows=rows)   # each row kept if a time limit stops the run
     print(f"device: {env['device_kind']} ({env['backend']}), jax {env['jax']}, "
           f"{env['cpu_count']} CPUs, copy {env['copy_gbps']:.1f} GB/s")
     print(f"{'impl':14} {'B x L x d':>16} {'dtype':>9} {'err':>8} {'fwd ms':>9} {'ratio':>6} "
@@ -260,7 +267,6 @@ def main(argv=None):
               f"{r['fwd_gbps']:7.2f} {100 * r['fwd_copy_frac']:6.1f} "
               f"{r['fwd_bwd_ms']:11.2f} {r['fwd_bwd_ratio']:6.2f} {r['fwd_bwd_gbps']:7.2f} "
               f"{100 * r['fwd_bwd_copy_frac']:6.1f} {it:>6}")
-    save_json(a.out, env=env, rows=rows)
     return rows
 
 

@@ -5,7 +5,8 @@
         --impls scan --steps 3                              # toy, seconds on CPU
 
 Ours: `configs/enwik8.py` (and its `:k5` variant) with only the sizes given here overridden,
-the train step of `srupp_jax.steps.make_train_step` (RAdam chain, clipping, weight decay,
+the model's keys of `train.prng_impl` (or of each --prng_impls value, a row each), the train
+step of `srupp_jax.steps.make_train_step` (RAdam chain, clipping, weight decay,
 `train.compute_dtype`, a carried memory of M tokens) on random bytes, for each --impls
 backend. Official: `sru.SRUpp` (3.0.0.dev6) in the recipe of its enwik8 script at the same
 shape: embedding, SRU++ stack with memory from the previous step and a causal mask, output
@@ -19,8 +20,12 @@ scores over the 2M keys computed, elementwise work roughly), the same count for 
 peak is the device's dense bf16 peak (None where unknown, e.g. CPU). Peak memory: the device
 allocator's peak (JAX memory_stats, torch.cuda.max_memory_allocated), None on CPU.
 
+--runs VARIANT:BATCH,... picks the (variant, batch) pairs instead of every --variants x
+--batches pair ('base' names the config without a variant), e.g. `--runs base:8,base:32,k5:8`.
+
 Prints a table and writes JSON (rows: impl, k, batch, tokens_per_sec, step_ms, mfu,
-peak_memory_gb; device and versions).
+peak_memory_gb; device and versions), rewritten after every row so that a run stopped by a
+time limit keeps the rows it finished.
 """
 import argparse
 import importlib
@@ -40,6 +45,7 @@ from flax import nnx  # noqa: E402
 from srupp_jax import train  # noqa: E402
 from srupp_jax.flops import estimate_flops_per_token, mfu, peak_flops_per_device  # noqa: E402
 from srupp_jax.optim import make_optimizer  # noqa: E402
+from srupp_jax.rng import model_rngs  # noqa: E402
 from srupp_jax.steps import make_train_step  # noqa: E402
 from srupp_jax.tasks.lm import lm_loss  # noqa: E402
 from report import save_json  # noqa: E402
@@ -72,7 +78,7 @@ def flops_per_token(config, attn_layers):
 
 def time_ours(config, args):
     t = config.train
-    model = train.build_model(config, nnx.Rngs(0))
+    model = train.build_model(config, model_rngs(config))   # keys of train.prng_impl
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
                         clip_norm=t.clip_norm)
@@ -153,7 +159,11 @@ def main(argv=None):
     p.add_argument("--config", default="enwik8", help="a config module in configs/")
     p.add_argument("--variants", default=",k5", help="config variants ('' = the base)")
     p.add_argument("--batches", default="8,32")
+    p.add_argument("--runs", default="", help="VARIANT:BATCH pairs instead of --variants x "
+                   "--batches, e.g. base:8,base:32,k5:8")
     p.add_argument("--impls", default="auto", help="our recurrence backends, one row each")
+    p.add_argument("--prng_impls", default="", help="train.prng_impl values, one row each of "
+                   "ours ('' = the config's; e.g. threefry2x32,rbg)")
     p.add_argument("--official", action=argparse.BooleanOptionalAction, default=True,
                    help="also time sru.SRUpp (needs torch and sru==3.0.0.dev6)")
     p.add_argument("--vocab", type=int, default=256, help="vocabulary when the config takes "
@@ -168,44 +178,64 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                  "training.json"))
     args = p.parse_args(argv)
+    pairs = runs(args)
 
     peak_flops = peak_flops_per_device()
-    rows = []
-    for variant in args.variants.split(","):
-        for batch in [int(b) for b in args.batches.split(",")]:
-            impls = args.impls.split(",") + (["official"] if args.official else [])
-            for impl in impls:
-                config = paper_config(args, variant, batch, "auto" if impl == "official" else impl)
-                timer = time_official if impl == "official" else time_ours
-                seconds, peak_gb, attn = timer(config, args)
-                tps = batch * config.train.unroll / seconds
-                rows.append(dict(impl=impl, k=config.model.k, variant=variant or "base",
-                                 batch=batch, length=config.train.unroll,
-                                 attention_layers=int(attn), tokens_per_sec=tps,
-                                 step_ms=1000 * seconds, peak_memory_gb=peak_gb,
-                                 mfu=mfu(tps, flops_per_token(config, attn), peak_flops),
-                                 flops_per_token=flops_per_token(config, attn)))
     dev = jax.devices()[0]
-    m = config.model
-    print(f"device {dev.device_kind} ({jax.default_backend()}), configs/{args.config}.py d={m.d} "
-          f"d'={m.d_proj} layers={m.num_layers} M={config.train.unroll} "
-          f"dtype={config.train.compute_dtype}")
-    print("| impl | k | B | tokens/s | step ms | MFU | peak GB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        fmt = lambda v, f: "-" if v is None else format(v, f)
-        print(f"| {r['impl']} | {r['k']} | {r['batch']} | {r['tokens_per_sec']:,.0f} | "
-              f"{r['step_ms']:.1f} | {fmt(r['mfu'], '.3f')} | {fmt(r['peak_memory_gb'], '.1f')} |")
     versions = dict(jax=jax.__version__, flax=flax.__version__,
                     python=platform.python_version())
     if args.official:
         import sru
         import torch
         versions.update(torch=torch.__version__, sru=getattr(sru, "__version__", "?"))
-    save_json(args.out, settings={**vars(args), "out": os.path.basename(args.out)}, rows=rows,
-              device=dict(kind=dev.device_kind, platform=dev.platform, count=jax.device_count()),
-              versions=versions, host=dict(machine=platform.machine(), cpus=os.cpu_count()))
+    rows = []
+    print("| impl | PRNG | variant | k | B | tokens/s | step ms | MFU | peak GB |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for variant, batch in pairs:
+        prngs = args.prng_impls.split(",") if args.prng_impls else [""]
+        impls = [(i, p) for i in args.impls.split(",") for p in prngs] + (
+            [("official", "")] if args.official else [])
+        for impl, prng in impls:
+            config = paper_config(args, variant, batch, "auto" if impl == "official" else impl)
+            if prng:
+                config.train.prng_impl = prng
+            timer = time_official if impl == "official" else time_ours
+            seconds, peak_gb, attn = timer(config, args)
+            tps = batch * config.train.unroll / seconds
+            rows.append(dict(impl=impl, k=config.model.k, variant=variant or "base",
+                             prng_impl=None if impl == "official" else config.train.prng_impl,
+                             batch=batch, length=config.train.unroll,
+                             attention_layers=int(attn), tokens_per_sec=tps,
+                             step_ms=1000 * seconds, peak_memory_gb=peak_gb,
+                             mfu=mfu(tps, flops_per_token(config, attn), peak_flops),
+                             flops_per_token=flops_per_token(config, attn)))
+            r, fmt = rows[-1], lambda v, f: "-" if v is None else format(v, f)
+            print(f"| {r['impl']} | {r['prng_impl'] or '-'} | {r['variant']} | {r['k']} | "
+                  f"{r['batch']} | {r['tokens_per_sec']:,.0f} | {r['step_ms']:.1f} | "
+                  f"{fmt(r['mfu'], '.3f')} | {fmt(r['peak_memory_gb'], '.1f')} |", flush=True)
+            save_json(args.out, settings={**vars(args), "out": os.path.basename(args.out)},
+                      rows=rows, versions=versions, host=dict(machine=platform.machine(),
+                                                               cpus=os.cpu_count()),
+                      device=dict(kind=dev.device_kind, platform=dev.platform,
+                                  count=jax.device_count()))
+    m = config.model
+    print(f"device {dev.device_kind} ({jax.default_backend()}), configs/{args.config}.py d={m.d} "
+          f"d'={m.d_proj} layers={m.num_layers} M={config.train.unroll} "
+          f"dtype={config.train.compute_dtype}")
     return rows
+
+
+def runs(args) -> list:
+    """[(variant, batch), ...]: --runs, else every --variants x --batches pair."""
+    if not args.runs:
+        return [(v, int(b)) for v in args.variants.split(",") for b in args.batches.split(",")]
+    pairs = []
+    for spec in args.runs.split(","):
+        variant, _, batch = spec.partition(":")
+        if not batch.isdigit() or int(batch) < 1:
+            raise SystemExit(f"--runs entry {spec!r}; expected VARIANT:BATCH, e.g. base:8")
+        pairs.append(("" if variant == "base" else variant, int(batch)))
+    return pairs
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 3
     config.train.time_budget = 0.0      # > 0: stop after this many seconds of training steps
     config.train.eval_marks = ()        # dev evaluations at these training seconds (study)
+    config.train.prng_impl = "rbg"      # threefry2x32 | rbg | unsafe_rbg: the keys of the
+                                        #   initial weights and dropout masks (srupp_jax/rng.py)
     config.train.profile_steps = (0, 0)  # (first, last): trace steps first+1..last to
                                          #   workdir/profile; (0, 0) = off
 

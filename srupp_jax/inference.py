@@ -15,6 +15,7 @@ import jax
 from flax import nnx
 
 from srupp_jax import sharding, tasks
+from srupp_jax.rng import model_rngs
 
 
 def prepared(config, num_devices: int = 1):
@@ -31,7 +32,7 @@ def restore(task, workdir: str, which: str = "best"):
     FileNotFoundError if there is none."""
     from srupp_jax.checkpoint import Checkpoints
 
-    model = task.build_model(nnx.Rngs(task.config.seed))
+    model = task.build_model(model_rngs(task.config))
     _, params, rest = nnx.split(model, nnx.Param, ...)
     hint = f"; train first with --mode=train --workdir={workdir}"
     try:

@@ -29,6 +29,7 @@ from srupp_jax.flops import mfu, peak_flops_per_device
 from srupp_jax.metrics import MetricWriter, last_metrics, train_seconds
 from srupp_jax.optim import SCHEDULES, lr_schedule, make_optimizer
 from srupp_jax.progress import Progress
+from srupp_jax.rng import model_rngs, prng_impl
 from srupp_jax.steps import Window, accumulate, count_params, make_train_step
 from srupp_jax.workdir import StopSignals, WorkdirLock
 
@@ -48,6 +49,7 @@ class TrainState(NamedTuple):
 def validate(config) -> None:
     """The checks of the trainer's own keys (train.*), before anything is read or built."""
     t = config.train
+    prng_impl(config)
     require([
         (t.steps >= 1, f"train.steps={t.steps}; expected >= 1"),
         (0 <= t.warmup_steps < t.steps,
@@ -204,7 +206,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
     with contextlib.ExitStack() as stack:
         if main:
             stack.enter_context(WorkdirLock(workdir, force=force))
-        model = task.build_model(nnx.Rngs(config.seed), measure=True)
+        model = task.build_model(model_rngs(config), measure=True)
         logging.warning("model %s: %s parameters", task.arch, f"{count_params(model):,}")
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
         ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,

@@ -90,6 +90,100 @@ def test_training_benchmark_runs_ours_and_the_official(tmp_path):
     assert saved["versions"]["sru"] and saved["device"]["kind"]
 
 
+@pytest.mark.slow
+def test_gpu_all_rehearsal(tmp_path):
+    """benchmarks/gpu_all.sh at SIZES=toy on CPU (kernels interpreted, the official code left
+    out where torch sees no GPU), so that the GPU call cannot fail on a typo: every part ends
+    inside its time limit and prints its JSON, which holds what issue 22 reads from it."""
+    import importlib.util
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "out"
+    env = dict(os.environ, SIZES="toy", PYTHON=sys.executable, TMPDIR=str(tmp_path),
+               WHEELS=str(tmp_path / "no_wheels"), SITE=str(tmp_path / "site"))
+    env.pop("OUT", None)
+    run = subprocess.run(["bash", "benchmarks/gpu_all.sh", str(out)], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=900)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    parts = {p["part"]: p for p in summary["parts"]}
+    assert list(parts) == ["tests", "tune", "table", "training", "main", "main_json"]
+    assert all(p["rc"] == 0 for p in parts.values()), parts
+    for name in ("recurrence_tune", "recurrence_gpu_bfloat16", "training_gpu", "main_train"):
+        assert f"done: {out / name}.json" in log, name
+    assert (out / "recurrence_gpu_float32.json").exists()
+    kernel = json.loads((out / "recurrence_gpu_bfloat16.json").read_text())
+    assert kernel["env"]["device_kind"]
+    assert [r["impl"] for r in kernel["rows"]][0] == "pallas"
+    assert {"impl", "batch", "length", "d", "fwd_ms", "fwd_bwd_ms"} <= set(kernel["rows"][0])
+    training = json.loads((out / "training_gpu.json").read_text())
+    assert training["device"]["kind"]
+    assert [(r["impl"], r["k"], r["batch"]) for r in training["rows"]] == [("scan", 1, 2),
+                                                                            ("scan", 5, 2)]
+    for r in training["rows"]:
+        assert {"tokens_per_sec", "step_ms", "mfu", "peak_memory_gb"} <= set(r)
+    main = json.loads((out / "main_train.json").read_text())
+    assert main["tokens_per_sec"] > 0 and main["train"][-1]["step"] == 24
+    assert main["profile"]["cpu_ops"]["ops"], main["profile"]
+    if importlib.util.find_spec("sru"):
+        assert "patched " in log and "8 AT_DISPATCH calls" in log
+
+
+@pytest.mark.parametrize("spec", ["base", "k5:x", "base:0"])
+def test_training_benchmark_bad_runs(spec):
+    sys.path.insert(0, os.path.dirname(bench_inference.__file__))
+    import training as bench_training
+    with pytest.raises(SystemExit, match=f"--runs entry '{spec}'"):
+        bench_training.main(["--runs", spec])
+
+
+def test_gpu_summary_checks_the_targets(tmp_path):
+    """The summary of a GPU run sets each number against issue 22's target, met or missed."""
+    import gpu_summary
+    from report import save_json
+    row = lambda impl, b, l, d, fwd, all_, frac=0.5: dict(
+        impl=impl, batch=b, length=l, d=d, fwd_ms=fwd, fwd_bwd_ms=all_, fwd_copy_frac=frac,
+        fwd_bwd_copy_frac=frac)
+    save_json(str(tmp_path / "recurrence_gpu_bfloat16.json"), env=dict(device_kind="H200"),
+              rows=[row("pallas", 8, 1024, 3072, 0.2, 0.5), row("official", 8, 1024, 3072,
+                                                                 0.5, 2.0),
+                    row("pallas", 16, 1024, 4096, 1.0, 2.0, frac=0.7),
+                    row("pallas", 1, 2560, 4096, 0.6, 1.5)])
+    t = lambda impl, k, b, tps, mfu=None: dict(impl=impl, k=k, variant="base" if k == 1 else "k5",
+                                              batch=b, tokens_per_sec=tps, mfu=mfu)
+    save_json(str(tmp_path / "training_gpu.json"),
+              rows=[t("pallas", 1, 8, 300.0), t("official", 1, 8, 100.0),
+                    t("pallas", 1, 32, 150.0, 0.3), t("official", 1, 32, 100.0)])
+    save_json(str(tmp_path / "main_train.json"), tokens_per_sec=290.0, train=[], profile={})
+    (tmp_path / "parts.txt").write_text("tune 0 80 x.json\ntable 124 80 y.json\n")
+    result = gpu_summary.summary(str(tmp_path), str(tmp_path / "parts.txt"))
+    met = {c["target"]: c["met"] for c in result["checks"]}
+    assert met == {"fwd+bwd 8x1024x3072 <= 0.6 ms": True,
+                   "fwd+bwd 8x1024x3072 >= 3x official": True,
+                   "fwd+bwd 16x1024x4096 >= 60% of copy bandwidth": True,
+                   "fwd 1x2560x4096 <= 0.5 ms": False,
+                   "training k=1 B=8 >= 2x official": True,
+                   "training k=1 B=32 >= 2x official": False,
+                   "MFU k=1 B=32 >= 0.40": False,
+                   "main.py tokens/s within 5% of the benchmark (B=8)": True}
+    assert [p["status"] for p in result["parts"]] == ["ok", "TIMED OUT"]
+    assert json.loads((tmp_path / "summary.json").read_text())["device"] == "H200"
+
+
+def test_step_profile_names_the_source_lines():
+    """The step profile maps XLA's ops back to srupp_jax lines: at a toy size the recurrence's
+    scan and the attention appear, forward and backward."""
+    import step_profile
+    total = step_profile.main(["--d", "8", "--d_proj", "4", "--layers", "2", "--unroll", "8",
+                               "--batch", "2", "--steps", "2", "--top", "5"])
+    where = {w for _, w in total}
+    assert any(w.startswith("recurrence.py:") for w in where), where
+    assert any(w.startswith("attention.py:") for w in where), where
+    assert {"fwd", "bwd"} == {kind for kind, _ in total}
+    assert all(ms >= 0 for ms in total.values())
+
+
 def test_translation_benchmark_at_toy_sizes(tmp_path):
     """Training tokens/s of the three Table 8 models and greedy / beam 5 decoding in one run
     (toy widths here; the same command at Table 8 sizes on a GPU)."""

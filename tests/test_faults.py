@@ -150,8 +150,9 @@ def training_items(config):
     """The trees train.train_and_evaluate checkpoints, freshly initialised (restore targets)."""
     from flax import nnx
     from srupp_jax.optim import make_optimizer
+    from srupp_jax.rng import model_rngs
     t = config.train
-    model = train.build_model(config, nnx.Rngs(config.seed))
+    model = train.build_model(config, model_rngs(config))
     _, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps)
     return {"params": params, "rest": rest, "opt_state": tx.init(params),

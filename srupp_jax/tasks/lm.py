@@ -26,6 +26,7 @@ from srupp_jax.checks import require
 from srupp_jax.data.streams import Streams
 from srupp_jax.models import SRUppConfig, split_for_eval
 from srupp_jax.recurrence import Backend, describe_backend, fastest_backend
+from srupp_jax.rng import model_rngs
 from srupp_jax.steps import count_params
 from srupp_jax.tasks.base import Task
 
@@ -235,7 +236,7 @@ class LMTask(Task):
         if self.config.model.vocab_size == 0:   # the vocabulary's size: needs the data
             self.load()
         config = self.config
-        model = self.build_model(nnx.Rngs(config.seed))
+        model = self.build_model(model_rngs(config))
         graphdef, variables = nnx.split(model)
         B, M, V = config.train.batch_size, config.train.unroll, config.model.vocab_size
         tokens = jax.random.randint(jax.random.PRNGKey(config.seed), (B, M + 1), 0, V)

@@ -35,6 +35,7 @@ from srupp_jax.data.batches import TrainBatches, eval_batches
 from srupp_jax.data.subwords import BOS_ID, EOS_ID, PAD_ID
 from srupp_jax.data.translation_data import NAMES, from_config
 from srupp_jax.models import split_for_eval
+from srupp_jax.rng import model_rngs
 from srupp_jax.steps import count_params
 from srupp_jax.tasks.base import Task
 from srupp_jax.tasks.lm import measured_impl
@@ -182,7 +183,7 @@ class TranslationTask(Task):
         if self.config.model.vocab_size == 0:
             self.load()
         c = self.config
-        model = self.build_model(nnx.Rngs(c.seed))
+        model = self.build_model(model_rngs(c))
         graphdef, variables = nnx.split(model)
         rows, length = max(1, c.train.batch_tokens // c.train.max_len), c.train.max_len
         tokens = jax.random.randint(jax.random.PRNGKey(c.seed), (3, rows, length), 4,
