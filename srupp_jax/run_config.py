@@ -33,6 +33,8 @@ CONTROL = ("train.stop_at", "train.log_every", "train.eval_every", "train.checkp
            "train.time_budget", "train.eval_marks", "eval.", "decode.", "mesh.",
            "data.data_dir", "data.cache_dir")
 EXTENSIBLE = ("train.steps",)
+# Keys added after runs were recorded without them: the value such a run trained with.
+RECORDED_BEFORE = {"train.prng_impl": "threefry2x32"}
 MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
 
 
@@ -89,7 +91,8 @@ def record_changes(workdir: str, config: ml_collections.ConfigDict, *,
     recorded = load(workdir)
     if recorded is None:
         return []
-    old, new = _flat(recorded.to_dict()), _flat(config.to_dict())
+    old = dict(RECORDED_BEFORE, **_flat(recorded.to_dict()))
+    new = _flat(config.to_dict())
     changes = [(k, old[k], new.get(k)) for k in sorted(old)
                if k in new and old[k] != new[k] and not k.startswith(CONTROL)]
     refused = [c for c in changes if c[0] not in EXTENSIBLE]

@@ -118,3 +118,17 @@ def test_config_checks_name_the_value(key, value, match):
 def test_base_alone_is_rejected_with_the_unset_sizes():
     with pytest.raises(ValueError, match="model.d=0; expected >= 1"):
         train.validate_config(_config("base"), 1)
+
+
+def test_a_record_from_before_a_key_existed_names_what_it_trained_with(tmp_path):
+    """A workdir recorded before train.prng_impl existed trained with threefry keys: a rerun
+    with the rbg default is refused naming the key (its checkpoint holds threefry keys)."""
+    config = _config("default")
+    with config.unlocked():
+        del config.train["prng_impl"]
+    run_config.save(config, str(tmp_path))
+    new = _config("default")
+    with pytest.raises(ValueError, match="train.prng_impl 'threefry2x32' -> 'rbg'"):
+        run_config.record_changes(str(tmp_path), new)
+    new.train.prng_impl = "threefry2x32"
+    assert run_config.record_changes(str(tmp_path), new) == []
