@@ -117,4 +117,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.mesh = ml_collections.ConfigDict()
     config.mesh.num_devices = 0         # devices in the data mesh (0 = all of them)
     config.mesh.fsdp = False            # shard params and optimizer state too (large models)
+    config.mesh.fsdp_size = 0           # 0 or 1: the 1-D mesh above; k > 1: a 2-D mesh data x
+                                        #   fsdp, k devices on "fsdp" (dividing the devices):
+                                        #   params and optimizer state sharded over "fsdp",
+                                        #   replicated over "data"; batch rows over both
     return config

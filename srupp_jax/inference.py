@@ -55,7 +55,7 @@ def evaluate_checkpoint(config, workdir: str, which: str = "best") -> dict:
     """Restore the best (falling back to the latest) checkpoint; dev and test metrics over
     the whole splits (eval.max_tokens limits only the dev evaluations during training)."""
     sharding.initialize_distributed()
-    mesh = sharding.make_mesh(config.mesh.num_devices or None)
+    mesh = sharding.from_config(config.mesh)
     task = prepared(config, mesh.devices.size)
     model, params, rest, step = restore(task, workdir, which)
     params, rest = sharding.onto_mesh((params, rest), mesh)

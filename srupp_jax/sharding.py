@@ -1,9 +1,19 @@
-"""Data parallelism over a device mesh, one or many hosts (ARCHITECTURE.md, "Scale").
+"""The device mesh, one or many hosts (README, "8 GPUs, several hosts, TPU"): the one module
+that knows its layout.
 
-The mesh has one axis, "data", over every device of every host. Streams (the batch dimension)
-and the carried state are sharded over it; parameters and optimizer state are replicated, or
-sharded along their largest divisible axis when FSDP is on. Each host feeds only its own
-streams: `global_batch` assembles the global array from the per-host blocks.
+`mesh.fsdp_size` 0 or 1: a 1-D mesh ("data",) over every device (or the first
+`mesh.num_devices`); parameters and optimizer state are replicated, or with `mesh.fsdp`
+sharded over "data" along their largest axis divisible by the device count.
+`mesh.fsdp_size` k > 1: a 2-D mesh ("data", "fsdp") of n/k x k devices (n the devices in
+use); parameters and optimizer state are sharded over "fsdp" along their largest axis
+divisible by k and replicated over "data" (mesh.fsdp is implied).
+
+Either way the batch dimension (streams, sentence rows) and the carried state, which is
+batch-first, are sharded over every device, each row on one device (on the 2-D mesh over
+("data", "fsdp") together). Both meshes take the devices in `jax.devices()` order (by process,
+then id), so each host's devices hold a contiguous block of rows, the same rows on either
+mesh (a run may resume with another mesh.fsdp_size and keep each stream's carry). Each host
+feeds only its own rows: `global_batch` assembles the global array from the per-host blocks.
 """
 from __future__ import annotations
 
@@ -15,6 +25,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "data"
+FSDP = "fsdp"
 
 
 def initialize_distributed() -> None:
@@ -47,18 +58,36 @@ def initialize_distributed() -> None:
     logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
 
 
-def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh ("data",) over the first `num_devices` devices (all by default)."""
+def make_mesh(num_devices: int | None = None, fsdp_size: int = 0) -> Mesh:
+    """The mesh of the first `num_devices` devices (all by default): 1-D ("data",) for
+    fsdp_size 0 or 1, else 2-D ("data", "fsdp") of shape (n / fsdp_size, fsdp_size)."""
     devices = jax.devices()
     n = len(devices) if num_devices is None else num_devices
     if not 1 <= n <= len(devices):
-        raise ValueError(f"num_devices={num_devices}; expected 1..{len(devices)}")
-    return Mesh(np.asarray(devices[:n]), (AXIS,))
+        raise ValueError(f"mesh.num_devices={num_devices}; expected 0 (all) or "
+                         f"1..{len(devices)}")
+    if fsdp_size < 0 or n % max(fsdp_size, 1):
+        raise ValueError(f"mesh.fsdp_size={fsdp_size} does not divide the {n} devices in use "
+                         f"(mesh.num_devices={num_devices or 0}); expected 0 or 1 (no fsdp "
+                         f"axis) or a divisor of {n}")
+    if fsdp_size <= 1:
+        return Mesh(np.asarray(devices[:n]), (AXIS,))
+    return Mesh(np.asarray(devices[:n]).reshape(n // fsdp_size, fsdp_size), (AXIS, FSDP))
+
+
+def from_config(mesh_config) -> Mesh:
+    """The mesh a config's `mesh` section asks for (num_devices, fsdp_size)."""
+    return make_mesh(mesh_config.num_devices or None, mesh_config.get("fsdp_size", 0))
+
+
+def batch_axes(mesh: Mesh):
+    """The mesh axes the batch dimension is split over: "data", or ("data", "fsdp")."""
+    return mesh.axis_names if len(mesh.axis_names) > 1 else mesh.axis_names[0]
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Leading (stream) axis over "data", the rest replicated."""
-    return NamedSharding(mesh, P(AXIS, *([None] * (ndim - 1))))
+    """Leading (row) axis over every device (`batch_axes`), the rest replicated."""
+    return NamedSharding(mesh, P(batch_axes(mesh), *([None] * (ndim - 1))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -67,7 +96,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_shardings(mesh: Mesh, tree):
     """Shardings for a batch-first tree (a task's carry, a batch): every array's leading axis
-    over "data", the rest replicated."""
+    over every device (`batch_axes`), the rest replicated."""
     return jax.tree.map(lambda a: batch_sharding(mesh, a.ndim), tree)
 
 
@@ -89,23 +118,32 @@ def onto_mesh(tree, mesh: Mesh):
     return jax.tree.map(one, tree)
 
 
+def param_axis(mesh: Mesh, fsdp: bool = False) -> str | None:
+    """The mesh axis parameters are sharded over: "fsdp" on a 2-D mesh, "data" on a 1-D mesh
+    with `fsdp`, else None (replicated)."""
+    return FSDP if FSDP in mesh.axis_names else (AXIS if fsdp else None)
+
+
 def param_shardings(mesh: Mesh, tree, fsdp: bool = False):
-    """Replicated, or (FSDP) each array split along its largest axis divisible by the mesh."""
-    n = mesh.devices.size
+    """Each array split over `param_axis` along its largest axis divisible by that axis'
+    size (replicated over the other axis, and where no axis divides)."""
+    axis = param_axis(mesh, fsdp)
+    n = mesh.shape[axis] if axis else 1
 
     def one(x):
-        if not fsdp or getattr(x, "ndim", 0) == 0:
+        if axis is None or getattr(x, "ndim", 0) == 0:
             return replicated(mesh)
         axes = [i for i in np.argsort(x.shape)[::-1] if x.shape[i] % n == 0]
         if not axes:
             return replicated(mesh)
         spec = [None] * x.ndim
-        spec[axes[0]] = AXIS
+        spec[axes[0]] = axis
         return NamedSharding(mesh, P(*spec))
 
     return jax.tree.map(one, tree)
 
 
 def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
-    """This host's streams [B_local, ...] -> the global array [B_local * processes, ...]."""
+    """This host's rows [B_local, ...] -> the global array [B_local * processes, ...], rows
+    over every device (`batch_sharding`)."""
     return jax.make_array_from_process_local_data(batch_sharding(mesh, local.ndim), local)

@@ -197,7 +197,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
     changes are recorded, run_config.record_changes).
     """
     sharding.initialize_distributed()
-    mesh = sharding.make_mesh(task.config.mesh.num_devices or None)
+    mesh = sharding.from_config(task.config.mesh)
     task.validate(mesh.devices.size, jax.process_count())
     validate(task.config)
     task.load()                               # the data; task.config gets what they decide

@@ -149,7 +149,8 @@ class LMTask(Task):
         require([
             (t.batch_size >= 1, f"train.batch_size={t.batch_size}; expected >= 1"),
             (t.batch_size % num_devices == 0,
-             f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices"),
+             f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices "
+             f"of the mesh; use a multiple of {num_devices} or set mesh.num_devices"),
             (t.batch_size % num_processes == 0,
              f"train.batch_size={t.batch_size} is not divisible by the {num_processes} "
              "processes"),
