@@ -31,14 +31,17 @@ FSDP = "fsdp"
 def initialize_distributed() -> None:
     """Start multi-host JAX when the environment describes several processes.
 
-    Covers SLURM (srun) and TPU pods, which jax.distributed.initialize() detects itself, and
+    Covers SLURM (srun) and TPU pods on GKE (TPU_WORKER_HOSTNAMES), which
+    jax.distributed.initialize() detects itself; SRUPP_JAX_DISTRIBUTED=1 asks for it anywhere
+    else it can detect its peers (a Cloud TPU VM pod slice, through the metadata server); and
     explicit settings: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
     JAX_PROCESS_ID, which this function reads (jax itself reads only the address). On CPU the
     collectives between processes go through gloo. A single process does nothing.
     """
     explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
     multi = (int(os.environ.get("SLURM_NTASKS", "1")) > 1 or explicit
-             or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0)
+             or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0
+             or os.environ.get("SRUPP_JAX_DISTRIBUTED") == "1")
     if not multi or jax.distributed.is_initialized():
         return
     kwargs = {}
