@@ -44,6 +44,7 @@ the exit code: finished or stopped 0, preempted (SIGTERM) 75, interrupted (SIGIN
 """
 import json
 import os
+import re
 import sys
 import textwrap
 import traceback
@@ -164,12 +165,15 @@ def flag_error(error: BaseException, argv: list) -> str:
         return f"--config={config}: {type(raised).__name__}: {message} ({where})"
     overrides = {a.split("=", 1)[0].split(".", 1)[1]: a for a in argv
                  if a.startswith(("--config.", "-config.", "--noconfig.", "-noconfig."))}
+    if not isinstance(error, (AttributeError, KeyError)):
+        return one_line(error)
     bad = [key for key in overrides if not config_keys.is_known(key)]
-    if isinstance(error, (AttributeError, KeyError)) and bad:   # config_flags: no such key
-        near = config_keys.nearest(config_keys.target(bad[0]))
-        return (f"unknown config key {bad[0].rpartition('.')[2]!r} in {overrides[bad[0]]}"
-                + (f"; did you mean {near}?" if near else "") + f" ({config_keys.SHOW_CONFIG})")
-    return one_line(error)
+    if not bad:                  # a valid key this config does not have: the one named
+        name = re.search(r"[A-Za-z_]\w*", one_line(error))
+        bad = [k for k in overrides if name and name.group() in k.split(".")] or [""]
+    near = config_keys.nearest(config_keys.target(bad[0])) if bad[0] else None
+    return (f"unknown config key {bad[0].rpartition('.')[2]!r} in {overrides.get(bad[0], '')}"
+            + (f"; did you mean {near}?" if near else "") + f" ({config_keys.SHOW_CONFIG})")
 
 
 def _config_file_line(error: BaseException, path: str):

@@ -233,8 +233,11 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The command's flags, defined when it runs (importing this module defines none, so it
     never collides with main.py's)."""
+    # unlocked: a run's override may name any model / train key (config_keys.check names a
+    # key that is none)
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Study config: a name "
-                                    "(study_enwik8, study_iwslt14) or a file, :variant.")
+                                    "(study_enwik8, study_iwslt14) or a file, :variant.",
+                                    lock_config=False, accept_new_attributes=True)
     flags.DEFINE_string("workdir", None, "Directory of the study (one sub-directory per run).")
     flags.DEFINE_string("budget", None, "Training time per model: seconds, or 90s / 20m / 2h.")
     flags.DEFINE_bool("traceback", False, "Show the full stack of an error instead of one line.")
@@ -254,7 +257,7 @@ def main(argv):
                                  "--budget=2h")
         budget = parse_budget(FLAGS.budget)
         config_keys.check(FLAGS.config, where="--config=" + config_flags.get_config_filename(
-            FLAGS["config"]))
+            FLAGS["config"]) + " or a --config.KEY override")
         from srupp_jax.workdir import check_writable
         check_writable(FLAGS.workdir)
         run_study(FLAGS.config, FLAGS.workdir, budget)

@@ -164,7 +164,7 @@ OTHER_PROGRAMS = {
     "study: a misspelt run key": (
         "srupp_jax.study", ["--config=study_enwik8:cpu", "--budget=10", "--workdir={w}",
                             "--config.study.runs.sru.model.dd=3"],
-        ["unknown config key 'dd' in --config.study.runs.sru.model.dd=3; did you mean model.d?"]),
+        ["study.runs.sru.model.dd=3 is not a config key (in --config=", "did you mean model.d?"]),
     "study: the config by name, from another directory": (
         "srupp_jax.study", ["--config=study_enwik8:cpu", "--budget=10", "--workdir={w}",
                             "--config.study.order=('lstm',)"],
