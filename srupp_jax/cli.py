@@ -163,10 +163,10 @@ def flag_error(error: BaseException, argv: list) -> str:
     if where:
         message = raised.msg if isinstance(raised, SyntaxError) else one_line(raised)
         return f"--config={config}: {type(raised).__name__}: {message} ({where})"
+    if not isinstance(error, (AttributeError, KeyError)):    # config_flags: no such key
+        return one_line(error)
     overrides = {a.split("=", 1)[0].split(".", 1)[1]: a for a in argv
                  if a.startswith(("--config.", "-config.", "--noconfig.", "-noconfig."))}
-    if not isinstance(error, (AttributeError, KeyError)):
-        return one_line(error)
     bad = [key for key in overrides if not config_keys.is_known(key)]
     if not bad:                  # a valid key this config does not have: the one named
         name = re.search(r"[A-Za-z_]\w*", one_line(error))
@@ -258,6 +258,17 @@ def check_arguments(argv: list) -> None:
                              "translate); add --workdir=DIR")
 
 
+def check_translate_files(source: str, target: str) -> None:
+    """FileNotFoundError / IsADirectoryError naming --input or --output before a model loads."""
+    if source != "-" and not os.path.isfile(source):
+        raise FileNotFoundError(f"--input={source}: no such file; give a file of source "
+                                "sentences, one a line (or '-' for stdin)")
+    if target != "-" and (os.path.isdir(target)
+                          or not os.path.isdir(os.path.dirname(os.path.abspath(target)))):
+        raise IsADirectoryError(f"--output={target}: expected a file in an existing directory "
+                                "(or '-' for stdout)")
+
+
 def main(argv):
     logs.setup()
     with errors.front_door(traceback=FLAGS.traceback):
@@ -280,9 +291,8 @@ def _run_mode():
     elif mode != "smoke":
         from srupp_jax import workdir as workdir_lib
         workdir_lib.check_readable(workdir)
-    if mode == "translate" and FLAGS.input != "-" and not os.path.isfile(FLAGS.input):
-        raise FileNotFoundError(f"--input={FLAGS.input}: no such file; give a file of source "
-                                "sentences, one a line (or '-' for stdin)")
+    if mode == "translate":
+        check_translate_files(FLAGS.input, FLAGS.output)
     from srupp_jax import generate, train
     if mode == "smoke":
         train.smoke(config)

@@ -126,6 +126,10 @@ CASES = {
     "translate a missing input": (
         ["--mode=translate", "--workdir={d}/workdir", "--input={d}/nope.de"],
         ["--input={d}/nope.de: no such file"], "{d}/workdir"),
+    "translate into a directory": (
+        ["--mode=translate", "--workdir={d}/workdir", "--input={d}/short.txt",
+         "--output={d}/workdir"],
+        ["--output={d}/workdir: expected a file in an existing directory"], "{d}/workdir"),
     "unknown mode": (["--mode=bogus"], ["--mode=bogus: value should be one of"], None),
     # jax is imported for these (the trainer's and the tasks' checks), nothing compiles
     "negative learning rate": (
