@@ -5,8 +5,9 @@
     python main.py --config=configs/default.py --config.model.d=128 ...    # override any key
     python main.py --workdir=DIR --mode=eval                               # dev + test of best
     python main.py --workdir=DIR --mode=generate --prompt="def " --top_p=0.9  # sample text
+    python main.py --config=configs/enwik8.py --mode=show_config            # keys, meanings
 
-Modes and flags: see srupp_jax/cli.py (`python main.py --helpshort`).
+Modes, flags, config files and exit codes: `python main.py --help` (srupp_jax/cli.py).
 """
 from srupp_jax.cli import run
 

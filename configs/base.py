@@ -15,7 +15,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "lm"                  # lm | translation (srupp_jax/tasks)
-    config.seed = 0
+    config.seed = 0                     # initial parameters, dropout (translation: batch order)
 
     config.model = ml_collections.ConfigDict()
     config.model.arch = "srupp"         # lm: srupp | transformer_xl | sha_rnn (the baselines);
@@ -23,16 +23,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.vocab_size = 0         # 0 = the prepared vocabulary's size (bytes: 256)
     config.model.d = 0                  # hidden size d
     config.model.d_proj = 0             # attention size d'
-    config.model.num_layers = 0
+    config.model.num_layers = 0         # SRU++ layers (translation: see encoder_layers)
     config.model.k = 1                  # attention every k layers (k = num_layers: last only)
     config.model.attention_last_n = -1  # -1: use k; n >= 0: attention only in the last n layers
-    config.model.num_heads = 1
-    config.model.dropout = 0.0
-    config.model.attn_dropout = 0.0
-    config.model.highway_bias = -2.0
-    config.model.layer_norm = False
+    config.model.num_heads = 1          # attention heads
+    config.model.dropout = 0.0          # dropout between and inside layers
+    config.model.attn_dropout = 0.0     # dropout of the attention weights
+    config.model.highway_bias = -2.0    # initial reset-gate bias (the paper: -2)
+    config.model.layer_norm = False     # an extra layer norm per layer (the paper: off)
     config.model.cutoffs = ()           # () = one softmax; adaptive input/softmax otherwise
-    config.model.adaptive_factor = 4.0
+    config.model.adaptive_factor = 4.0  # each adaptive cluster this many times narrower
     config.model.cutoff_fractions = ()  # word data with cutoffs (): cutoffs at these fractions
                                         #   of the vocabulary (configs/text.py)
     config.model.impl = "auto"          # recurrence backend: auto | scan | assoc | pallas
@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.attention_layers = ()  # sha_rnn: 1-based blocks with attention
     config.model.d_embed = 0            # translation: width of the shared embedding (SRU++)
     config.model.encoder_layers = 0     # translation: layers of the encoder and the decoder
-    config.model.decoder_layers = 0
+    config.model.decoder_layers = 0     # translation: layers of the decoder
     config.model.encoder_bidirectional = False  # translation, SRU++: a bidirectional encoder
     config.model.label_smoothing = 0.0  # translation: epsilon of the label-smoothed loss
 
@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.unit = "byte"           # 'text' only: byte | word
     # translation: data.name numbers_de_en (generated, offline) | iwslt14_de_en | parallel
     config.data.src = ""                # parallel: the source / target file suffixes (de, en)
-    config.data.tgt = ""
+    config.data.tgt = ""                # parallel: the target file suffix (en)
     config.data.recipe = "lin2020"      # iwslt14_de_en: lin2020 (Table 8's) | fairseq
     config.data.vocab_size = 0          # translation: joint BPE pieces (0 = the dataset's)
     config.data.lowercase = False       # parallel: lower-case the text
@@ -75,20 +75,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.unroll = 0             # M tokens per step; attention memory of M tokens
     config.train.batch_tokens = 0       # translation: padded target (and source) tokens a step
     config.train.max_len = 0            # translation: longest pair trained on (subwords + EOS)
-    config.train.steps = 0
+    config.train.steps = 0              # optimizer updates in all
     config.train.stop_at = 0            # stop (checkpointed) after this step; 0 = train.steps
-    config.train.lr = 3e-4
-    config.train.warmup_steps = 0
+    config.train.lr = 3e-4              # peak learning rate (RAdam)
+    config.train.warmup_steps = 0       # linear warmup steps (< train.steps)
     config.train.schedule = "cosine"    # after warmup: cosine (one cycle) | rsqrt (Noam)
-    config.train.weight_decay = 0.1
-    config.train.clip_norm = 1.0
-    config.train.grad_accum_steps = 1
+    config.train.weight_decay = 0.1     # decoupled; not on 1-D parameters (biases, norms)
+    config.train.clip_norm = 1.0        # gradient clipping by global norm
+    config.train.grad_accum_steps = 1   # micro-batches per optimizer update
     config.train.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
     config.train.max_bad_steps = 5      # consecutive NaN/inf losses before stopping
-    config.train.log_every = 100
-    config.train.eval_every = 1000
-    config.train.checkpoint_every = 1000
-    config.train.keep_checkpoints = 3
+    config.train.log_every = 100        # a train line and metrics row every N steps
+    config.train.eval_every = 1000      # a dev evaluation every N steps (and at the end)
+    config.train.checkpoint_every = 1000  # a checkpoint every N steps (and at the end)
+    config.train.keep_checkpoints = 3   # the last N are kept, plus the best by dev
     config.train.time_budget = 0.0      # > 0: stop after this many seconds of training steps
     config.train.eval_marks = ()        # dev evaluations at these training seconds (study)
     config.train.prng_impl = "rbg"      # threefry2x32 | rbg | unsafe_rbg: the keys of the
@@ -97,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
                                          #   workdir/profile; (0, 0) = off
 
     config.eval = ml_collections.ConfigDict()
-    config.eval.batch_size = 1
+    config.eval.batch_size = 1          # streams evaluated at once
     config.eval.unroll = 0              # evaluation segment length
     config.eval.mem_len = 0             # attention memory at evaluation (paper: longer than M)
     config.eval.same_length = True      # every position sees the same number of tokens
@@ -112,7 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.decode.beam_size = 5         # 1 = greedy
     config.decode.length_penalty = 0.0  # score / length ** alpha (0 = none, as Lin et al.)
     config.decode.max_len_a = 1.2       # at most a * source length + b target subwords
-    config.decode.max_len_b = 10
+    config.decode.max_len_b = 10        # b of that limit
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.num_devices = 0         # devices in the data mesh (0 = all of them)

@@ -40,6 +40,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from srupp_jax.errors import RunFault
 from srupp_jax.leaves import abstract, array_name, describe, flatten, mismatch, unflatten
 
 QUARANTINE = "quarantine"
@@ -47,7 +48,7 @@ META = "meta"
 FORMAT = 2
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RunFault):
     """A checkpoint could not be saved, or none could be restored."""
 
 

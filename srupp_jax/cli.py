@@ -1,9 +1,10 @@
-"""The command line program: `python main.py ...` in a checkout, `srupp ...` once installed.
+"""srupp (`python main.py` in a checkout): train, evaluate, sample and translate with SRU++.
 
     srupp --config=default --workdir=DIR                     # train, then dev eval
     srupp --config=enwik8:k5 --workdir=DIR                   # a shipped config by name
     srupp --config=configs/enwik8.py:k5 --workdir=DIR        # or by path (main.py's form)
     srupp --config=default --config.model.d=128 ...          # override any key
+    srupp --config=enwik8 --mode=show_config                 # every key, its value, its meaning
     srupp --workdir=DIR --mode=eval                          # dev + test of the best checkpoint
     srupp --workdir=DIR --mode=generate --prompt="def "      # sample text
 
@@ -14,36 +15,58 @@ Modes:
          naming the keys, unless --allow_config_change (then recorded in
          DIR/config_changes.jsonl).
   eval   restore the best checkpoint (else the latest) and report dev and test BPC / PPL over
-         the whole splits, with a progress bar per split.
-  smoke  one forward and backward pass of the configured model on random tokens.
+         the whole splits (a progress bar per split on a terminal, a line otherwise).
+  smoke  one forward and backward pass of the configured model on random tokens; needs no
+         data (bytes: 256 tokens; words: model.vocab_size, or the prepared data).
   generate  restore the best checkpoint (else the latest) and stream --num_tokens tokens
          sampled after --prompt (--temperature, --top_k, --top_p, --seed) to stdout, with
          eval.mem_len tokens of attention memory (language models).
   translate  restore the best checkpoint and translate --input (one sentence a line; stdin)
          to --output (stdout) with config.decode (beam size, length penalty, length limit).
+  show_config  print the config (the --config file with its overrides; with only --workdir,
+         the run's config.json) as `key = value  # meaning`, meanings from configs/base.py.
 
-eval and generate use DIR/config.json when it exists (so the training overrides need not be
-repeated); `--config.KEY=VALUE` given with them is applied on top (e.g. eval.mem_len).
+eval, generate and translate use DIR/config.json when it exists (so the training overrides
+need not be repeated); `--config.KEY=VALUE` given with them is applied on top (e.g.
+eval.mem_len). A flag of another mode (--prompt in train, --force in eval, ...), a second
+--config and a stray argument (an unquoted --prompt=def foo) are errors.
 
-A mistake on the command line or in the config (an unknown key, a bad value, a missing dataset
-or file) prints one line `error: ...` to stderr and exits with status 2; a run that cannot go on
-(a checkpoint that cannot be saved or restored, non-finite losses, a workdir in use by another
-trainer) prints one line and exits with status 1; `--traceback` shows the full stack instead.
-Programming errors raise as usual.
-A training run ends with a JSON line whose `status` gives the exit code: finished or stopped
-0, preempted (SIGTERM) 75, interrupted (SIGINT) 130 (srupp_jax/workdir.py).
+Errors: a mistake on the command line, in a config file or in the data it names (an unknown
+key, a bad value, a missing dataset or file, a workdir that is a file or cannot be written)
+prints one line `error: ...` to stderr and exits with status 2, before anything is written
+to the workdir; a run that cannot go on (a checkpoint that cannot be saved or restored,
+non-finite losses, a workdir in use by another trainer) prints one line and exits with
+status 1; Ctrl-C outside training exits with 130. `--traceback` shows the full stack instead.
+Programming errors raise as usual. A training run ends with a JSON line whose `status` gives
+the exit code: finished or stopped 0, preempted (SIGTERM) 75, interrupted (SIGINT) 130
+(srupp_jax/workdir.py); its train_* and dev_* metrics are those of the steps `train_step` and
+`dev_step`. Logs are short INFO lines (time, message; srupp_jax/logs.py).
 """
 import json
 import os
+import re
 import sys
+import textwrap
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from srupp_jax import config_keys, errors, logs
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.py")
-USAGE_EXIT = 2
-RUN_FAULT_EXIT = 1   # a checkpoint that cannot be saved or restored, NaN losses, a locked workdir
+USAGE_EXIT, RUN_FAULT_EXIT = errors.USAGE_EXIT, errors.RUN_FAULT_EXIT
+MODES = ["train", "eval", "smoke", "generate", "translate", "show_config"]
+# the flags of one mode only: given with another mode, they are an error
+MODE_FLAGS = {"train": ("force", "allow_config_change"),
+              "generate": ("prompt", "num_tokens", "temperature", "top_k", "top_p", "seed"),
+              "translate": ("input", "output")}
+WORKDIR_MODES = ("train", "eval", "generate", "translate", "show_config")
+HELP_ARGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "--helpfull", "-helpfull",
+             "-?")
+OUR_FLAGS = ("config", "workdir", "mode", "prompt", "num_tokens", "temperature", "top_k",
+             "top_p", "seed", "input", "output", "force", "allow_config_change", "traceback")
 
 
 def define_flags() -> None:
@@ -55,8 +78,7 @@ def define_flags() -> None:
         "config", DEFAULT_CONFIG, "Experiment config: a file (configs/enwik8.py), or the name of "
         "a shipped one (enwik8), with an optional :variant.")
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
-    flags.DEFINE_enum("mode", "train", ["train", "eval", "smoke", "generate", "translate"],
-                      "What to run.")
+    flags.DEFINE_enum("mode", "train", MODES, "What to run.")
     flags.DEFINE_string("input", "-", "--mode=translate: a file of source sentences, one a "
                         "line ('-' = stdin).")
     flags.DEFINE_string("output", "-", "--mode=translate: where the translations go ('-' = "
@@ -76,18 +98,12 @@ def define_flags() -> None:
     flags.DEFINE_bool("allow_config_change", False, "--mode=train: go on in a workdir whose "
                       "recorded config differs from this command's (e.g. a lower train.lr); the "
                       "changes are recorded in WORKDIR/config_changes.jsonl.")
-    # listed by --helpshort of main.py / srupp
-    for name in ("config", "workdir", "mode", "prompt", "num_tokens", "temperature", "top_k",
-                 "top_p", "seed", "traceback", "force", "allow_config_change", "input",
-                 "output"):
+    for name in OUR_FLAGS:      # listed by --helpshort of main.py / srupp
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
 FLAGS = flags.FLAGS
-
-# What a user's mistake raises: these print one line; anything else is a bug and raises.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, app.UsageError,
-               flags.Error)
+USER_ERRORS = errors.USER_ERRORS
 
 
 def shipped_configs() -> list:
@@ -112,39 +128,96 @@ def resolve_config_arg(arg: str) -> str:
                          f"{name!r}; expected a path or one of {', '.join(shipped_configs())}")
 
 
+def prepare_argv(argv: list, default: str = DEFAULT_CONFIG) -> list:
+    """`--config VALUE` joined, the config found by name, the `default` config put first
+    when none is given; app.UsageError for a second --config."""
+    argv = list(argv)
+    for i in range(1, len(argv) - 1):      # --config VALUE -> --config=VALUE
+        if argv[i] in ("--config", "-config"):
+            argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
+    given = [a for a in argv if _is_config_arg(a)]
+    if len(given) > 1:
+        raise app.UsageError(f"--config is given {len(given)} times ({', '.join(given)}); "
+                             "give one, and change its keys with --config.KEY=VALUE")
+    argv = [resolve_config_arg(a) if _is_config_arg(a) else a for a in argv]
+    if not given:
+        argv.insert(1, f"--config={default}")
+    return argv
+
+
 def one_line(error: BaseException) -> str:
-    """The message of `error` on one line; for a config file that raised, its last line."""
-    text = str(error)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if "Traceback (most recent call last)" in text:     # config_flags wraps get_config errors
-        lines = [lines[0].split(": Error whilst parsing")[0] + ":", lines[-1]]
-    return " ".join(lines) or type(error).__name__
-
-
-def _fail(error: BaseException, code: int = USAGE_EXIT) -> None:
-    print(f"error: {one_line(error)}", file=sys.stderr)
-    sys.exit(code)
+    """The message of `error` on one line (srupp_jax.errors.one_line)."""
+    return errors.one_line(error)
 
 
 def _is_config_arg(arg: str) -> bool:
     return arg.startswith(("--config=", "-config="))
 
 
+def flag_error(error: BaseException, argv: list) -> str:
+    """The one line for an error of flag parsing: an override of a key the config lacks
+    (with the nearest key), an exception of the config file (its file and line), or the
+    error's own message."""
+    config = next((a.split("=", 1)[1] for a in argv if _is_config_arg(a)), "")
+    raised, where = _config_file_line(error, config.split(":")[0])
+    if where:
+        message = raised.msg if isinstance(raised, SyntaxError) else one_line(raised)
+        return f"--config={config}: {type(raised).__name__}: {message} ({where})"
+    if not isinstance(error, (AttributeError, KeyError)):    # config_flags: no such key
+        return one_line(error)
+    overrides = {a.split("=", 1)[0].split(".", 1)[1]: a for a in argv
+                 if a.startswith(("--config.", "-config.", "--noconfig.", "-noconfig."))}
+    bad = [key for key in overrides if not config_keys.is_known(key)]
+    if not bad:                  # a valid key this config does not have: the one named
+        name = re.search(r"[A-Za-z_]\w*", one_line(error))
+        bad = [k for k in overrides if name and name.group() in k.split(".")] or [""]
+    near = config_keys.nearest(config_keys.target(bad[0])) if bad[0] else None
+    return (f"unknown config key {bad[0].rpartition('.')[2]!r} in {overrides.get(bad[0], '')}"
+            + (f"; did you mean {near}?" if near else "") + f" ({config_keys.SHOW_CONFIG})")
+
+
+def _config_file_line(error: BaseException, path: str):
+    """(the exception, 'file.py, line N') where the config file (or a config it imports)
+    raised, following the exceptions `error` was raised from; (None, '') if none."""
+    real = os.path.realpath
+    while error is not None:
+        if isinstance(error, SyntaxError) and error.filename:
+            return error, f"{os.path.basename(error.filename)}, line {error.lineno}"
+        frames = [f for f in traceback.extract_tb(error.__traceback__)
+                  if (path and real(f.filename) == real(path))
+                  or os.path.dirname(real(f.filename)) == real(CONFIG_DIR)]
+        if frames:
+            return error, f"{os.path.basename(frames[-1].filename)}, line {frames[-1].lineno}"
+        error = error.__cause__ or error.__context__
+    return None, ""
+
+
 def parse_flags(argv: list) -> list:
-    """absl's flag parsing with user errors on one line."""
+    """absl's flag parsing (which runs the config file) with every error on one line."""
     try:
         return FLAGS(argv)
-    except (flags.Error, app.UsageError, AttributeError, KeyError, OSError) as e:
-        # AttributeError / KeyError: an override of a key the config lacks (config_flags)
+    except Exception as e:        # the command line's or the config file's: the user's
         if "--traceback" in argv:
             raise
-        if isinstance(e, (AttributeError, KeyError)):
-            key = one_line(e).strip("\"'")
-            bad = [a for a in argv if a.startswith("--config.")
-                   and key in a.split("=", 1)[0].split(".")]
-            e = ValueError(f"unknown config key {key!r} in {' '.join(bad)}; see the config "
-                           "files for the valid keys")
-        _fail(e)
+        errors.fail(flag_error(e, argv))
+
+
+def help_text() -> str:
+    """--help: what the program does, its modes, the config files, the flags, the exit codes."""
+    wrap = lambda text, indent: textwrap.fill(text, 96, initial_indent=indent,
+                                              subsequent_indent=indent + "    ")
+    names = [n for n in shipped_configs() if n != "base"]
+    lines = [__doc__.strip(), "", "Config files (--config=NAME[:variant], or a path):",
+             wrap(", ".join(n for n in names if not n.startswith("study")), "  "),
+             "  studies (python -m srupp_jax.study --config=NAME ...): "
+             + ", ".join(n for n in names if n.startswith("study")), "",
+             "Every key of a config, its value and its meaning (any key: --config.KEY=VALUE):",
+             "  srupp --config=enwik8 --mode=show_config", "", "Flags:"]
+    for name in OUR_FLAGS:
+        flag = FLAGS[name]
+        default = "" if name == "config" else f" (default {flag.default_as_str})"
+        lines.append(wrap(f"--{name}: {flag.help}{default}", "  "))
+    return "\n".join(lines) + "\n"
 
 
 def eval_config(workdir: str):
@@ -161,52 +234,87 @@ def eval_config(workdir: str):
     return run_config.override(saved, config_flags.get_override_values(FLAGS["config"]))
 
 
-def main(argv):
+def check_arguments(argv: list) -> None:
+    """app.UsageError for a stray argument, a flag of another mode, a missing --workdir."""
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
-    from srupp_jax.checkpoint import CheckpointError
-    from srupp_jax.workdir import WorkdirLockedError
-    try:
+        extra = " ".join(argv[1:])
+        before = sys.argv[sys.argv.index(argv[1]) - 1] if argv[1] in sys.argv else ""
+        hint = (f"; quote a value with spaces: {before.split('=')[0]}=\""
+                f"{before.split('=', 1)[1]} {extra}\"" if before.startswith("-") and "=" in before
+                else "; every argument is a --flag=VALUE")
+        raise app.UsageError(f"unexpected argument{'s' if len(argv) > 2 else ''} {extra!r}"
+                             + hint)
+    mode = FLAGS.mode
+    for other, names in MODE_FLAGS.items():
+        for name in names:
+            if other != mode and FLAGS[name].present:
+                raise app.UsageError(f"--{name} applies to --mode={other} only, not "
+                                     f"--mode={mode}; drop it (or use --mode={other})")
+    if mode not in WORKDIR_MODES and FLAGS["workdir"].present:
+        raise app.UsageError(f"--workdir does not apply to --mode={mode} (it writes nothing); "
+                             "drop it")
+    if mode in WORKDIR_MODES[:-1] and not FLAGS.workdir:
+        raise app.UsageError("--workdir is required for --mode=train, eval and generate (and "
+                             "translate); add --workdir=DIR")
+
+
+def check_translate_files(source: str, target: str) -> None:
+    """FileNotFoundError / IsADirectoryError naming --input or --output before a model loads."""
+    if source != "-" and not os.path.isfile(source):
+        raise FileNotFoundError(f"--input={source}: no such file; give a file of source "
+                                "sentences, one a line (or '-' for stdin)")
+    if target != "-" and (os.path.isdir(target)
+                          or not os.path.isdir(os.path.dirname(os.path.abspath(target)))):
+        raise IsADirectoryError(f"--output={target}: expected a file in an existing directory "
+                                "(or '-' for stdout)")
+
+
+def main(argv):
+    logs.setup()
+    with errors.front_door(traceback=FLAGS.traceback):
+        check_arguments(argv)
         _run_mode()
-    except USER_ERRORS as e:
-        if FLAGS.traceback:
-            raise
-        _fail(e)
-    except (CheckpointError, FloatingPointError, WorkdirLockedError) as e:
-        if FLAGS.traceback:   # a run that cannot go on: saved state is safe, say why
-            raise
-        _fail(e, RUN_FAULT_EXIT)
 
 
 def _run_mode():
-    config = FLAGS.config
+    config, mode, workdir = FLAGS.config, FLAGS.mode, FLAGS.workdir
+    config_keys.check(config, where="--config=" + config_flags.get_config_filename(
+        FLAGS["config"]))
+    if mode == "show_config":
+        if workdir:
+            config = eval_config(workdir)
+        print(config_keys.describe(config), end="")
+        return
+    if mode == "train":
+        from srupp_jax import workdir as workdir_lib
+        workdir_lib.check_writable(workdir)
+    elif mode != "smoke":
+        from srupp_jax import workdir as workdir_lib
+        workdir_lib.check_readable(workdir)
+    if mode == "translate":
+        check_translate_files(FLAGS.input, FLAGS.output)
     from srupp_jax import generate, train
-    if FLAGS.mode == "smoke":
+    if mode == "smoke":
         train.smoke(config)
         return
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required for --mode=train, eval and generate (and "
-                             "translate); add --workdir=DIR")
-    if FLAGS.mode == "translate":
+    if mode == "translate":
         from srupp_jax import translate
-        translate.translate_file(eval_config(FLAGS.workdir), FLAGS.workdir, FLAGS.input,
-                                 FLAGS.output)
+        translate.translate_file(eval_config(workdir), workdir, FLAGS.input, FLAGS.output)
         return
-    if FLAGS.mode == "generate":
+    if mode == "generate":
         if FLAGS.num_tokens < 0:
             raise app.UsageError(f"--num_tokens={FLAGS.num_tokens}; expected >= 0")
-        generate.sample_text(eval_config(FLAGS.workdir), FLAGS.workdir, FLAGS.prompt,
-                             FLAGS.num_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+        generate.sample_text(eval_config(workdir), workdir, FLAGS.prompt, FLAGS.num_tokens,
+                             temperature=FLAGS.temperature, top_k=FLAGS.top_k,
                              top_p=FLAGS.top_p, seed=FLAGS.seed)
         return
-    if FLAGS.mode == "train":
-        metrics = train.train_and_evaluate(config, FLAGS.workdir, force=FLAGS.force,
+    if mode == "train":
+        metrics = train.train_and_evaluate(config, workdir, force=FLAGS.force,
                                            allow_config_change=FLAGS.allow_config_change)
     else:
-        metrics = train.evaluate_checkpoint(eval_config(FLAGS.workdir), FLAGS.workdir)
-    print(json.dumps({"mode": FLAGS.mode, **metrics}, sort_keys=True))
-    if FLAGS.mode == "train":     # how the run ended: srupp_jax/workdir.py, README
+        metrics = train.evaluate_checkpoint(eval_config(workdir), workdir)
+    print(json.dumps({"mode": mode, **metrics}, sort_keys=True))
+    if mode == "train":     # how the run ended: srupp_jax/workdir.py, README
         from srupp_jax.workdir import EXIT_CODES
         sys.exit(EXIT_CODES[metrics["status"]])
 
@@ -216,20 +324,14 @@ def run() -> None:
 
     Before the flags are defined, sys.argv gets a --config: the default config file when none
     is given (first, so that --config.KEY overrides follow it), a shipped config's path when
-    it names one (`--config=enwik8:k5`); config_flags reads the overrides from sys.argv."""
+    it names one (`--config=enwik8:k5`); config_flags reads the overrides from sys.argv.
+    --help prints help_text() and exits 0."""
     argv = list(sys.argv)
-    for i in range(1, len(argv) - 1):      # --config VALUE -> --config=VALUE
-        if argv[i] in ("--config", "-config"):
-            argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
-            break
-    try:
-        argv = [resolve_config_arg(a) if _is_config_arg(a) else a for a in argv]
-    except app.UsageError as e:
-        if "--traceback" in argv:
-            raise
-        _fail(e)
-    if not any(_is_config_arg(a) for a in argv):
-        argv.insert(1, f"--config={DEFAULT_CONFIG}")
+    with errors.front_door(traceback="--traceback" in argv):
+        argv = prepare_argv(argv)
     sys.argv[:] = argv
     define_flags()
+    if any(a in HELP_ARGS for a in argv[1:]):
+        print(help_text(), end="")
+        sys.exit(0)
     app.run(main, argv=argv, flags_parser=parse_flags)

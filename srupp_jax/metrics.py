@@ -125,12 +125,14 @@ def train_seconds(workdir: str, step: int) -> float:
 
 
 def last_metrics(workdir: str, step: int) -> dict:
-    """The latest value of every metric of `workdir`'s records up to `step` ({} for none)."""
+    """The latest value of every metric of `workdir`'s records up to `step` ({} for none), with
+    the step of each split's latest row (`train_step`, `dev_step`)."""
     last = {}
     try:
         for row in read_metrics(workdir):
             if row["step"] <= step:
                 last.update({k: v for k, v in row.items() if k not in RESERVED_KEYS})
+                last[f"{row['split']}_step"] = row["step"]     # the step they were measured at
     except FileNotFoundError:
         pass
     return last

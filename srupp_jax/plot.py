@@ -12,7 +12,8 @@ record either as a key (`dev_bpc`) or as `<split>_<key>` (the record
 `hours` times the device count: --gpus N if given, else the run's recorded `devices` field,
 else 1. Without --metric: dev_bpc, or dev_ppl for a word-level run. Non-finite values
 (diverged runs) are dropped from the curve.
-Needs matplotlib (drawn with the Agg backend, no display).
+Needs matplotlib (drawn with the Agg backend, no display). A mistake (a missing metrics.jsonl,
+a metric no record has, a bad flag) prints one line `error: ...` and exits with status 2.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from srupp_jax import errors
 from srupp_jax.metrics import METRICS_FILE, read_metrics
 
 
@@ -128,7 +130,7 @@ def plot_runs(paths: Sequence[str], out: str, *, labels: Optional[Sequence[str]]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = errors.OneLineArgumentParser(
         prog="python -m srupp_jax.plot",
         description="Plot a dev metric (BPC / PPL) against training hours from metrics.jsonl.")
     parser.add_argument("--workdir", action="append", required=True,
@@ -146,14 +148,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "`devices` field, else 1)")
     parser.add_argument("--title", default=None)
     parser.add_argument("--logy", action="store_true", help="log-scale y axis")
+    parser.add_argument("--traceback", action="store_true", help="the full stack of an error")
     args = parser.parse_args(argv)
-    try:
-        out = plot_runs(args.workdir, args.out, labels=args.label, metric=args.metric,
-                        x=args.x, gpus=args.gpus, title=args.title, logy=args.logy)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
-    except ImportError as e:
-        parser.error(f"plotting needs matplotlib (pip install matplotlib): {e}")
+    with errors.front_door(traceback=args.traceback):
+        try:
+            out = plot_runs(args.workdir, args.out, labels=args.label, metric=args.metric,
+                            x=args.x, gpus=args.gpus, title=args.title, logy=args.logy)
+        except ImportError as e:
+            raise ValueError(f"plotting needs matplotlib (pip install matplotlib): {e}") from None
     print(f"wrote {out}")
     return 0
 

@@ -1,7 +1,10 @@
 """The compute-efficiency study: a dev metric against training time, every model the same budget.
 
-    python -m srupp_jax.study --config=configs/study_enwik8.py --budget=8h --workdir=DIR
+    python -m srupp_jax.study --config=study_enwik8 --budget=8h --workdir=DIR
     python -m srupp_jax.study --config=configs/study_enwik8.py:cpu --budget=2m --workdir=DIR
+
+The config is found by name (`study_enwik8`, `study_iwslt14`) from any directory, or by path,
+as `srupp` finds its configs; errors are one line (srupp_jax/errors.py), logs short lines.
 
 For each run of `config.study.order` (the config's `study.runs[name]`: a label, the paper row
 it stands for and its `model` overrides of the shared config), one after another on the same
@@ -31,6 +34,8 @@ from typing import Optional
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from srupp_jax import cli, config_keys, errors, logs
+
 STUDY_FILES = ("study.json", "study.md", "study.png")
 
 
@@ -56,6 +61,11 @@ def run_config(config, name: str, budget: float):
         raise ValueError(f"study.order names {name!r}, which is not in study.runs "
                          f"({', '.join(config.study.runs)})")
     run = config.study.runs[name]
+    for section in ("model", "train"):
+        for key in run.get(section, {}):
+            if key not in config[section]:
+                raise ValueError(config_keys.unknown(
+                    f"{section}.{key}", name=f"study.runs.{name}.{section}.{key}"))
     cfg = copy.deepcopy(config)
     with cfg.unlocked():
         del cfg["study"]
@@ -80,15 +90,19 @@ def train_run(cfg, workdir: str, budget: float) -> None:
     early (SIGTERM), so that the study stops too and a rerun resumes it."""
     from srupp_jax import train
     from srupp_jax.metrics import read_metrics, train_seconds
+    from srupp_jax.workdir import EXIT_CODES
     if _finished(workdir):
-        logging.warning("%s: finished earlier, skipped", workdir)
+        logging.info("%s: finished earlier, skipped", workdir)
         return
-    train.train_and_evaluate(cfg, workdir)
+    status = train.train_and_evaluate(cfg, workdir)["status"]
     seconds = train_seconds(workdir, 10 ** 12)
     steps = max([r["step"] for r in read_metrics(workdir)] or [0])
     if seconds < budget and steps < cfg.train.steps:
-        raise SystemExit(f"{workdir} stopped after {seconds:.0f} of {budget:.0f} training "
-                         "seconds; run the same command again to resume")
+        logging.warning("%s %s after %.0f of %.0f training seconds; run the same command again "
+                        "to resume the study", workdir, status, seconds, budget)
+        raise SystemExit(EXIT_CODES.get(status) or 1)
+    logging.info("%s: done, %.0f s of training, %d steps%s", workdir, seconds, steps,
+                 " (train.steps reached)" if steps >= cfg.train.steps else "")
     with open(os.path.join(workdir, "done.json"), "w") as f:
         json.dump({"train_seconds": seconds, "steps": steps}, f)
 
@@ -196,7 +210,7 @@ def run_study(config, workdir: str, budget: float) -> list[dict]:
         train.validate_config(cfg, cfg.mesh.num_devices or _device_count())
     os.makedirs(workdir, exist_ok=True)
     for name, cfg in configs.items():
-        logging.warning("study: %s (%s), %s of training", name, config.study.runs[name].label,
+        logging.info("study: %s (%s), %s of training", name, config.study.runs[name].label,
                         _hours(budget))
         train_run(cfg, os.path.join(workdir, name), budget)
     rows = [summarize(config, name, os.path.join(workdir, name), budget) for name in order]
@@ -219,25 +233,48 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The command's flags, defined when it runs (importing this module defines none, so it
     never collides with main.py's)."""
-    config_flags.DEFINE_config_file("config", "configs/study_enwik8.py", "Study config file.")
+    # unlocked: a run's override may name any model / train key (config_keys.check names a
+    # key that is none)
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Study config: a name "
+                                    "(study_enwik8, study_iwslt14) or a file, :variant.",
+                                    lock_config=False, accept_new_attributes=True)
     flags.DEFINE_string("workdir", None, "Directory of the study (one sub-directory per run).")
     flags.DEFINE_string("budget", None, "Training time per model: seconds, or 90s / 20m / 2h.")
+    flags.DEFINE_bool("traceback", False, "Show the full stack of an error instead of one line.")
+
+
+DEFAULT_CONFIG = os.path.join(cli.CONFIG_DIR, "study_enwik8.py")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.workdir or not FLAGS.budget:
-        raise app.UsageError("--workdir and --budget are required")
-    logging.set_verbosity(logging.WARNING)
-    try:
+    logs.setup()
+    with errors.front_door(traceback=FLAGS.traceback):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}; every argument "
+                                 "is a --flag=VALUE")
+        if not FLAGS.workdir or not FLAGS.budget:
+            raise app.UsageError("--workdir and --budget are required, e.g. --workdir=runs/study "
+                                 "--budget=2h")
         budget = parse_budget(FLAGS.budget)
-    except ValueError as e:
-        raise app.UsageError(str(e))
-    run_study(FLAGS.config, FLAGS.workdir, budget)
-    sys.stdout.write(open(os.path.join(FLAGS.workdir, "study.md")).read())
+        config_keys.check(FLAGS.config, where="--config=" + config_flags.get_config_filename(
+            FLAGS["config"]) + " or a --config.KEY override")
+        from srupp_jax.workdir import check_writable
+        check_writable(FLAGS.workdir)
+        run_study(FLAGS.config, FLAGS.workdir, budget)
+        sys.stdout.write(open(os.path.join(FLAGS.workdir, "study.md")).read())
+
+
+def run() -> None:
+    """`python -m srupp_jax.study`: configs by name, --help (exit 0), one-line errors."""
+    with errors.front_door(traceback="--traceback" in sys.argv):
+        sys.argv[:] = cli.prepare_argv(sys.argv, default=DEFAULT_CONFIG)
+    define_flags()
+    if any(a in cli.HELP_ARGS for a in sys.argv[1:]):
+        print(__doc__.strip() + "\n\nFlags:\n" + "\n".join(
+            f"  --{n}: {FLAGS[n].help}" for n in ("config", "workdir", "budget", "traceback")))
+        sys.exit(0)
+    app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run()

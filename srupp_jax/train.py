@@ -4,19 +4,22 @@
     evaluate_checkpoint(config, workdir)   dev and test metrics of the best checkpoint
     restore_for_inference(config, workdir) (model, params, rest, step) (srupp_jax.inference)
     smoke(config)                          one forward and backward pass on random inputs
-    validate_config(config, num_devices)   every check of the trainer and the task, before
-                                           anything is read or built
+    validate_config(config, num_devices)   every check of the keys (srupp_jax.config_keys),
+                                           the trainer and the task, before anything is
+                                           read or built
     build_model(config, rngs)              the model of a config resolved against its data
 
 The loop itself is srupp_jax/trainer.py; what differs between tasks, srupp_jax/tasks/.
 """
 from __future__ import annotations
 
-from srupp_jax import inference, tasks, trainer
+from srupp_jax import config_keys, inference, tasks, trainer
 
 
 def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
-    """Raise ValueError naming the bad value before anything is read, built or compiled."""
+    """Raise ValueError naming the bad value (or a key configs/base.py lacks) before anything
+    is read, built or compiled."""
+    config_keys.check(config)
     tasks.make(config).validate(num_devices, num_processes)
     trainer.validate(config)
 
@@ -24,6 +27,7 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
 def train_and_evaluate(config, workdir: str, *, force: bool = False,
                        allow_config_change: bool = False) -> dict:
     """Train `config`'s task in `workdir` (srupp_jax.trainer.train_and_evaluate)."""
+    config_keys.check(config)
     return trainer.train_and_evaluate(tasks.make(config), workdir, force=force,
                                       allow_config_change=allow_config_change)
 
@@ -47,4 +51,5 @@ evaluate_checkpoint = inference.evaluate_checkpoint
 def smoke(config) -> float:
     """One forward and backward pass of `config`'s model on random inputs (main.py
     --mode=smoke); prints the sizes and returns the mean loss in nats."""
+    config_keys.check(config)
     return tasks.make(config).smoke()

@@ -31,7 +31,7 @@ from srupp_jax.optim import SCHEDULES, lr_schedule, make_optimizer
 from srupp_jax.progress import Progress
 from srupp_jax.rng import model_rngs, prng_impl
 from srupp_jax.steps import Window, accumulate, count_params, make_train_step
-from srupp_jax.workdir import StopSignals, WorkdirLock
+from srupp_jax.workdir import StopSignals, WorkdirLock, say_end
 
 
 class TrainState(NamedTuple):
@@ -52,8 +52,10 @@ def validate(config) -> None:
     prng_impl(config)
     require([
         (t.steps >= 1, f"train.steps={t.steps}; expected >= 1"),
-        (0 <= t.warmup_steps < t.steps,
-         f"train.warmup_steps={t.warmup_steps}; expected 0 <= warmup < train.steps={t.steps}"),
+        (0 <= t.warmup_steps < t.steps, f"train.warmup_steps={t.warmup_steps}; expected 0 <= "
+         f"warmup < train.steps={t.steps}: add e.g. --config.train.warmup_steps={t.steps // 10}"),
+        *[(t[key] > 0, f"train.{key}={t[key]}; expected > 0") for key in ("lr", "clip_norm")],
+        (t.weight_decay >= 0, f"train.weight_decay={t.weight_decay}; expected >= 0"),
         (t.grad_accum_steps >= 1, f"train.grad_accum_steps={t.grad_accum_steps}; expected >= 1"),
         *[(t[key] >= 1, f"train.{key}={t[key]}; expected >= 1")
           for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
@@ -156,7 +158,7 @@ class Report:
     def record(self, done: int, split: str, metrics: dict) -> None:
         metrics = dict(metrics, **self.task.marks,
                        **({"train_seconds": self.rule.seconds} if self.rule.timed else {}))
-        self.last.update(metrics)
+        self.last.update(metrics, **{f"{split}_step": done})   # the step they were measured at
         if self.writer:
             self.writer.write(done, metrics, split=split)
         self.say(f"step {done}: " + " ".join(
@@ -207,7 +209,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         if main:
             stack.enter_context(WorkdirLock(workdir, force=force))
         model = task.build_model(model_rngs(config), measure=True)
-        logging.warning("model %s: %s parameters", task.arch, f"{count_params(model):,}")
+        logging.info("model %s: %s parameters", task.arch, f"{count_params(model):,}")
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
         ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
                                                best_metric=task.best_metric,
@@ -257,8 +259,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
                           metrics=None if best is None else {task.best_metric: best})
             if status != "finished":
                 report.fetch(done)
-                logging.warning("%s at step %d: checkpoint saved; rerun the same command to "
-                                "resume", status, done)
+                say_end(status, done, rule.out_of_time())
                 break
         ckpt.wait()
         return dict(report.last, status=status, step=done)
@@ -286,12 +287,12 @@ def restore(ckpt: Checkpoints, state: TrainState, config: dict):
     if restored is None:
         return 0, state
     step, items = restored
-    logging.warning("resumed from step %d", step)
+    logging.info("resumed from step %d", step)
     return step, state._replace(**items)
 
 
 def finished_run(workdir: str, step: int) -> dict:
     """The last train and dev metrics of a workdir whose training has finished."""
-    logging.warning("%s has finished training (step %d); its final metrics follow. Use "
-                    "--mode=eval to evaluate it, or another --workdir.", workdir, step)
+    logging.info("%s has finished training (step %d); its final metrics follow. Use "
+                 "--mode=eval to evaluate it, or another --workdir.", workdir, step)
     return dict(last_metrics(workdir, step), status="finished", step=step)

@@ -16,7 +16,7 @@ from typing import List, Sequence
 import numpy as np
 from flax import nnx
 
-from srupp_jax import decode
+from srupp_jax import decode, progress
 from srupp_jax.data.batches import eval_batches
 from srupp_jax.data.subwords import EOS_ID, PAD_ID
 from srupp_jax.data.translation_data import Ragged
@@ -25,8 +25,7 @@ from srupp_jax.data.translation_data import Ragged
 def translate_ids(model, sources: Ragged, config, *, desc: str = "") -> List[np.ndarray]:
     """The best hypothesis of every source (Ragged BPE ids without EOS) by `model` (an
     encoder-decoder with its trained parameters): [n_i] int32 id arrays without EOS or
-    padding, in the sources' order. desc: a progress bar of that name."""
-    from tqdm import tqdm
+    padding, in the sources' order. desc: a progress bar of that name (progress.bar)."""
     d = config.decode
     search = (lambda src: decode.greedy(model, src, max_len_a=d.max_len_a,
                                         max_len_b=d.max_len_b)) if d.beam_size == 1 else (
@@ -35,7 +34,7 @@ def translate_ids(model, sources: Ragged, config, *, desc: str = "") -> List[np.
                                        max_len_a=d.max_len_a, max_len_b=d.max_len_b))
     out: List[np.ndarray] = [np.zeros(0, np.int32)] * len(sources)
     batches = eval_batches(sources, None, config.eval.batch_tokens, max_len=config.train.max_len)
-    for batch in tqdm(batches, desc=desc, unit="batch", disable=not desc):
+    for batch in progress.bar(batches, desc, unit="batch") if desc else batches:
         tokens = np.asarray(search(batch.src)[0])
         for row, i in zip(tokens, batch.index):
             if i >= 0:

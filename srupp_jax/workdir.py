@@ -9,6 +9,11 @@
   StopSignals()          SIGTERM (preemption) and SIGINT (Ctrl-C) only set a flag; the training
                          loop checks it after every step (all processes agree on it), saves
                          and returns.
+  check_writable(workdir) / check_readable(workdir)
+                         a workdir that is a file, cannot be created or written (read-only,
+                         permissions, a pseudo file system), or (to read) does not exist:
+                         OSError / FileNotFoundError naming it, before anything is written
+  say_end(status, step)  the line that says how a run ended and what to do next
   EXIT_CODES             how a run ended -> the process exit code (main.py):
                            finished     0   train.steps reached (or the workdir was finished)
                            stopped      0   train.stop_at reached
@@ -18,24 +23,78 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 
-import jax
-import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
+
+from srupp_jax.errors import RunFault
 
 EXIT_CODES = {"finished": 0, "stopped": 0, "preempted": 75, "interrupted": 130}
 LOCK_FILE = "lock"
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(RunFault):
     """Another trainer holds the workdir."""
+
+
+def _unusable(workdir: str, why: str, code: int = errno.EACCES) -> OSError:
+    return OSError(code, f"workdir {workdir} {why}; use another --workdir")
+
+
+def check_writable(workdir: str) -> None:
+    """OSError naming `workdir` when a trainer could not use it: a file, a directory it cannot
+    write, or a path it cannot create (checked by creating and removing a temporary directory
+    beside it; nothing is left, nothing is written in the workdir)."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise _unusable(workdir, "is a file, not a directory", errno.ENOTDIR)
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise _unusable(workdir, f"cannot be created: {parent} is a file", errno.ENOTDIR)
+    what = "is" if parent == path else f"cannot be created: {parent} is"
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise _unusable(workdir, f"{what} on a read-only file system", errno.EROFS)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _unusable(workdir, f"{what} not writable (permissions)")
+    if parent != path:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".srupp_probe_", dir=parent))
+        except OSError as e:
+            raise _unusable(workdir, f"cannot be created in {parent} ({e.strerror})",
+                            e.errno) from None
+
+
+def check_readable(workdir: str) -> None:
+    """FileNotFoundError / NotADirectoryError naming `workdir` when it is no run's directory."""
+    path = os.path.expanduser(os.fspath(workdir))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"workdir {workdir} does not exist; train first with "
+                                f"--mode=train --workdir={workdir}")
+    if not os.path.isdir(path):
+        raise NotADirectoryError(f"workdir {workdir} is a file, not a directory; give a run's "
+                                 "--workdir")
+
+
+def say_end(status: str, step: int, out_of_time: bool = False) -> None:
+    """Log how a run that did not finish ended: a time budget used up is done (nothing to
+    rerun); train.stop_at, SIGTERM and Ctrl-C are resumable by the same command."""
+    if status == "stopped" and out_of_time:
+        logging.info("step %d: train.time_budget used up; checkpoint saved", step)
+    elif status == "stopped":
+        logging.info("stopped at step %d (train.stop_at): checkpoint saved; rerun to go on",
+                     step)
+    else:
+        logging.warning("%s at step %d: checkpoint saved; rerun the same command to resume",
+                        status, step)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -56,9 +115,17 @@ class WorkdirLock:
 
     def __init__(self, workdir: str, *, force: bool = False):
         self.path = os.path.join(os.fspath(workdir), LOCK_FILE)
-        os.makedirs(os.fspath(workdir), exist_ok=True)
+        self.created = not os.path.exists(os.fspath(workdir))    # removed again if left empty
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(),
                       "start": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        try:
+            os.makedirs(os.fspath(workdir), exist_ok=True)
+            self._acquire(force)
+        except OSError as e:     # a file, read-only, no space, a pseudo file system
+            self._remove_if_empty()
+            raise _unusable(workdir, f"cannot be written ({e.strerror})", e.errno) from None
+
+    def _acquire(self, force: bool) -> None:
         while not self._create():
             holder = self._read()
             if holder is None:          # removed meanwhile, or half written by a dying owner
@@ -101,8 +168,16 @@ class WorkdirLock:
             pass
 
     def release(self) -> None:
+        """Remove the lock file (and the workdir, when this lock created it and nothing else
+        was written: a run that failed before writing leaves no directory behind)."""
         if self._read() == self.owner:
             os.remove(self.path)
+            self._remove_if_empty()
+
+    def _remove_if_empty(self) -> None:
+        workdir = os.path.dirname(self.path)
+        if self.created and os.path.isdir(workdir) and not os.listdir(workdir):
+            os.rmdir(workdir)
 
     def __enter__(self) -> "WorkdirLock":
         return self
@@ -140,9 +215,12 @@ class StopSignals:
         seen by any one of them stops every one at the same step (so they save together
         instead of one entering a collective save alone). A collective: every process calls
         it at every step."""
+        import jax
+        from jax.experimental import multihost_utils
         if jax.process_count() == 1:
             return self.status
         order = [None, "interrupted", "preempted"]
+        import numpy as np
         seen = multihost_utils.process_allgather(np.int32(order.index(self.status)))
         return order[int(np.max(seen))]
 

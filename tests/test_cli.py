@@ -30,9 +30,6 @@ TINY = ["--config.model.d=16", "--config.model.d_proj=4", "--config.model.num_la
     (["--config.model.k=0"], "model.k=0; expected >= 1"),
     (["--config=configs/enwik8.py:k5", "--config.model.num_layers=2"],
      "model.k=5 with model.num_layers=2 leaves no attention layer"),
-    (["--config=configs/enwik8.py", "--config.data.data_dir=/nonexistent/tfds"],
-     "dataset 'enwik8' is not prepared: /nonexistent/tfds/enwik8/1.0.0/dataset_info.json does "
-     "not exist. Prepare it once with: python -m srupp_jax.data.prepare --dataset=enwik8"),
     (["--config.data.max_bytes=1000", "--config.data.name=enwik8"],
      "data.max_bytes=1000 applies to data.name='default' only"),
     (["--config=configs/text.py"], "data.name='text' needs a file: set --config.data.path="),
@@ -45,6 +42,19 @@ def test_user_errors_are_one_line(args, expected):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-3000:]
     assert expected in lines[0]
+
+
+def test_missing_dataset_is_one_line_before_the_workdir(tmp_path):
+    """Training needs the prepared data (--mode=smoke does not: tests/test_cli_errors.py)."""
+    out = _main("--config=configs/enwik8.py", f"--workdir={tmp_path / 'run'}", *TINY,
+                "--config.data.data_dir=/nonexistent/tfds")
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-3000:]
+    assert ("dataset 'enwik8' is not prepared: /nonexistent/tfds/enwik8/1.0.0/dataset_info.json "
+            "does not exist. Prepare it once with: python -m srupp_jax.data.prepare "
+            "--dataset=enwik8") in lines[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_traceback_flag_shows_the_stack():

@@ -322,6 +322,7 @@ def test_signal_saves_reports_exits_with_its_code_and_resumes(tmp_path, signum, 
     assert proc.returncode == EXIT_CODES[status], err[-3000:]
     result = final_json(out)
     assert result["status"] == status and saved_steps(w) == [result["step"]]
+    assert 1 <= result["train_step"] <= result["step"]     # the step the train_* were measured
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert not (w / "lock").exists()
     reached = result["step"]

@@ -1,8 +1,11 @@
 """The compute-efficiency study end to end on the embedded corpus with a budget of seconds:
 every run trains to its budget, dev BPC at each time mark, table + figure + JSON; a second
-invocation skips the finished runs and writes the same table."""
+invocation skips the finished runs and writes the same table. The config is named by name,
+from another directory (as the installed program finds it)."""
 import json
+import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -23,7 +26,8 @@ def test_parse_budget():
 
 
 def test_study_end_to_end_and_resume(tmp_path):
-    args = [sys.executable, "-m", "srupp_jax.study", "--config=configs/study_enwik8.py:cpu",
+    elsewhere = dict(cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    args = [sys.executable, "-m", "srupp_jax.study", "--config=study_enwik8:cpu",
             f"--workdir={tmp_path}", "--budget=3s", "--config.study.marks=2",
             "--config.study.order=('srupp_k1', 'transformer_xl', 'sha_rnn')",
             "--config.data.max_bytes=200000", "--config.eval.max_tokens=2000",
@@ -31,8 +35,11 @@ def test_study_end_to_end_and_resume(tmp_path):
             "--config.study.runs.transformer_xl.model.num_layers=1",
             "--config.study.runs.sha_rnn.model.num_layers=2",
             "--config.study.runs.sha_rnn.model.attention_layers=(1,)"]
-    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600, **elsewhere)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.count(": done, ") == 3 and "rerun" not in out.stderr, out.stderr[-3000:]
+    assert not re.search(r"^[IWEF]\d{4} ", out.stderr, re.M)         # no absl prefixes
+    assert "tracked_metric" not in out.stderr                        # no Orbax noise
     for name in study.STUDY_FILES:
         assert (tmp_path / name).stat().st_size > 0, name
     rows = json.load(open(tmp_path / "study.json"))["rows"]
@@ -44,7 +51,7 @@ def test_study_end_to_end_and_resume(tmp_path):
         assert all(0 < b < 9 for b in r["dev_bpc_at_marks"]), r
     table = (tmp_path / "study.md").read_text()
     assert "SRU++ k=1" in table and "Transformer-XL" in table and "dev BPC @ 3 s" in table
-    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600, **elsewhere)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("finished earlier, skipped") == 3
     assert (tmp_path / "study.md").read_text() == table

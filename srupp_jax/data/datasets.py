@@ -89,6 +89,13 @@ def prepare_command(name: str, data_dir: Optional[str] = None,
     return cmd
 
 
+def unit_of(name: str, text_unit: str = "byte") -> str:
+    """"byte" or "word": the tokens of dataset `name` (for "text", `text_unit`), without
+    reading it."""
+    _check_name(name)
+    return text_unit if name == TEXT else _TFDS.get(name, {}).get("unit", "byte")
+
+
 def _check_name(name: str) -> None:
     allowed = NAMES + (TEXT,)
     if name not in allowed:

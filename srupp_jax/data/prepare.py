@@ -16,6 +16,9 @@ for training does not). `--dataset=default` only fills the token cache of the em
 Translation: `--dataset=iwslt14_de_en --manual_dir=DIR_WITH_de-en.tgz [--recipe=lin2020|fairseq|
 all]` builds the TFDS config(s) and the BPE cache (`translation_data.prepare`);
 `--dataset=numbers_de_en` only fills the cache of the generated numbers task.
+
+A mistake (an unknown dataset, a missing or modified source, a bad flag) prints one line
+`error: ...` and exits with status 2 (srupp_jax/errors.py).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import shutil
 import sys
 from typing import Optional
 
+from srupp_jax import errors, logs
 from srupp_jax.data import datasets, translation_data
 
 
@@ -67,8 +71,9 @@ def _check_same_source(name: str, prepared: str, source) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = errors.OneLineArgumentParser(prog="python -m srupp_jax.data.prepare",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     translation = ("iwslt14_de_en", "numbers_de_en")
     p.add_argument("--dataset", required=True, choices=datasets.NAMES + translation)
     p.add_argument("--data_dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR "
@@ -85,18 +90,19 @@ def main(argv=None) -> int:
                    help="iwslt14_de_en: which recipe(s) to prepare")
     p.add_argument("--vocab_size", type=int, default=0,
                    help="translation: BPE pieces (0: the dataset's default)")
+    p.add_argument("--traceback", action="store_true", help="the full stack of an error")
     a = p.parse_args(argv)
-    if a.dataset in translation:
-        return _main_translation(a)
-    try:
-        data = prepare(a.dataset, data_dir=a.data_dir and os.path.expanduser(a.data_dir),
-                       manual_dir=a.manual_dir and os.path.expanduser(a.manual_dir),
-                       cache_dir=a.cache_dir and os.path.expanduser(a.cache_dir),
-                       max_bytes=a.max_bytes, allow_modified_source=a.allow_modified_source,
-                       overwrite=a.overwrite)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    logs.setup()
+    return errors.call(lambda: _main_translation(a) if a.dataset in translation else
+                       _main_lm(a), traceback=a.traceback)
+
+
+def _main_lm(a) -> int:
+    data = prepare(a.dataset, data_dir=a.data_dir and os.path.expanduser(a.data_dir),
+                   manual_dir=a.manual_dir and os.path.expanduser(a.manual_dir),
+                   cache_dir=a.cache_dir and os.path.expanduser(a.cache_dir),
+                   max_bytes=a.max_bytes, allow_modified_source=a.allow_modified_source,
+                   overwrite=a.overwrite)
     if not data.info.get("standard_source", True):
         print(f"NOTE: not the standard {a.dataset}: {data.info['source']['note']}")
     print(f"{a.dataset}: unit={data.unit} vocab_size={data.vocab_size} tokens "
@@ -108,15 +114,11 @@ def main(argv=None) -> int:
 def _main_translation(a) -> int:
     recipes = ("lin2020", "fairseq") if a.recipe == "all" else (a.recipe,)
     for recipe in recipes:
-        try:
-            data = translation_data.prepare(
-                a.dataset, data_dir=a.data_dir and os.path.expanduser(a.data_dir),
-                manual_dir=a.manual_dir and os.path.expanduser(a.manual_dir),
-                cache_dir=a.cache_dir and os.path.expanduser(a.cache_dir), recipe=recipe,
-                vocab_size=a.vocab_size, overwrite=a.overwrite)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        data = translation_data.prepare(
+            a.dataset, data_dir=a.data_dir and os.path.expanduser(a.data_dir),
+            manual_dir=a.manual_dir and os.path.expanduser(a.manual_dir),
+            cache_dir=a.cache_dir and os.path.expanduser(a.cache_dir), recipe=recipe,
+            vocab_size=a.vocab_size, overwrite=a.overwrite)
         source = data.info.get("source") or {}
         if source.get("note"):
             print(f"NOTE: {source['note']}")

@@ -8,13 +8,19 @@ test_path, unit)` tokenizes them:
   unit "word": whitespace words with `<eos>` after each line (WordVocab, vocabulary of the train
                part, min_count 1); the 90/5/5 split cuts between lines.
 `fingerprint(...)` hashes the files' contents (sha256) and is the token cache key, so an edited
-file is never served from an old cache.
+file is never served from an old cache; it reads the files on every load, so it is also where a
+file with NUL bytes (a binary file?) gets its one warning line.
+
+Errors name the file: an empty file (or folder of empty files) and its size, and, for words,
+bytes that are not UTF-8 with the file and the offset.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
+
+from absl import logging
 
 from srupp_jax.data import corpus
 from srupp_jax.data.vocab import ByteVocab, WordVocab
@@ -38,18 +44,49 @@ def source_files(path: str) -> List[str]:
                             "of .txt files")
 
 
-def read_source(path: str) -> bytes:
-    """The bytes of `path` (a file, or a folder's .txt files joined, each ending in '\\n')."""
-    files = source_files(path)
-    if len(files) == 1:
-        with open(files[0], "rb") as f:
-            return f.read()
-    parts = []
-    for name in files:
+def read_files(path: str, key: str = "data.path") -> List[Tuple[str, bytes]]:
+    """[(file, its bytes)] of `path` (source_files); ValueError naming `key` when they hold
+    no bytes at all."""
+    files = []
+    for name in source_files(path):
         with open(name, "rb") as f:
-            data = f.read()
-        parts.append(data if data.endswith(b"\n") else data + b"\n")
-    return b"".join(parts)
+            files.append((name, f.read()))
+    if not any(data for _, data in files):
+        what = "is empty" if os.path.isfile(os.path.expanduser(path)) else (
+            f"holds only empty .txt files ({len(files)})")
+        raise ValueError(f"{key}={path!r} {what} (0 bytes); give a file with some text")
+    return files
+
+
+def _joined(files: List[Tuple[str, bytes]]) -> bytes:
+    if len(files) == 1:
+        return files[0][1]
+    return b"".join(data if data.endswith(b"\n") else data + b"\n" for _, data in files)
+
+
+def read_source(path: str, key: str = "data.path") -> bytes:
+    """The bytes of `path` (a file, or a folder's .txt files joined, each ending in '\\n')."""
+    return _joined(read_files(path, key))
+
+
+def read_text(path: str, key: str = "data.path") -> str:
+    """read_source as UTF-8 text; ValueError naming the file and the byte offset of the first
+    byte that is not UTF-8."""
+    files = read_files(path, key)
+    for name, data in files:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{name} is not UTF-8 text (byte {e.start:,} of {len(data):,}): "
+                "data.unit='word' reads UTF-8; convert it (e.g. iconv -t utf-8) or train on its "
+                "bytes with --config.data.unit=byte") from None
+    return _joined(files).decode("utf-8")
+
+
+def source_size(path: str) -> int:
+    """Bytes in `path` (a file, or a folder's .txt files)."""
+    return sum(os.path.getsize(name) for name in source_files(path))
 
 
 def _check(path: str, valid_path: str, test_path: str, unit: str) -> None:
@@ -66,32 +103,42 @@ def fingerprint(path: str, valid_path: str = "", test_path: str = "",
                 unit: str = "byte") -> Dict[str, str]:
     """sha256 of each part's bytes (train source, valid, test) and the unit."""
     _check(path, valid_path, test_path, unit)
-    parts = dict(source=path, valid=valid_path, test=test_path)
-    return dict(unit=unit, **{k: hashlib.sha256(read_source(p)).hexdigest()
-                              for k, p in parts.items() if p})
+    parts = dict(source=("data.path", path), valid=("data.valid_path", valid_path),
+                 test=("data.test_path", test_path))
+    out, binary = dict(unit=unit), []
+    for part, (key, p) in parts.items():
+        if p:
+            files = read_files(p, key)
+            binary += [name for name, data in files if b"\0" in data]
+            out[part] = hashlib.sha256(_joined(files)).hexdigest()
+    if binary:
+        more = f" and {len(binary) - 3} more files" if len(binary) > 3 else ""
+        logging.warning("%s%s: NUL bytes (a binary file?); training on its %ss as they are",
+                        ", ".join(binary[:3]), more, unit)
+    return out
 
 
-def _split_lines(text: bytes):
-    lines = text.decode("utf-8", errors="replace").splitlines()
-    tr, va, te = corpus.split_contiguous(lines)
+def _split_lines(text: str):
+    tr, va, te = corpus.split_contiguous(text.splitlines())
     return list(tr), list(va), list(te)
 
 
 def build(path: str, valid_path: str = "", test_path: str = "", unit: str = "byte"):
     """({train, valid, test: [N] int32 ids}, vocab) of the text (see the module docstring)."""
     _check(path, valid_path, test_path, unit)
-    source = read_source(path)
     if unit == "byte":
         vocab = ByteVocab()
+        source = read_source(path)
         if valid_path:
-            parts = (source, read_source(valid_path), read_source(test_path))
+            parts = (source, read_source(valid_path, "data.valid_path"),
+                     read_source(test_path, "data.test_path"))
         else:
             parts = corpus.split_contiguous(source)
         return dict(zip(("train", "valid", "test"), map(vocab.encode, parts))), vocab
     if valid_path:
-        parts = [read_source(p).decode("utf-8", errors="replace").splitlines()
-                 for p in (path, valid_path, test_path)]
+        parts = [read_text(p, key).splitlines() for p, key in (
+            (path, "data.path"), (valid_path, "data.valid_path"), (test_path, "data.test_path"))]
     else:
-        parts = _split_lines(source)
+        parts = _split_lines(read_text(path))
     vocab = WordVocab.build(parts[0])
     return dict(zip(("train", "valid", "test"), (vocab.encode(p) for p in parts))), vocab

@@ -21,7 +21,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from srupp_jax import archs, run_config, sharding
+from srupp_jax import archs, progress, run_config, sharding
 from srupp_jax.checks import require
 from srupp_jax.data.streams import Streams
 from srupp_jax.models import SRUppConfig, split_for_eval
@@ -77,8 +77,7 @@ def make_evaluator(model, config, mesh):
 
     def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0,
                  desc: str = "") -> float:
-        """desc: a tqdm bar of that name over the segments (on stderr); "" shows none."""
-        from tqdm import tqdm
+        """desc: a progress bar of that name over the segments (progress.bar); "" none."""
         if max_tokens:
             tokens = tokens[:max_tokens + 1]
         streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,
@@ -88,8 +87,10 @@ def make_evaluator(model, config, mesh):
             carry = jax.device_put(carry, sharding.batch_shardings(mesh, carry))
         total = 0.0
         segments = -(-streams.stream_length // e.unroll) + bool(streams.dropped_tokens)
-        for batch in tqdm(streams.eval_batches(), desc=desc, total=segments, unit="segment",
-                          disable=not desc or jax.process_index() != 0):
+        batches = streams.eval_batches()
+        if desc and jax.process_index() == 0:
+            batches = progress.bar(batches, desc, total=segments, unit="segment")
+        for batch in batches:
             if shard:
                 batch = [sharding.global_batch(a, mesh) for a in batch]
             s, carry = step(params, rest, carry, *batch)
@@ -107,6 +108,47 @@ def load_data(config):
             if d.name == "text" else None)
     return load_tokens(d.name, data_dir=d.data_dir or None, cache_dir=d.cache_dir or None,
                        max_bytes=d.max_bytes or None, text_source=text)
+
+
+def check_lengths(config, data) -> None:
+    """ValueError when a split is too short for one training step (train) or one evaluation
+    segment (valid, test); for your own text naming the file and its size."""
+    from srupp_jax.data import text
+    d = config.data
+    files = {"train": "path", "valid": "valid_path", "test": "test_path"}
+    for split, tokens in (("train", data.train), ("valid", data.valid), ("test", data.test)):
+        section = "train" if split == "train" else "eval"
+        b, m = config[section].batch_size, config[section].unroll
+        if len(tokens) > b * m:
+            continue
+        if d.name != "text":
+            source, part = f"data.name={d.name!r}", ""
+        else:
+            key = files[split] if d.valid_path else "path"
+            source = f"data.{key}={d[key]!r} ({text.source_size(d[key]):,} bytes)"
+            part = "" if d.valid_path else " (of a 90/5/5 split)"
+        raise ValueError(
+            f"{source} is too short: its {split} part{part} has {len(tokens):,} {data.unit}s, "
+            f"and {section}.batch_size x {section}.unroll = {b} x {m} needs {b * m + 1:,}; give "
+            f"more text, or lower --config.{section}.batch_size / --config.{section}.unroll")
+
+
+def smoke_config(config):
+    """`config` with model.vocab_size known without reading data (--mode=smoke): 256 for
+    bytes, the given size for words (with the cutoffs training would derive); None when word
+    data leave it unset (then only the data know it)."""
+    import ml_collections
+
+    from srupp_jax.data.datasets import unit_of
+    unit, m = unit_of(config.data.name, config.data.unit), config.model
+    if unit == "word" and not m.vocab_size:
+        return None
+    config = ml_collections.ConfigDict(config.to_dict())
+    m = config.model
+    m.vocab_size = m.vocab_size or 256
+    if unit == "word" and not m.cutoffs and m.cutoff_fractions:
+        m.cutoffs = run_config.fraction_cutoffs(m.vocab_size, m.cutoff_fractions)
+    return config
 
 
 def data_marks(data) -> dict:
@@ -132,8 +174,8 @@ def measured_impl(model_config: SRUppConfig, batch: int, length: int) -> SRUppCo
         backend = list(Backend)[int(multihost_utils.broadcast_one_to_all(
             np.int32(list(Backend).index(backend))))]
     measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items())
-    logging.warning("recurrence timed at %s %s: %s", "x".join(map(str, shape[:3])),
-                    model_config.dtype, measured)
+    logging.info("recurrence timed at %s %s: %s", "x".join(map(str, shape[:3])),
+                 model_config.dtype, measured)
     return dataclasses.replace(model_config, impl=backend.value)
 
 
@@ -158,6 +200,9 @@ class LMTask(Task):
             (e.batch_size >= 1 and e.unroll >= 1 and e.mem_len >= 0,
              f"eval.batch_size={e.batch_size}, eval.unroll={e.unroll}, eval.mem_len="
              f"{e.mem_len}; expected >= 1, >= 1, >= 0"),
+            (e.max_tokens == 0 or e.max_tokens >= e.batch_size * e.unroll,
+             f"eval.max_tokens={e.max_tokens} is less than one evaluation segment, eval.batch_size"
+             f" x eval.unroll = {e.batch_size * e.unroll}; raise it (0 = the whole split)"),
             (d.name in NAMES + (TEXT,),
              f"data.name={d.name!r}; expected one of {', '.join(NAMES + (TEXT,))}"),
             (d.max_bytes == 0 or d.name == "default",
@@ -173,6 +218,7 @@ class LMTask(Task):
         """Read the data, fill in vocab_size (and cutoffs), cut the training streams."""
         self.data = load_data(self.config)
         self.config = run_config.resolve(self.config, self.data)
+        check_lengths(self.config, self.data)
         self.marks = data_marks(self.data)
         t = self.config.train
         self.streams = Streams(self.data.train, t.batch_size // jax.process_count(), t.unroll,
@@ -191,7 +237,7 @@ class LMTask(Task):
                                          t.unroll)
         model = model_config.build(rngs)
         if isinstance(model_config, SRUppConfig):
-            logging.warning("recurrence: %s", describe_backend(model.backend))
+            logging.info("recurrence: %s", describe_backend(model.backend))
         return model
 
     def init_carry(self, model):
@@ -234,9 +280,20 @@ class LMTask(Task):
         """One forward and backward pass of the model on random tokens; prints the sizes and
         returns the mean loss in nats."""
         self.validate(1)
-        if self.config.model.vocab_size == 0:   # the vocabulary's size: needs the data
-            self.load()
-        config = self.config
+        config = smoke_config(self.config)
+        if config is None:                  # words: the vocabulary's size is the data's
+            try:
+                self.load()
+            except FileNotFoundError:
+                if self.config.data.name == "text":
+                    raise
+                from srupp_jax.data.datasets import prepare_command
+                raise ValueError(
+                    f"model.vocab_size=0: --mode=smoke on {self.config.data.name} (words) needs "
+                    "the vocabulary's size; set --config.model.vocab_size=N, or prepare the data "
+                    f"once: {prepare_command(self.config.data.name)}") from None
+            config = self.config
+        self.config = config
         model = self.build_model(model_rngs(config))
         graphdef, variables = nnx.split(model)
         B, M, V = config.train.batch_size, config.train.unroll, config.model.vocab_size

@@ -158,7 +158,7 @@ class TranslationTask(Task):
             scores = bleu.scores(text, pairs.tgt_raw, words.decode(hyps), pairs.tgt_text,
                                  lowercase=data.info["lowercase"])
             if full:
-                logging.warning("%s: sacreBLEU %s", split, scores["signatures"])
+                logging.info("%s: sacreBLEU %s", split, scores["signatures"])
             if out_dir and jax.process_index() == 0:
                 translate.write_lines(os.path.join(out_dir, f"hypotheses.{split}.txt"), text)
             out.update({f"{split}_{k}": scores[k] for k in ("bleu", "bleu_tok", "chrf")})
@@ -180,8 +180,13 @@ class TranslationTask(Task):
         """One forward and backward pass on random sentence pairs; prints the sizes and returns
         the mean loss."""
         self.validate(1)
-        if self.config.model.vocab_size == 0:
-            self.load()
+        if self.config.model.vocab_size == 0:   # numbers_de_en is generated offline
+            try:
+                self.load()
+            except FileNotFoundError as e:
+                from srupp_jax.errors import one_line
+                raise FileNotFoundError(f"{one_line(e)}; or, for --mode=smoke, set "
+                                        "--config.model.vocab_size=N") from None
         c = self.config
         model = self.build_model(model_rngs(c))
         graphdef, variables = nnx.split(model)

@@ -1,0 +1,120 @@
+"""The one front door for errors, shared by every program (main.py / srupp, the study, prepare,
+plot): a mistake of the user becomes one line `error: ...` and exit status 2, a run that cannot
+go on one line and exit status 1, Ctrl-C outside training one line and 130.
+
+    with errors.front_door(traceback=FLAGS.traceback):
+        run_the_program()
+    return errors.call(main_body, traceback=False)      # the same, returning the status
+
+User errors: ValueError (a bad value, named with its fix), OSError (a missing file, a workdir
+that is a file, read-only or full: the path and the reason), absl's flag errors and
+UsageError. Run faults (`RunFault`): a checkpoint that cannot be saved or restored, a workdir
+in use by another trainer, and FloatingPointError (non-finite losses). Anything else is a
+programming error and raises with its stack. `OneLineArgumentParser` gives argparse programs
+the same one-line form. Importing this module imports nothing heavy (no jax).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import sys
+from typing import Callable, NoReturn
+
+from absl import app, flags
+
+USAGE_EXIT = 2
+RUN_FAULT_EXIT = 1
+INTERRUPTED_EXIT = 130
+
+
+class RunFault(RuntimeError):
+    """A run that cannot go on (its saved state is safe): exit status 1."""
+
+
+USER_ERRORS = (ValueError, OSError, app.UsageError, flags.Error)
+RUN_FAULTS = (RunFault, FloatingPointError)
+
+_HINTS = {
+    errno.ENOSPC: "free some space or use another directory",
+    errno.EDQUOT: "free some space or use another directory",
+    errno.EROFS: "a read-only file system; use another directory",
+    errno.EACCES: "check its permissions or use another directory",
+    errno.EPERM: "check its permissions or use another directory",
+}
+
+
+def os_message(error: OSError) -> str:
+    """An OSError of the file system as 'PATH: reason; hint' (its own message otherwise)."""
+    if not error.strerror:
+        return str(error)
+    if not error.filename:                  # a message of ours (OSError(errno, message))
+        return error.strerror
+    hint = _HINTS.get(error.errno)
+    return f"{error.filename}: {error.strerror}" + (f" ({hint})" if hint else "")
+
+
+def one_line(error: BaseException) -> str:
+    """The message of `error` on one line; for a config file that raised (config_flags puts the
+    file's traceback in its message), the flag and the last line of that traceback."""
+    if isinstance(error, OSError):
+        text = os_message(error)
+    elif isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])              # str(KeyError) would quote (and escape) it
+    else:
+        text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Traceback (most recent call last)" in text:
+        lines = [lines[0].split(": Error whilst parsing")[0] + ":", lines[-1]]
+    return " ".join(lines) or type(error).__name__
+
+
+def fail(error: BaseException | str, code: int = USAGE_EXIT) -> NoReturn:
+    """Print `error: MESSAGE` (one line) to stderr and exit with `code`."""
+    message = error if isinstance(error, str) else one_line(error)
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+OURS = (*RUN_FAULTS, *USER_ERRORS, KeyboardInterrupt)
+
+
+def report(error: BaseException) -> int:
+    """Print the one line of `error` (one of OURS) to stderr; returns its exit status."""
+    code = (RUN_FAULT_EXIT if isinstance(error, RUN_FAULTS) else
+            INTERRUPTED_EXIT if isinstance(error, KeyboardInterrupt) else USAGE_EXIT)
+    message = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else one_line(error)
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+@contextlib.contextmanager
+def front_door(traceback: bool = False):
+    """Run the body; user errors exit 2, run faults 1, Ctrl-C 130, each with one line
+    (`traceback=True`: they raise with their stack instead). Other exceptions raise."""
+    try:
+        yield
+    except OURS as e:
+        if traceback:
+            raise
+        sys.exit(report(e))
+
+
+def call(body: Callable[[], int], *, traceback: bool = False) -> int:
+    """body()'s return value, or the exit status of its error after its one line
+    (front_door for a `main` that returns its status)."""
+    try:
+        return body()
+    except OURS as e:
+        if traceback:
+            raise
+        return report(e)
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line `error: ... (see --help)`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
