@@ -112,6 +112,16 @@ class Seq2SeqModel:
         return label_smoothed_sums(self.logits(src, tgt_in), tgt_out, self.pad_id,
                                    self.label_smoothing)
 
+    def _start(self, c):
+        """The attributes every encoder-decoder takes from its config `c` (vocabulary resolved:
+        at least 2 ids), before building its layers."""
+        if c.vocab_size < 2:
+            raise ValueError(f"model.vocab_size={c.vocab_size}; expected >= 2")
+        self.config = c
+        self.vocab_size, self.label_smoothing = c.vocab_size, c.label_smoothing
+        self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
+        self.dtype = compute_dtype(c.dtype)
+
     def _output_logits(self, h, table, bias):
         """Tied output layer: h [..., d_embed] -> h E^T + b [..., V] float32."""
         return (h @ table.astype(h.dtype).T).astype(jnp.float32) + bias
@@ -259,13 +269,8 @@ class SRUppSeq2Seq(Seq2SeqModel, nnx.Module):
 
     def __init__(self, config: Seq2SeqConfig, *, rngs: nnx.Rngs):
         c = config
-        if c.vocab_size < 2:
-            raise ValueError(f"model.vocab_size={c.vocab_size}; expected >= 2")
-        self.config = c
-        self.vocab_size, self.label_smoothing = c.vocab_size, c.label_smoothing
-        self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
-        dtype = compute_dtype(c.dtype)
-        self.dtype = dtype
+        self._start(c)
+        dtype = self.dtype
         self.backend = resolve_backend(c.impl)
         self.embed = nnx.Embed(c.vocab_size, c.d_embed, embedding_init=_embed_init(c.d_embed),
                                rngs=rngs)

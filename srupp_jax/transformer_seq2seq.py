@@ -190,13 +190,8 @@ class TransformerSeq2Seq(Seq2SeqModel, nnx.Module):
 
     def __init__(self, config: TransformerSeq2SeqConfig, *, rngs: nnx.Rngs):
         c = config
-        if c.vocab_size < 2:
-            raise ValueError(f"model.vocab_size={c.vocab_size}; expected >= 2")
-        self.config = c
-        self.vocab_size, self.label_smoothing = c.vocab_size, c.label_smoothing
-        self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
+        self._start(c)
         self.d, self.num_heads = c.d_model, c.num_heads
-        self.dtype = compute_dtype(c.dtype)
         kw = dict(dropout=c.dropout, attn_dropout=c.attn_dropout, dtype=self.dtype, rngs=rngs)
         self.embed = nnx.Embed(c.vocab_size, c.d_model,
                                embedding_init=jax.nn.initializers.normal(c.d_model ** -0.5),
