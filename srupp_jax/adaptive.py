@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from srupp_jax.attention import xavier_uniform
+from srupp_jax.attention import Linear, xavier_uniform
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -207,7 +207,7 @@ class AdaptiveInput(nnx.Module):
                       rngs=rngs)
             for (lo, hi), d in zip(self.bounds, self.dims)])
         self.projections = nnx.List([
-            nnx.Linear(d, self.d_model, use_bias=False, kernel_init=xavier_uniform(),
+            Linear(d, self.d_model, use_bias=False, kernel_init=xavier_uniform(),
                        dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for d in self.dims])
 
@@ -277,7 +277,7 @@ class AdaptiveSoftmax(nnx.Module):
         self.tie_proj = self.tied and bool(tie_proj)  # projections stored as P_i [d_i, d_model]
 
         def own_proj(d):
-            return nnx.Linear(self.d_model, d, use_bias=False, kernel_init=xavier_uniform(),
+            return Linear(self.d_model, d, use_bias=False, kernel_init=xavier_uniform(),
                               rngs=rngs)
 
         if self.tied:
@@ -293,7 +293,7 @@ class AdaptiveSoftmax(nnx.Module):
         self.tail_projs = nnx.List([
             tie_to.projections[i] if self.tie_proj else own_proj(self.dims[i])
             for i in range(1, n)])
-        self.cluster_proj = (nnx.Linear(self.d_model, n - 1, use_bias=False,
+        self.cluster_proj = (Linear(self.d_model, n - 1, use_bias=False,
                                         kernel_init=xavier_uniform(), rngs=rngs)
                              if n > 1 else None)
         self.dropout_rate = float(dropout)

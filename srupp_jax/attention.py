@@ -29,9 +29,20 @@ def xavier_uniform(scale: float = 1.0):
     return lambda key, shape, dtype=jnp.float32: scale * base(key, shape, dtype)
 
 
+class Linear(nnx.Linear):
+    """`nnx.Linear` applied to x [..., d_in] as one [N, d_in] x [d_in, d_out] product over the
+    flattened leading axes (same parameters, same result). On XLA:CPU the weight gradient of
+    the product over [batch, L, d_in] (a dot with two contracting axes) runs about 3x slower
+    than over [batch * L, d_in] (BENCHMARKS.md, issue 22); every model's layers use this one."""
+
+    def __call__(self, x):
+        y = super().__call__(x.reshape(-1, x.shape[-1]))
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 def linear(d_in: int, d_out: int, *, scale: float = 1.0, dtype=None, rngs: nnx.Rngs):
     """Bias-free linear layer with Xavier-uniform init (as the reference's nn.Linear + init)."""
-    return nnx.Linear(d_in, d_out, use_bias=False, kernel_init=xavier_uniform(scale),
+    return Linear(d_in, d_out, use_bias=False, kernel_init=xavier_uniform(scale),
                       dtype=dtype, rngs=rngs)
 
 

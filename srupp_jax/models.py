@@ -23,7 +23,7 @@ from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs, cluster_dims
-from srupp_jax.attention import check_heads
+from srupp_jax.attention import Linear, check_heads
 from srupp_jax.checks import require
 from srupp_jax.flops import estimate_flops_per_token
 from srupp_jax.layers import SRUpp, attention_layers
@@ -231,7 +231,7 @@ class SRUppLM(LanguageModel, nnx.Module):
                                         factor=c.adaptive_factor, tie_to=self.embed, rngs=rngs)
         else:
             self.embed = nnx.Embed(c.vocab_size, c.d, embedding_init=_uniform(limit), rngs=rngs)
-            self.head = nnx.Linear(c.d, c.vocab_size, kernel_init=_uniform(limit), dtype=dtype,
+            self.head = Linear(c.d, c.vocab_size, kernel_init=_uniform(limit), dtype=dtype,
                                    rngs=rngs)
         self.dropout = nnx.Dropout(c.dropout, rngs=rngs)
         self.backend = resolve_backend(c.impl)

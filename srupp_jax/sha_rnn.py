@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from srupp_jax.attention import memory_attention_mask
+from srupp_jax.attention import Linear, memory_attention_mask
 from srupp_jax.checks import require
 from srupp_jax.models import LanguageModel, LMState, compute_dtype, empty_state, roll_memory
 
@@ -56,7 +56,7 @@ class Boom(nnx.Module):
         if d_inner < d:
             raise ValueError(f"d_inner={d_inner}; expected >= d={d}")
         self.d = d
-        self.w = nnx.Linear(d, d_inner, kernel_init=_init(d), dtype=dtype, rngs=rngs)
+        self.w = Linear(d, d_inner, kernel_init=_init(d), dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x):
@@ -78,12 +78,12 @@ class SingleHeadAttention(nnx.Module):
     def __init__(self, d: int, *, dropout: float = 0.0, attn_dropout: float = 0.0,
                  dtype=None, rngs: nnx.Rngs):
         self.d = d
-        self.w_q = nnx.Linear(d, d, kernel_init=_init(d), dtype=dtype, rngs=rngs)
+        self.w_q = Linear(d, d, kernel_init=_init(d), dtype=dtype, rngs=rngs)
         self.q_norm = _layer_norm(d, dtype, rngs)
         self.s_q = nnx.Param(jnp.zeros((d,), jnp.float32))
         self.s_k = nnx.Param(jnp.zeros((d,), jnp.float32))
         self.s_v = nnx.Param(jnp.zeros((d,), jnp.float32))
-        self.w_v = nnx.Linear(d, 2 * d, kernel_init=_init(d), rngs=rngs)
+        self.w_v = Linear(d, 2 * d, kernel_init=_init(d), rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.attn_dropout = nnx.Dropout(attn_dropout, rngs=rngs)
 

@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from srupp_jax.attention import attention_mask, multihead_attention, xavier_uniform
+from srupp_jax.attention import (Linear, attention_mask, multihead_attention,
+                                 xavier_uniform)
 from srupp_jax.checks import require
 from srupp_jax.models import compute_dtype
 from srupp_jax.seq2seq import (Encoded, Seq2SeqModel, check_special_ids, check_tokens,
@@ -63,8 +64,8 @@ class MultiHeadAttention(nnx.Module):
     def __init__(self, d: int, num_heads: int, *, attn_dropout: float = 0.0, dtype=None,
                  rngs: nnx.Rngs):
         self.d, self.num_heads = d, num_heads
-        self.w_in = nnx.Linear(d, 3 * d, kernel_init=xavier_uniform(), dtype=dtype, rngs=rngs)
-        self.w_out = nnx.Linear(d, d, kernel_init=xavier_uniform(), dtype=dtype, rngs=rngs)
+        self.w_in = Linear(d, 3 * d, kernel_init=xavier_uniform(), dtype=dtype, rngs=rngs)
+        self.w_out = Linear(d, d, kernel_init=xavier_uniform(), dtype=dtype, rngs=rngs)
         self.attn_dropout = attn_dropout
         self.deterministic = False
         self.rngs = rngs["dropout"].fork() if attn_dropout > 0 else None

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs
-from srupp_jax.attention import memory_attention_mask
+from srupp_jax.attention import Linear, memory_attention_mask
 from srupp_jax.checks import require
 from srupp_jax.models import LanguageModel, LMState, compute_dtype, empty_state, roll_memory
 
@@ -66,7 +66,7 @@ def sinusoid_positions(klen: int, d: int, dtype=jnp.float32):
 
 
 def _linear(d_in, d_out, *, bias=False, dtype=None, rngs):
-    return nnx.Linear(d_in, d_out, use_bias=bias, kernel_init=INIT, dtype=dtype, rngs=rngs)
+    return Linear(d_in, d_out, use_bias=bias, kernel_init=INIT, dtype=dtype, rngs=rngs)
 
 
 class RelMultiHeadAttention(nnx.Module):
