@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional
 import ml_collections
 
 from srupp_jax.adaptive import check_cutoffs
+from srupp_jax.rng import SAVED_BEFORE
 
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
@@ -34,7 +35,7 @@ CONTROL = ("train.stop_at", "train.log_every", "train.eval_every", "train.checkp
            "data.data_dir", "data.cache_dir")
 EXTENSIBLE = ("train.steps",)
 # Keys added after runs were recorded without them: the value such a run trained with.
-RECORDED_BEFORE = {"train.prng_impl": "threefry2x32"}
+RECORDED_BEFORE = {"train.prng_impl": SAVED_BEFORE}
 MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
 
 
