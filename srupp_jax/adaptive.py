@@ -208,7 +208,7 @@ class AdaptiveInput(nnx.Module):
             for (lo, hi), d in zip(self.bounds, self.dims)])
         self.projections = nnx.List([
             Linear(d, self.d_model, use_bias=False, kernel_init=xavier_uniform(),
-                       dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for d in self.dims])
 
     @property
@@ -278,7 +278,7 @@ class AdaptiveSoftmax(nnx.Module):
 
         def own_proj(d):
             return Linear(self.d_model, d, use_bias=False, kernel_init=xavier_uniform(),
-                              rngs=rngs)
+                          rngs=rngs)
 
         if self.tied:
             self.out_embeddings = nnx.List([tie_to.embeddings[i] for i in range(n)])
@@ -294,7 +294,7 @@ class AdaptiveSoftmax(nnx.Module):
             tie_to.projections[i] if self.tie_proj else own_proj(self.dims[i])
             for i in range(1, n)])
         self.cluster_proj = (Linear(self.d_model, n - 1, use_bias=False,
-                                        kernel_init=xavier_uniform(), rngs=rngs)
+                                    kernel_init=xavier_uniform(), rngs=rngs)
                              if n > 1 else None)
         self.dropout_rate = float(dropout)
         self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None

@@ -43,7 +43,7 @@ class Linear(nnx.Linear):
 def linear(d_in: int, d_out: int, *, scale: float = 1.0, dtype=None, rngs: nnx.Rngs):
     """Bias-free linear layer with Xavier-uniform init (as the reference's nn.Linear + init)."""
     return Linear(d_in, d_out, use_bias=False, kernel_init=xavier_uniform(scale),
-                      dtype=dtype, rngs=rngs)
+                  dtype=dtype, rngs=rngs)
 
 
 def check_heads(d_proj: int, num_heads: int, *, prefix: str = "") -> None:

@@ -232,7 +232,7 @@ class SRUppLM(LanguageModel, nnx.Module):
         else:
             self.embed = nnx.Embed(c.vocab_size, c.d, embedding_init=_uniform(limit), rngs=rngs)
             self.head = Linear(c.d, c.vocab_size, kernel_init=_uniform(limit), dtype=dtype,
-                                   rngs=rngs)
+                               rngs=rngs)
         self.dropout = nnx.Dropout(c.dropout, rngs=rngs)
         self.backend = resolve_backend(c.impl)
         self.rnn = SRUpp(c.d, c.d, c.d_proj, c.num_layers, k=c.k,
