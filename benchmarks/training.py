@@ -188,13 +188,13 @@ def main(argv=None):
         import sru
         import torch
         versions.update(torch=torch.__version__, sru=getattr(sru, "__version__", "?"))
+    prngs = args.prng_impls.split(",") if args.prng_impls else [""]
+    impls = [(i, p) for i in args.impls.split(",") for p in prngs] + (
+        [("official", "")] if args.official else [])
     rows = []
     print("| impl | PRNG | variant | k | B | tokens/s | step ms | MFU | peak GB |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for variant, batch in pairs:
-        prngs = args.prng_impls.split(",") if args.prng_impls else [""]
-        impls = [(i, p) for i in args.impls.split(",") for p in prngs] + (
-            [("official", "")] if args.official else [])
         for impl, prng in impls:
             config = paper_config(args, variant, batch, "auto" if impl == "official" else impl)
             if prng:
