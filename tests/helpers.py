@@ -1,11 +1,33 @@
-"""Shared test helpers: random recurrence inputs (never zeros), tolerances, and incremental
-decoding of a language model checked against its full forward."""
+"""Shared test helpers: random recurrence inputs (never zeros), tolerances, incremental
+decoding of a language model checked against its full forward, and scripts on fake devices."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from srupp_jax.generate import generate
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_on_fake_devices(template: str, tmp_path, *, timeout: int, devices: int = 8, **env):
+    """The JSON a script prints after "RESULT", run in a subprocess on `devices` fake CPU
+    devices (XLA_FLAGS must be set before jax starts). `template` is Python source with
+    {root}, {tests} and {tmp} fields (the checkout, tests/, tmp_path); `env` adds variables.
+    Fails the test with the script's stderr when it exits non-zero."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu", **env)
+    script = template.format(root=str(ROOT), tests=str(ROOT / "tests"), tmp=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
 
 
 def random_recurrence_inputs(seed, batch, length, k, d, *, skip=True, pad=False,

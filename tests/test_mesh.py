@@ -9,15 +9,9 @@ there. The mesh's one-line errors.
 
 XLA_FLAGS must be set before jax starts, so the runs go in a subprocess.
 """
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from helpers import run_on_fake_devices
 
 SCRIPT = r"""
 import importlib, json, sys
@@ -127,14 +121,9 @@ def _close(a, b, what):
 
 @pytest.mark.slow
 def test_data_and_fsdp_meshes_train_resume_and_evaluate(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    script = SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), tmp=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    out = run_on_fake_devices(SCRIPT, tmp_path, timeout=1200,
+                              JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax"),
+                              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     one = out["one"]["straight"]
     assert sorted(one["losses"]) == ["1", "2", "3", "4"]
     for name in ("data8", "mesh2x4"):

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from helpers import run_on_fake_devices
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
@@ -35,13 +37,7 @@ print("RESULT" + json.dumps(out))
 
 @pytest.mark.slow
 def test_one_and_eight_devices_agree(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    script = SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), tmp=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(out.stdout.split("RESULT", 1)[1])
+    result = run_on_fake_devices(SCRIPT, tmp_path, timeout=900)
     one = result["one"]
     assert sorted(one["losses"]) == ["1", "2", "3", "4"]
     for name in ("eight", "fsdp"):
