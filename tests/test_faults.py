@@ -23,6 +23,7 @@ from srupp_jax.steps import StepMetrics
 from srupp_jax.workdir import EXIT_CODES, WorkdirLock, WorkdirLockedError
 
 from test_train import _losses, tiny_config
+from test_translation_main import NUMBERS, SIZES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config=configs/default.py", "--config.model.d=16", "--config.model.d_proj=4",
@@ -33,13 +34,7 @@ TINY = ["--config=configs/default.py", "--config.model.d=16", "--config.model.d_
 
 
 # The same loop through the translation task (tests/test_translation_main.py's sizes).
-TINY_TRANSLATION = [
-    "--config=configs/translate_default.py", "--config.model.d=32", "--config.model.d_proj=8",
-    "--config.model.d_embed=16", "--config.model.encoder_layers=1",
-    "--config.model.decoder_layers=1", "--config.train.batch_tokens=256",
-    "--config.train.warmup_steps=2", "--config.eval.batch_tokens=512", "--config.eval.best=loss",
-    "--config.data.numbers.train_size=600", "--config.data.numbers.valid_size=40",
-    "--config.data.numbers.test_size=40"]
+TINY_TRANSLATION = [*NUMBERS, *SIZES, "--config.eval.best=loss"]
 
 
 def main_py(workdir, *args, timeout=300, task=TINY, **popen):

@@ -15,11 +15,12 @@ from test_configs import last_json, main_py
 from test_translation_data import _release
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.model.d=32", "--config.model.d_proj=8", "--config.model.d_embed=16",
-        "--config.model.encoder_layers=1", "--config.model.decoder_layers=1",
-        "--config.train.batch_tokens=256", "--config.train.warmup_steps=2",
-        "--config.train.log_every=2", "--config.eval.batch_tokens=512",
-        "--config.eval.max_sentences=20", "--config.decode.beam_size=2"]
+SIZES = ["--config.model.d=32", "--config.model.d_proj=8", "--config.model.d_embed=16",
+         "--config.model.encoder_layers=1", "--config.model.decoder_layers=1",
+         "--config.train.batch_tokens=256", "--config.train.warmup_steps=2",
+         "--config.eval.batch_tokens=512"]
+TINY = SIZES + ["--config.train.log_every=2", "--config.eval.max_sentences=20",
+                "--config.decode.beam_size=2"]
 NUMBERS = ["--config=configs/translate_default.py", "--config.data.numbers.train_size=600",
            "--config.data.numbers.valid_size=40", "--config.data.numbers.test_size=40"]
 
