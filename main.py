@@ -7,9 +7,9 @@
     python main.py --workdir=DIR --mode=generate --prompt="def " --top_p=0.9  # sample text
     python main.py --config=configs/enwik8.py --mode=show_config            # keys, meanings
 
-Modes, flags, config files and exit codes: `python main.py --help` (srupp_jax/cli.py).
+Modes, flags, config files and exit codes: `python main.py --help` (srupp_jax/programs/cli.py).
 """
-from srupp_jax.cli import run
+from srupp_jax.programs.cli import run
 
 if __name__ == "__main__":
     run()

@@ -13,7 +13,7 @@ evaluation tokens/s: batch size 1, a random test stream of --tokens tokens, segm
   the same-length mask, as the Wiki-103 evaluation config (eval.unroll = eval.mem_len = 2560):
   every query attends to at most attn_len + 1 keys. Per-token NLL through the adaptive
   softmax (`model.nll`), the segment step compiled once; timed after one warm-up segment.
-ms/token: the compiled token-by-token decoding scan of `srupp_jax.generate` alone (batch 1,
+ms/token: the compiled token-by-token decoding scan of `srupp_jax.inference.generate` alone (batch 1,
   one scan of --gen_tokens steps, each a model call on [1, 1] plus sampling from the full
   distribution, memory of --attn_len tokens already full), median of --repeats runs after a
   warm-up, divided by the steps.
@@ -35,8 +35,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from srupp_jax import generate as gen  # noqa: E402
-from srupp_jax.models import DTYPES, SRUppConfig, SRUppLM, split_for_eval  # noqa: E402
+from srupp_jax.inference import generate as gen  # noqa: E402
+from srupp_jax.models.base import DTYPES, split_for_eval  # noqa: E402
+from srupp_jax.models.srupp_lm import SRUppConfig, SRUppLM  # noqa: E402
 from srupp_jax.tasks.lm import make_eval_step  # noqa: E402
 from report import save_json  # noqa: E402
 
@@ -72,7 +73,7 @@ def eval_tokens_per_sec(model, args):
 
 
 def ms_per_token(model, args):
-    """The decoding scan of srupp_jax.generate alone, from a full memory of attn_len tokens."""
+    """The decoding scan of srupp_jax.inference.generate alone, from a full memory of attn_len tokens."""
     prompt = jax.random.randint(jax.random.PRNGKey(2), (1, args.attn_len), 0, args.vocab,
                                 jnp.int32)
     graphdef, params, rest = split_for_eval(model)

@@ -44,7 +44,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from srupp_jax.recurrence import newton_info, sru_recurrence  # noqa: E402
+from srupp_jax.nn.recurrence import newton_info, sru_recurrence  # noqa: E402
 from report import save_json  # noqa: E402
 
 NAMES = ("U", "v", "b", "x", "c0")

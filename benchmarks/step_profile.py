@@ -28,10 +28,10 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import training  # noqa: E402
-from srupp_jax import train  # noqa: E402
-from srupp_jax.optim import make_optimizer  # noqa: E402
-from srupp_jax.rng import model_rngs  # noqa: E402
-from srupp_jax.steps import make_train_step  # noqa: E402
+from srupp_jax.programs import modes  # noqa: E402
+from srupp_jax.training.optim import make_optimizer  # noqa: E402
+from srupp_jax.training.rng import model_rngs  # noqa: E402
+from srupp_jax.training.steps import make_train_step  # noqa: E402
 from srupp_jax.tasks.lm import lm_loss  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     config = training.paper_config(a, a.variant, a.batch, a.impl)
     t = config.train
-    model = train.build_model(config, model_rngs(config))
+    model = modes.build_model(config, model_rngs(config))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
                         clip_norm=t.clip_norm)

@@ -6,7 +6,7 @@
 
 Ours: `configs/enwik8.py` (and its `:k5` variant) with only the sizes given here overridden,
 the model's keys of `train.prng_impl` (or of each --prng_impls value, a row each), the train
-step of `srupp_jax.steps.make_train_step` (RAdam chain, clipping, weight decay,
+step of `srupp_jax.training.steps.make_train_step` (RAdam chain, clipping, weight decay,
 `train.compute_dtype`, a carried memory of M tokens) on random bytes, for each --impls
 backend. Official: `sru.SRUpp` (3.0.0.dev6) in the recipe of its enwik8 script at the same
 shape: embedding, SRU++ stack with memory from the previous step and a causal mask, output
@@ -15,7 +15,7 @@ layer, torch.optim.RAdam, gradient clipping 1.0, fp16 autocast with a GradScaler
 
 Timing: --warmup steps (compiling), then --steps steps, blocked on at the end; step ms is their
 mean. tokens/s = B * M / step time. MFU = tokens/s x FLOPs per token / peak, FLOPs per token
-from `srupp_jax.flops.estimate_flops_per_token` (matmuls 6 per weight per token, attention
+from `srupp_jax.models.flops.estimate_flops_per_token` (matmuls 6 per weight per token, attention
 scores over the 2M keys computed, elementwise work roughly), the same count for both rows;
 peak is the device's dense bf16 peak (None where unknown, e.g. CPU). Peak memory: the device
 allocator's peak (JAX memory_stats, torch.cuda.max_memory_allocated), None on CPU.
@@ -42,11 +42,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from srupp_jax import train  # noqa: E402
-from srupp_jax.flops import estimate_flops_per_token, mfu, peak_flops_per_device  # noqa: E402
-from srupp_jax.optim import make_optimizer  # noqa: E402
-from srupp_jax.rng import model_rngs  # noqa: E402
-from srupp_jax.steps import make_train_step  # noqa: E402
+from srupp_jax.programs import modes  # noqa: E402
+from srupp_jax.models.flops import estimate_flops_per_token  # noqa: E402
+from srupp_jax.training.mfu import mfu, peak_flops_per_device  # noqa: E402
+from srupp_jax.training.optim import make_optimizer  # noqa: E402
+from srupp_jax.training.rng import model_rngs  # noqa: E402
+from srupp_jax.training.steps import make_train_step  # noqa: E402
 from srupp_jax.tasks.lm import lm_loss  # noqa: E402
 from report import save_json  # noqa: E402
 
@@ -78,7 +79,7 @@ def flops_per_token(config, attn_layers):
 
 def time_ours(config, args):
     t = config.train
-    model = train.build_model(config, model_rngs(config))   # keys of train.prng_impl
+    model = modes.build_model(config, model_rngs(config))   # keys of train.prng_impl
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
                         clip_norm=t.clip_norm)
@@ -126,7 +127,7 @@ def time_official(config, args):
     def step(memory):
         with torch.autocast(device, dtype=torch.float16, enabled=cuda):
             x = embed(tokens[:-1])
-            h, _, state = rnn(x, attn_mask=mask if memory else mask[:, M:], memory=memory)
+            h, _, state = rnn(x, attend=mask if memory else mask[:, M:], memory=memory)
             logits = out(h)
             loss = torch.nn.functional.cross_entropy(logits.float().view(-1, m.vocab_size),
                                                      tokens[1:].reshape(-1))

@@ -5,10 +5,10 @@ batch 1 and 64).
     python benchmarks/translation.py                       # Table 8 sizes, CPU or GPU
     python benchmarks/translation.py --sizes toy --steps 2 # seconds (tests)
 
-Training: the step of `srupp_jax.steps.make_train_step` with the translation loss, RAdam and
+Training: the step of `srupp_jax.training.steps.make_train_step` with the translation loss, RAdam and
 clipping as configs/iwslt14.py, on random pairs of `--length` subwords a side in batches of
 `--batch_tokens` padded tokens (rows = batch_tokens // length), vocabulary `--vocab`; tokens/s
-counts target tokens. Decoding: `srupp_jax.decode` on random sources of `--length` subwords,
+counts target tokens. Decoding: `srupp_jax.inference.decode` on random sources of `--length` subwords,
 the model's EOS made impossible so that every sentence runs to the length limit
 (1.2 * length + 10): a fixed amount of work per sentence. Each time is the median of --steps
 calls after --warmup; a table on stdout and JSON at --out (device, versions).
@@ -29,11 +29,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from srupp_jax import decode  # noqa: E402
-from srupp_jax.archs import config_class  # noqa: E402
+from srupp_jax.inference import decode  # noqa: E402
+from srupp_jax.models.archs import config_class  # noqa: E402
 from srupp_jax.data.subwords import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
-from srupp_jax.optim import make_optimizer  # noqa: E402
-from srupp_jax.steps import count_params, make_train_step  # noqa: E402
+from srupp_jax.training.optim import make_optimizer  # noqa: E402
+from srupp_jax.training.steps import count_params, make_train_step  # noqa: E402
 from srupp_jax.tasks.translation import translation_loss  # noqa: E402
 
 MODELS = {"srupp": ("iwslt14", ""), "srupp_k2": ("iwslt14", "k2"),

@@ -1,7 +1,7 @@
 """Every config key at a neutral value: the layer under `default.py` and each paper config.
 
 Nothing here is a corpus size or a toy size: the model and batch sizes are 0 ("unset"), which
-`srupp_jax.train.validate_config` rejects, so a config file must set them from its table. Keys
+`srupp_jax.programs.modes.validate_config` rejects, so a config file must set them from its table. Keys
 that the data decide are 0 or empty here and filled in from the prepared data at the start of
 a run (the task's `load`): `model.vocab_size = 0` takes the vocabulary's size. `task` chooses
 what is trained (srupp_jax/tasks): "lm" (language models, the default) or "translation"
@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.arch = "srupp"         # lm: srupp | transformer_xl | sha_rnn (the baselines);
-                                        #   translation: srupp | transformer (srupp_jax/archs.py)
+                                        #   translation: srupp | transformer (srupp_jax/models/archs.py)
     config.model.vocab_size = 0         # 0 = the prepared vocabulary's size (bytes: 256)
     config.model.d = 0                  # hidden size d
     config.model.d_proj = 0             # attention size d'
@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.time_budget = 0.0      # > 0: stop after this many seconds of training steps
     config.train.eval_marks = ()        # dev evaluations at these training seconds (study)
     config.train.prng_impl = "rbg"      # threefry2x32 | rbg | unsafe_rbg: the keys of the
-                                        #   initial weights and dropout masks (srupp_jax/rng.py)
+                                        #   initial weights and dropout masks (srupp_jax/training/rng.py)
     config.train.profile_steps = (0, 0)  # (first, last): trace steps first+1..last to
                                          #   workdir/profile; (0, 0) = off
 

@@ -1,5 +1,5 @@
 """Shape checks of the SRU recurrence's inputs, shared by every backend: the pure-JAX ones in
-`srupp_jax.recurrence` and the kernels here (this package imports nothing from srupp_jax).
+`srupp_jax.nn.recurrence` and the kernels here (this package imports nothing from srupp_jax).
 
     U: [batch, length, k, d], k = 3 (candidate, forget, reset) or 4 (plus the skip term x')
     v, b: [2, d] (forget row, reset row); x: [batch, length, d] or None (only when k = 3)

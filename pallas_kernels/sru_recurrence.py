@@ -1,7 +1,7 @@
 """Fused Pallas kernels (Triton lowering) for the elementwise SRU recurrence, forward and backward.
 
 `sru_recurrence_pallas` has exactly the arguments, semantics and results of
-`srupp_jax.recurrence.sru_recurrence` (its reference is `impl="scan"`):
+`srupp_jax.nn.recurrence.sru_recurrence` (its reference is `impl="scan"`):
 
     f[t] = sigmoid(U_f[t] + v_f * c[t-1] + b_f)
     r[t] = sigmoid(U_r[t] + v_r * c[t-1] + b_r)
@@ -399,7 +399,7 @@ def sru_recurrence_pallas(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=Non
                           prefetch: Optional[int] = None):
     """The elementwise SRU recurrence as fused Pallas kernels (forward and backward).
 
-    Same arguments and results as `srupp_jax.recurrence.sru_recurrence` (see there), plus:
+    Same arguments and results as `srupp_jax.nn.recurrence.sru_recurrence` (see there), plus:
       interpret: run the kernels in Pallas interpret mode; None means interpret unless the
         default backend is "gpu".
       block_d: columns per program, a power of two.

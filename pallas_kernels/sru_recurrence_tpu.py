@@ -1,7 +1,7 @@
 """Fused Pallas TPU (Mosaic) kernels for the elementwise SRU recurrence, forward and backward.
 
 `sru_recurrence_tpu` has the arguments, semantics and results of `sru_recurrence_pallas` (the
-GPU kernel) and of `srupp_jax.recurrence.sru_recurrence` (whose reference is impl="scan"); the
+GPU kernel) and of `srupp_jax.nn.recurrence.sru_recurrence` (whose reference is impl="scan"); the
 step and its adjoint are `pallas_kernels.step`, shared with the GPU kernel.
 
   layout    the wrapper pads and reshapes, never transposes: U [B, L, k, d] becomes
@@ -268,7 +268,7 @@ def sru_recurrence_tpu(U, v, b, x=None, *, c0=None, mask_c=None, mask_pad=None, 
                        block_d: Optional[int] = None, chunk: Optional[int] = None):
     """The elementwise SRU recurrence as fused Pallas TPU kernels (forward and backward).
 
-    Same arguments and results as `srupp_jax.recurrence.sru_recurrence` (see there), plus:
+    Same arguments and results as `srupp_jax.nn.recurrence.sru_recurrence` (see there), plus:
       interpret: True, False or a `pltpu.InterpretParams` (the TPU-semantics interpreter);
         None means interpret unless the default backend is "tpu".
       block_b: batch rows per program; block_d: columns per program, a multiple of 128 (of

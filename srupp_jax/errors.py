@@ -19,7 +19,7 @@ import argparse
 import contextlib
 import errno
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, Iterable, NoReturn, Tuple
 
 from absl import app, flags
 
@@ -30,6 +30,20 @@ INTERRUPTED_EXIT = 130
 
 class RunFault(RuntimeError):
     """A run that cannot go on (its saved state is safe): exit status 1."""
+
+
+def require(checks: Iterable[Tuple[bool, str]]) -> None:
+    """The form of every config check: raise ValueError with the message of the first
+    (ok, message) pair that is not ok.
+
+        require([(t.steps >= 1, f"train.steps={t.steps}; expected >= 1"), ...])
+
+    A message names the config key and its value, then what was expected (and the fix when it
+    is not obvious), so that the command line can print it as one line (`error: ...`, exit 2).
+    """
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
 
 
 USER_ERRORS = (ValueError, OSError, app.UsageError, flags.Error)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from srupp_jax.generate import generate
+from srupp_jax.inference.generate import generate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -87,11 +87,11 @@ def numpy_recurrence(U, v, b, x=None, c0=None, mask_c=None, mask_pad=None, rever
 
 
 def jit_log_probs(model):
-    """jax.jit of model.log_probs(tokens, state, attn_mask=mask) (eager calls token by token
+    """jax.jit of model.log_probs(tokens, state, attend=mask) (eager calls token by token
     are slow); mask: optional, None by default."""
     graphdef, variables = nnx.split(model)
     return jax.jit(lambda tok, state, mask=None: nnx.merge(graphdef, variables).log_probs(
-        tok, state, attn_mask=mask))
+        tok, state, attend=mask))
 
 
 def token_by_token(model, seq, mem_len):
@@ -187,9 +187,9 @@ PAD, BOS, EOS = 0, 1, 2
 def tiny_seq2seq(kind="srupp", vocab_size=13, **kw):
     """A tiny encoder-decoder in evaluation mode with odd sizes (pad 0, bos 1, eos 2); SRU++
     with every alpha set away from its initial 0, so that attention matters."""
-    from srupp_jax.attention import SRUppAttention
-    from srupp_jax.seq2seq import Seq2SeqConfig
-    from srupp_jax.transformer_seq2seq import TransformerSeq2SeqConfig
+    from srupp_jax.nn.attention import SRUppAttention
+    from srupp_jax.models.srupp_seq2seq import Seq2SeqConfig
+    from srupp_jax.models.transformer_seq2seq import TransformerSeq2SeqConfig
     if kind == "srupp":
         base = dict(d=8, d_proj=6, num_heads=2, d_embed=5, encoder_layers=2, decoder_layers=2,
                     impl="scan")

@@ -1,4 +1,4 @@
-"""Adaptive input / adaptive softmax (srupp_jax.adaptive) on a tiny vocabulary.
+"""Adaptive input / adaptive softmax (srupp_jax.nn.adaptive) on a tiny vocabulary.
 
 vocab 37, d_model 16, cutoffs [5, 17], factor 2: clusters [0,5) d=16, [5,17) d=8, [17,37) d=4.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srupp_jax.adaptive import AdaptiveInput, AdaptiveSoftmax
+from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax
 from tests.helpers import assert_close
 
 V, D, CUTOFFS, FACTOR = 37, 16, [5, 17], 2.0

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from helpers import assert_close
-from srupp_jax.attention import SRUppAttention, attention_mask, attention_reference
+from srupp_jax.nn.attention import SRUppAttention, attention_mask, attention_reference
 
 
 @pytest.mark.parametrize("T,M,heads,same_length", [(5, 0, 1, False), (3, 4, 2, False),
@@ -45,14 +45,14 @@ def test_attention_dropout_uses_the_reference_path_only_in_training():
     layer.alpha[...] = jnp.asarray(1.0)
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 8))
     mask = attention_mask(5, 0)
-    a, b = layer(x, attn_mask=mask), layer(x, attn_mask=mask)
+    a, b = layer(x, attend=mask), layer(x, attend=mask)
     assert not np.allclose(a, b)
     layer.eval()
-    c = layer(x, attn_mask=mask)
+    c = layer(x, attend=mask)
     layer_no_drop = SRUppAttention(8, 12, 4, rngs=nnx.Rngs(0))
     layer_no_drop.alpha[...] = jnp.asarray(1.0)
     layer_no_drop.eval()
-    assert_close(c, layer_no_drop(x, attn_mask=mask), 1e-6)
+    assert_close(c, layer_no_drop(x, attend=mask), 1e-6)
 
 
 def test_attention_bad_inputs_are_named():
@@ -60,8 +60,8 @@ def test_attention_bad_inputs_are_named():
         SRUppAttention(8, 12, 6, num_heads=4, rngs=nnx.Rngs(0))
     layer = SRUppAttention(8, 12, 4, rngs=nnx.Rngs(0))
     x = jnp.ones((2, 5, 8))
-    with pytest.raises(ValueError, match=r"attn_mask has shape \(5, 5\); expected \(5, 8\)"):
-        layer(x, memory=jnp.ones((2, 3, 8)), attn_mask=jnp.ones((5, 5), bool))
+    with pytest.raises(ValueError, match=r"attend has shape \(5, 5\); expected \(5, 8\)"):
+        layer(x, memory=jnp.ones((2, 3, 8)), attend=jnp.ones((5, 5), bool))
     with pytest.raises(ValueError, match=r"memory has shape \(2, 3, 7\)"):
         layer(x, memory=jnp.ones((2, 3, 7)))
 
@@ -78,7 +78,7 @@ def test_step_with_a_kv_cache_equals_the_full_forward(normalize_after, heads):
     x = jax.random.normal(keys[0], (2, 5, 7))
     memory = jax.random.normal(keys[1], (2, 3, 7))
     memory_pad = jnp.asarray([[False, False, True], [False, True, True]])
-    full = layer(x, memory=memory, memory_mask_pad=memory_pad, attn_mask=attention_mask(5, 3))
+    full = layer(x, memory=memory, memory_mask_pad=memory_pad, attend=attention_mask(5, 3))
     cache = layer.init_cache(memory, memory_pad, 6)          # one slot to spare
     outs = []
     for start, stop in ((0, 2), (2, 3), (3, 5)):

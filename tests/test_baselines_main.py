@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from srupp_jax import train
+from srupp_jax.programs import modes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -69,4 +69,4 @@ def test_bad_baseline_values_are_named(arch, key, value, match):
         section, name = key.split(".") if "." in key else ("model", key)
         setattr(config[section], name, value)
     with pytest.raises(ValueError, match=match):
-        train.validate_config(config, 1)
+        modes.validate_config(config, 1)

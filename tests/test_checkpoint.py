@@ -1,4 +1,4 @@
-"""srupp_jax.checkpoint (tiny trees; Orbax on CPU). Faults of whole runs: test_faults.py."""
+"""srupp_jax.training.checkpoint (tiny trees; Orbax on CPU). Faults of whole runs: test_faults.py."""
 from __future__ import annotations
 
 import os
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srupp_jax.checkpoint import CheckpointError, CheckpointMismatchError, Checkpoints
-from srupp_jax.workdir import StopSignals
+from srupp_jax.training.checkpoint import CheckpointError, CheckpointMismatchError, Checkpoints
+from srupp_jax.training.workdir import StopSignals
 
 
 class Carry(NamedTuple):

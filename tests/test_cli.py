@@ -33,7 +33,7 @@ TINY = ["--config.model.d=16", "--config.model.d_proj=4", "--config.model.num_la
     (["--config.data.max_bytes=1000", "--config.data.name=enwik8"],
      "data.max_bytes=1000 applies to data.name='default' only"),
     (["--config=configs/text.py"], "data.name='text' needs a file: set --config.data.path="),
-    (["--mode=eval"], "--workdir is required for --mode=train, eval and generate"),
+    (["--mode=eval"], "--workdir is required for --mode=eval; add --workdir=DIR"),
 ])
 def test_user_errors_are_one_line(args, expected):
     first = [a for a in args if a.startswith("--config=")]   # overrides must follow it
@@ -66,7 +66,7 @@ def test_traceback_flag_shows_the_stack():
 
 def test_programming_errors_still_raise(monkeypatch):
     """Only user errors are caught: anything else propagates with its stack."""
-    from srupp_jax import cli
+    from srupp_jax.programs import cli
     cli.define_flags()
     cli.FLAGS(["main.py", "--mode=smoke"])
     def bug():

@@ -231,7 +231,7 @@ def test_show_config_lists_every_key_with_its_meaning(tmp_path):
               cwd=tmp_path)
     assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
     lines = dict(line.split(" = ", 1) for line in out.stdout.splitlines())
-    from srupp_jax import config_keys
+    from srupp_jax.programs import config_keys
     assert set(lines) == set(config_keys.known())
     assert lines["model.k"].startswith("5 ") and "# attention every k layers" in lines["model.k"]
     assert lines["train.lr"].startswith("0.001")
@@ -243,7 +243,7 @@ def test_show_config_lists_every_key_with_its_meaning(tmp_path):
 def test_config_keys_check_and_nearest():
     import importlib
 
-    from srupp_jax import config_keys
+    from srupp_jax.programs import config_keys
     for name in ("default", "enwik8", "text", "iwslt14", "translate_default", "txl_wiki103"):
         config_keys.check(importlib.import_module(f"configs.{name}").get_config())
     study = importlib.import_module("configs.study_iwslt14").get_config("cpu")
@@ -272,7 +272,8 @@ def test_smoke_needs_no_data_for_bytes_or_a_given_vocabulary():
 
 
 def test_workdir_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
-    from srupp_jax import errors, workdir
+    from srupp_jax import errors
+    from srupp_jax.training import workdir
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "lock"))

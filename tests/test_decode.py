@@ -1,4 +1,4 @@
-"""Greedy and beam search (srupp_jax.decode) on tiny encoder-decoders: greedy against the
+"""Greedy and beam search (srupp_jax.inference.decode) on tiny encoder-decoders: greedy against the
 teacher-forced argmax, beam 1 against greedy, beam search against an exhaustive search,
 early stopping, length limits, batching."""
 import contextlib
@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from helpers import BOS, EOS, PAD, random_pairs, tiny_seq2seq
-from srupp_jax import decode
+from srupp_jax.inference import decode
 
 V = 13
 A, B = 0.5, 2          # max_len_a, max_len_b: limits floor(0.5 n + 2)

@@ -18,9 +18,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from srupp_jax import checkpoint, leaves, train, trainer
-from srupp_jax.steps import StepMetrics
-from srupp_jax.workdir import EXIT_CODES, WorkdirLock, WorkdirLockedError
+from srupp_jax.training import checkpoint, leaves, trainer
+
+from srupp_jax.programs import modes
+from srupp_jax.training.steps import StepMetrics
+from srupp_jax.training.workdir import EXIT_CODES, WorkdirLock, WorkdirLockedError
 
 from test_train import _losses, tiny_config
 from test_translation_main import NUMBERS, SIZES
@@ -70,7 +72,7 @@ def wait_for_rows(workdir, rows, proc, timeout=300):
 def trained(tmp_path_factory):
     """A workdir trained 6 steps (checkpoints at 3 and 6, dev eval at both): copy before use."""
     workdir = tmp_path_factory.mktemp("trained")
-    last = train.train_and_evaluate(tiny_config(), str(workdir))
+    last = modes.train(tiny_config(), str(workdir))
     assert last["status"] == "finished" and saved_steps(workdir) == [3, 6]
     return workdir
 
@@ -85,7 +87,7 @@ def test_runs_past_epoch_boundaries_on_one_device(tmp_path):
     """2.5 epochs: the carry is rebuilt at every boundary (it used to be a freed buffer)."""
     config = tiny_config(steps=105, log_every=35, eval_every=105, checkpoint_every=105)
     config.data.max_bytes = 3000       # 2,700 train bytes, 4 streams x 16: 42 steps an epoch
-    last = train.train_and_evaluate(config, str(tmp_path))
+    last = modes.train(config, str(tmp_path))
     assert last["status"] == "finished" and last["step"] == 105
     assert np.isfinite(last["train_loss"]) and np.isfinite(last["dev_loss"])
 
@@ -112,7 +114,7 @@ def test_corrupt_latest_is_quarantined_and_training_saves_again(trained, tmp_pat
     w = copy_of(trained, tmp_path)
     before = _losses(w)
     flip_byte(largest_file(w / "checkpoints" / "6" / "params"))
-    last = train.train_and_evaluate(tiny_config(), str(w))
+    last = modes.train(tiny_config(), str(w))
     assert last["status"] == "finished" and saved_steps(w) == [3, 6]
     assert (w / "checkpoints" / "quarantine" / "6").is_dir()
     after = _losses(w)
@@ -125,7 +127,7 @@ def test_corrupt_latest_is_quarantined_and_training_saves_again(trained, tmp_pat
 def test_stray_higher_step_directory_does_not_stop_saving(trained, tmp_path):
     w = copy_of(trained, tmp_path)
     (w / "checkpoints" / "700").mkdir()
-    last = train.train_and_evaluate(tiny_config(steps=9), str(w))
+    last = modes.train(tiny_config(steps=9), str(w))
     assert last["step"] == 9 and 9 in saved_steps(w) and 700 not in saved_steps(w)
     assert (w / "checkpoints" / "quarantine" / "700").is_dir()
 
@@ -142,12 +144,12 @@ def flip_byte(path, where=0.5):
 
 
 def training_items(config):
-    """The trees train.train_and_evaluate checkpoints, freshly initialised (restore targets)."""
+    """The trees modes.train checkpoints, freshly initialised (restore targets)."""
     from flax import nnx
-    from srupp_jax.optim import make_optimizer
-    from srupp_jax.rng import model_rngs
+    from srupp_jax.training.optim import make_optimizer
+    from srupp_jax.training.rng import model_rngs
     t = config.train
-    model = train.build_model(config, model_rngs(config))
+    model = modes.build_model(config, model_rngs(config))
     _, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps)
     return {"params": params, "rest": rest, "opt_state": tx.init(params),
@@ -195,9 +197,9 @@ def test_garbage_metrics_file_is_set_aside(trained, tmp_path):
     stop resume, eval and generate. It is moved aside; that checkpoint still restores."""
     w = copy_of(trained, tmp_path)
     (w / "checkpoints" / "6" / "metrics" / "metrics").write_text("{not json")
-    _, _, _, step = train.restore_for_inference(tiny_config(), str(w), "latest")
+    _, _, _, step = modes.restore(tiny_config(), str(w), "latest")
     assert step == 6 and (w / "checkpoints" / "quarantine" / "6.metrics").is_file()
-    assert train.train_and_evaluate(tiny_config(steps=7), str(w))["step"] == 7
+    assert modes.train(tiny_config(steps=7), str(w))["step"] == 7
 
 
 def test_eval_falls_back_past_a_corrupt_best_checkpoint_and_names_a_mismatch(trained,
@@ -230,7 +232,7 @@ def test_eval_falls_back_past_a_corrupt_best_checkpoint_and_names_a_mismatch(tra
 def test_eval_of_a_workdir_without_checkpoints_creates_nothing(tmp_path):
     missing = tmp_path / "never" / "trained"
     with pytest.raises(FileNotFoundError, match="train first"):
-        train.restore_for_inference(tiny_config(), str(missing))
+        modes.restore(tiny_config(), str(missing))
     assert not (tmp_path / "never").exists()
 
 
@@ -245,7 +247,7 @@ def test_failed_asynchronous_save_stops_at_the_next_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ocp.CheckpointManager, "check_for_errors", failing)
     with pytest.raises(checkpoint.CheckpointError, match="No space left on device"):
-        train.train_and_evaluate(tiny_config(), str(tmp_path))
+        modes.train(tiny_config(), str(tmp_path))
     assert max(_losses(tmp_path)) == 3      # stopped at step 4, right after the failed save
 
 
@@ -268,7 +270,7 @@ def test_non_finite_last_steps_still_evaluate_and_save(tmp_path, monkeypatch):
         return maybe_bad
 
     monkeypatch.setattr(trainer, "make_train_step", make)
-    last = train.train_and_evaluate(tiny_config(eval_every=100, checkpoint_every=100),
+    last = modes.train(tiny_config(eval_every=100, checkpoint_every=100),
                                     str(tmp_path))
     assert last["status"] == "finished" and last["step"] == 6 and "dev_loss" in last
     assert saved_steps(tmp_path) == [6]
@@ -280,7 +282,7 @@ def test_non_finite_last_steps_still_evaluate_and_save(tmp_path, monkeypatch):
 def test_zero_intervals_and_batch_are_named(key):
     config = tiny_config(**{key: 0})
     with pytest.raises(ValueError, match=f"train.{key}=0; expected >= 1"):
-        train.validate_config(config, num_devices=1)
+        modes.validate_config(config, num_devices=1)
 
 
 @pytest.mark.slow
@@ -422,7 +424,7 @@ def test_modified_source_is_marked_and_a_different_source_is_not_reused(tmp_path
     config = tiny_config(steps=2, warmup_steps=1, eval_every=2, checkpoint_every=2)
     config.data.name, config.data.max_bytes = "enwik8", 0
     config.data.data_dir, config.data.cache_dir = str(data), str(cache)
-    last = train.train_and_evaluate(config, str(tmp_path / "run"))
+    last = modes.train(config, str(tmp_path / "run"))
     assert last["standard_data"] == 0
     rows = [json.loads(r) for r in open(tmp_path / "run" / "metrics.jsonl")]
     assert rows and all(r["standard_data"] == 0 for r in rows)

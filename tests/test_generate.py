@@ -1,4 +1,4 @@
-"""Fast inference (srupp_jax/generate.py, main.py --mode=generate).
+"""Fast inference (srupp_jax/inference/generate.py, main.py --mode=generate).
 
 What is exactly equal (float32, up to rounding):
   * token by token carrying LMState with mem_len >= sequence length  ==  the whole sequence in
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srupp_jax.generate import generate, generate_iter, sample_logits, windowed_log_probs
-from srupp_jax.models import SRUppConfig, SRUppLM
+from srupp_jax.inference.generate import generate, generate_iter, sample_logits, windowed_log_probs
+from srupp_jax.models.srupp_lm import SRUppConfig, SRUppLM
 from tests.helpers import jit_log_probs, token_by_token
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +49,7 @@ def banded_full(model, seq, window):
     p, j = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
     mask = (j <= p) & (j >= p - window)
     c0 = jnp.zeros((model.num_layers, seq.shape[0], model.d))
-    h, _, _ = model.rnn(x, c0, attn_mask=mask)
+    h, _, _ = model.rnn(x, c0, attend=mask)
     return jax.nn.log_softmax(model.head(h), axis=-1)
 
 
@@ -187,9 +187,9 @@ def test_main_generate_end_to_end(tmp_path):
 
 def test_generate_without_checkpoint_names_the_workdir(tmp_path):
     from configs import default
-    from srupp_jax.train import restore_for_inference
+    from srupp_jax.programs.modes import restore
     config = default.get_config()
     config.model.d, config.model.d_proj, config.model.num_layers = 16, 4, 2
     config.model.vocab_size = 256
     with pytest.raises(FileNotFoundError, match="no checkpoint in .*train first"):
-        restore_for_inference(config, str(tmp_path))
+        restore(config, str(tmp_path))

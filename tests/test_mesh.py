@@ -20,8 +20,10 @@ import jax
 from flax import nnx
 assert jax.device_count() == 8, jax.devices()
 from test_train import _losses
-from srupp_jax import sharding, tasks, train, trainer
-from srupp_jax.steps import make_train_step
+from srupp_jax.training import sharding, trainer
+from srupp_jax import tasks
+from srupp_jax.programs import modes
+from srupp_jax.training.steps import make_train_step
 
 TMP = {tmp!r}
 MESHES = dict(one=(1, 0), data8=(8, 0), mesh2x4=(8, 4))
@@ -61,7 +63,7 @@ def translation(name, best):
 
 
 def run(config, workdir):
-    last = train.train_and_evaluate(config, workdir)
+    last = modes.train(config, workdir)
     return dict(losses=_losses(workdir), dev=last.get("dev_loss"), status=last["status"],
                 **({{"bleu": last["dev_bleu"]}} if "dev_bleu" in last else {{}}))
 
@@ -86,7 +88,7 @@ for name in MESHES:
         out[name]["resumed"] = run(large(name), w)
     else:
         w += "_straight"
-    out[name]["eval"] = train.evaluate_checkpoint(large(name), w)
+    out[name]["eval"] = modes.evaluate(large(name), w)
 # stopped on the data mesh, resumed on the 2-D mesh (mesh.* may change between runs)
 run(large("data8", stop_at=2), TMP + "/across")
 out["across"] = run(large("mesh2x4"), TMP + "/across")
@@ -176,7 +178,7 @@ def test_data_and_fsdp_meshes_train_resume_and_evaluate(tmp_path):
 
 def test_bad_mesh_sizes_are_named():
     import jax
-    from srupp_jax import sharding
+    from srupp_jax.training import sharding
     n = jax.device_count()
     with pytest.raises(ValueError, match=rf"^mesh.fsdp_size={n + 1} does not divide the {n} "
                        rf"devices in use \(mesh.num_devices=0\); expected 0 or 1 \(no fsdp "

@@ -1,4 +1,4 @@
-"""Tests for srupp_jax.metrics (JSONL/TensorBoard writer), progress, flops (FLOPs/MFU) and plot."""
+"""Tests for srupp_jax.training.metrics (JSONL/TensorBoard writer), progress, flops (FLOPs/MFU) and plot."""
 import glob
 import json
 import math
@@ -7,9 +7,10 @@ import struct
 
 import pytest
 
-from srupp_jax import flops as F
-from srupp_jax import metrics as M
-from srupp_jax.progress import Progress
+from srupp_jax.models import flops as F
+from srupp_jax.training import metrics as M
+from srupp_jax.training import mfu
+from srupp_jax.training.progress import Progress
 
 
 class FakeClock:
@@ -155,16 +156,16 @@ def test_flops_adaptive_by_hand():
 
 
 def test_mfu_and_peak():
-    assert F.peak_flops_per_device() is None                 # CPU test machine
-    assert F.mfu(1e6, 1e9, None) is None
-    assert F.mfu(1e6, 1e9, F.peak_flops_per_device()) is None
-    assert F.peak_flops_per_device("NVIDIA H100 80GB HBM3") == 989e12
-    assert F.peak_flops_per_device("NVIDIA H200") == 989e12
-    assert F.peak_flops_per_device("NVIDIA A100-SXM4-80GB") == 312e12
-    assert F.peak_flops_per_device("TPU v5 lite") == 197e12
-    assert F.peak_flops_per_device("TPU v5p") == 459e12
-    assert F.peak_flops_per_device("Some New Chip") is None
-    assert F.mfu(1e5, 1e9, 1e15, num_devices=2) == pytest.approx(0.05)
+    assert mfu.peak_flops_per_device() is None                 # CPU test machine
+    assert mfu.mfu(1e6, 1e9, None) is None
+    assert mfu.mfu(1e6, 1e9, mfu.peak_flops_per_device()) is None
+    assert mfu.peak_flops_per_device("NVIDIA H100 80GB HBM3") == 989e12
+    assert mfu.peak_flops_per_device("NVIDIA H200") == 989e12
+    assert mfu.peak_flops_per_device("NVIDIA A100-SXM4-80GB") == 312e12
+    assert mfu.peak_flops_per_device("TPU v5 lite") == 197e12
+    assert mfu.peak_flops_per_device("TPU v5p") == 459e12
+    assert mfu.peak_flops_per_device("Some New Chip") is None
+    assert mfu.mfu(1e5, 1e9, 1e15, num_devices=2) == pytest.approx(0.05)
 
 
 def _synthetic_run(path, devices=2):
@@ -178,7 +179,7 @@ def _synthetic_run(path, devices=2):
 
 
 def test_plot_writes_png(tmp_path, capsys):
-    from srupp_jax import plot
+    from srupp_jax.programs import plot
     _synthetic_run(tmp_path / "a")
     _synthetic_run(tmp_path / "b", devices=1)
     out = tmp_path / "fig" / "dev.png"
@@ -193,7 +194,7 @@ def test_plot_writes_png(tmp_path, capsys):
 
 
 def test_plot_errors(tmp_path, capsys):
-    from srupp_jax import plot
+    from srupp_jax.programs import plot
     missing = tmp_path / "nope"
     with pytest.raises(SystemExit):
         plot.main(["--workdir", str(missing), "--out", str(tmp_path / "x.png")])
@@ -210,7 +211,7 @@ def test_plot_errors(tmp_path, capsys):
 def test_plot_word_run_defaults_to_dev_ppl(tmp_path):
     """A word-level run, as the training loop logs it (dev_ppl in split "dev"): plotted without
     --metric, and the metrics listed on an error carry no doubled `dev_dev_` prefix."""
-    from srupp_jax import plot
+    from srupp_jax.programs import plot
     with M.MetricWriter(tmp_path, tensorboard=False) as w:
         for step in (1, 2, 3):
             w.write(step, {"train_loss": 5.0 / step, "train_ppl": 150.0 / step})

@@ -7,7 +7,7 @@ from flax import nnx
 
 from helpers import assert_close
 from pallas_kernels import KernelOptions
-from srupp_jax.models import SRUppConfig, SRUppLM
+from srupp_jax.models.srupp_lm import SRUppConfig, SRUppLM
 
 VOCAB = 29
 
@@ -150,8 +150,8 @@ def test_every_bad_model_value_is_named_once(key, value, match):
 def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
     """impl is resolved when the model is built (logged by the task's build_model), and
     config.model.kernel's options are what the Pallas kernel receives."""
-    from srupp_jax import recurrence
-    from srupp_jax.recurrence import Backend
+    from srupp_jax.nn import recurrence
+    from srupp_jax.nn.recurrence import Backend
     assert _model(impl="auto").backend is Backend.SCAN          # CPU: scan
     seen = []
     real = recurrence.sru_recurrence_pallas
@@ -173,13 +173,13 @@ def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
 def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypatch):
     """Training on a GPU: impl="auto" becomes the backend `fastest_backend` measured at
     (per-device batch, unroll, d, 3 slices of U) and the compute dtype, with the kernel options
-    (tasks.lm.measured_impl, by build_model(measure=True)); with several processes, the one
+    (tasks.base.measured_impl, by build_model(measure=True)); with several processes, the one
     process 0 measured. build_model alone (eval, generate) times nothing."""
     import dataclasses
     import importlib
     from srupp_jax import tasks
-    from srupp_jax.tasks import lm
-    from srupp_jax.recurrence import Backend
+    from srupp_jax.tasks import base
+    from srupp_jax.nn.recurrence import Backend
     config = importlib.import_module("configs.default").get_config()
     config.model.vocab_size = VOCAB
     asked = []
@@ -188,7 +188,7 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
         asked.append((shape, dtype, kernel))
         return Backend.ASSOC, {"pallas": 2.0, "assoc": 1.0, "scan": 3.0}
 
-    monkeypatch.setattr(lm, "fastest_backend", fastest)
+    monkeypatch.setattr(base, "fastest_backend", fastest)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     task = tasks.make(config)
     assert task.build_model(nnx.Rngs(0)).backend is Backend.PALLAS and not asked
@@ -199,7 +199,7 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
                       t.compute_dtype, model.config.kernel)]
     shape = (t.batch_size // jax.device_count(), t.unroll)
     scan = dataclasses.replace(model.config, impl="scan")
-    assert lm.measured_impl(scan, *shape) is scan and len(asked) == 1
+    assert base.measured_impl(scan, *shape) is scan and len(asked) == 1
     auto = dataclasses.replace(model.config, impl="auto")
     # Several processes: process 0's choice, broadcast, so that all compile the same program.
     sent = []
@@ -209,6 +209,6 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
         return np.int32(list(Backend).index(Backend.SCAN))
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
-    monkeypatch.setattr(lm.multihost_utils, "broadcast_one_to_all", broadcast)
-    assert lm.measured_impl(auto, *shape).impl == "scan"
+    monkeypatch.setattr(base.multihost_utils, "broadcast_one_to_all", broadcast)
+    assert base.measured_impl(auto, *shape).impl == "scan"
     assert sent == [list(Backend).index(Backend.ASSOC)]

@@ -22,14 +22,14 @@ sys.path[:0] = [{root!r}, {tests!r}]
 import jax
 assert jax.device_count() == 8, jax.devices()
 from test_train import tiny_config, _losses
-from srupp_jax import train
+from srupp_jax.programs import modes
 out = {{}}
 for name, n, fsdp in (("one", 1, False), ("eight", 8, False), ("fsdp", 8, True)):
     config = tiny_config(batch_size=8, steps=4, eval_every=4, checkpoint_every=4)
     config.mesh.num_devices, config.mesh.fsdp = n, fsdp
     config.eval.batch_size = 8
     workdir = {tmp!r} + "/" + name
-    last = train.train_and_evaluate(config, workdir)
+    last = modes.train(config, workdir)
     out[name] = dict(losses=_losses(workdir), dev=last["dev_loss"])
 print("RESULT" + json.dumps(out))
 """
@@ -50,14 +50,14 @@ def test_one_and_eight_devices_agree(tmp_path):
 PROCESS_SCRIPT = r"""
 import json, sys
 sys.path[:0] = [{root!r}, {tests!r}]
-from srupp_jax import sharding
+from srupp_jax.training import sharding
 sharding.initialize_distributed()
 import jax
 from test_train import tiny_config, _losses
-from srupp_jax import train
+from srupp_jax.programs import modes
 config = tiny_config(batch_size=8, steps=4, eval_every=4, checkpoint_every=2, stop_at={stop_at})
 config.eval.batch_size = 8
-last = train.train_and_evaluate(config, {workdir!r})
+last = modes.train(config, {workdir!r})
 if jax.process_index() == 0:
     print("RESULT" + json.dumps(dict(losses=_losses({workdir!r}), dev=last.get("dev_loss"),
                                      processes=jax.process_count(),
@@ -117,7 +117,7 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
                                                       "JAX_NUM_PROCESSES=2"),
 ])
 def test_bad_process_settings_are_named(monkeypatch, env, match):
-    from srupp_jax import sharding
+    from srupp_jax.training import sharding
     for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1")
@@ -130,14 +130,14 @@ def test_bad_process_settings_are_named(monkeypatch, env, match):
 STOP_SCRIPT = r"""
 import json, sys
 sys.path[:0] = [{root!r}, {tests!r}]
-from srupp_jax import sharding
+from srupp_jax.training import sharding
 sharding.initialize_distributed()
 import jax
 from test_train import tiny_config
-from srupp_jax import train
+from srupp_jax.programs import modes
 config = tiny_config(batch_size=8, steps=100000, eval_every=100000, checkpoint_every=100000)
 config.eval.batch_size = 8
-last = train.train_and_evaluate(config, {workdir!r})
+last = modes.train(config, {workdir!r})
 print("RESULT" + json.dumps(dict(status=last["status"], step=last["step"],
                                  process=jax.process_index())))
 """

@@ -1,4 +1,4 @@
-"""Tests for srupp_jax.optim: schedule, decay mask, decoupled decay, clipping, accumulation."""
+"""Tests for srupp_jax.training.optim: schedule, decay mask, decoupled decay, clipping, accumulation."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,8 +6,8 @@ import optax
 import pytest
 from flax import nnx
 
-from srupp_jax.models import SRUppConfig, SRUppLM
-from srupp_jax.optim import lr_schedule, make_optimizer, weight_decay_mask
+from srupp_jax.models.srupp_lm import SRUppConfig, SRUppLM
+from srupp_jax.training.optim import lr_schedule, make_optimizer, weight_decay_mask
 
 
 _CACHE = {}

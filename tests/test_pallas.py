@@ -13,7 +13,7 @@ from helpers import assert_close, random_recurrence_inputs
 from pallas_kernels import sru_recurrence_pallas
 from pallas_kernels import KernelOptions
 from pallas_kernels.sru_recurrence import SM_COUNT, default_options
-from srupp_jax.recurrence import sru_recurrence
+from srupp_jax.nn.recurrence import sru_recurrence
 
 # (batch, length, k, d, skip, pad, dropout, reverse, kernel options)
 CASES = [

@@ -15,7 +15,7 @@ from jax.experimental.pallas import tpu as pltpu
 from helpers import assert_close, random_recurrence_inputs
 from pallas_kernels import TPUKernelOptions, sru_recurrence_tpu
 from pallas_kernels.tpu_options import VMEM_LIMIT, VMEM_TARGET, default_tpu_options
-from srupp_jax.recurrence import Backend, resolve_backend, sru_recurrence
+from srupp_jax.nn.recurrence import Backend, resolve_backend, sru_recurrence
 
 INTERPRET = pltpu.InterpretParams(uninitialized_memory="nan")
 
@@ -220,8 +220,8 @@ def test_models_take_the_tpu_kernel_on_a_tpu_with_the_configs_options(monkeypatc
     """configs' model.tpu_kernel (0: the default) reaches the kernel through SRUppConfig and
     the layers; on a TPU impl="auto" builds the TPU kernel, and "pallas" fails at build."""
     import importlib
-    from srupp_jax import recurrence
-    from srupp_jax.models import SRUppConfig, SRUppLM
+    from srupp_jax.nn import recurrence
+    from srupp_jax.models.srupp_lm import SRUppConfig, SRUppLM
     config = importlib.import_module("configs.default").get_config()
     config.model.update(vocab_size=29, d=16, d_proj=4, num_layers=2, impl="pallas_tpu")
     config.model.tpu_kernel.update(chunk=3, block_b=0)

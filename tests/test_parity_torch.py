@@ -19,7 +19,7 @@ else:
 import jax.numpy as jnp  # noqa: E402
 
 from helpers import assert_close  # noqa: E402
-from srupp_jax.convert import from_torch_sru, from_torch_srupp, load_torch_srupp  # noqa: E402
+from srupp_jax.convert.torch_sru import from_torch_sru, from_torch_srupp, load_torch_srupp  # noqa: E402
 
 pytestmark = pytest.mark.torch_ref
 RTOL = 1e-5
@@ -86,7 +86,7 @@ def test_srupp_matches_reference(name):
 @pytest.mark.parametrize("causal", [False, True])
 def test_srupp_with_memory_padding_and_masks(causal):
     """Memory of the previous segment, padding of current and memory positions, causal mask."""
-    from srupp_jax.attention import attention_mask
+    from srupp_jax.nn.attention import attention_mask
     torch.manual_seed(3)
     d_in, d, d_proj, layers, M, L, B = 12, 12, 4, 3, 5, 6, 3
     ref = _perturb(sru.SRUpp(d_in, d, d_proj, num_layers=layers, attention_every_n_layers=1))
@@ -114,7 +114,7 @@ def test_srupp_with_memory_padding_and_masks(causal):
 
 def test_same_length_mask_matches_reference_eval_mask():
     """Our same_length mask is the reference training script's evaluation mask."""
-    from srupp_jax.attention import attention_mask
+    from srupp_jax.nn.attention import attention_mask
     L = 4
     ones = torch.ones(2 * L, 2 * L)
     ref = (torch.triu(ones, diagonal=1) + torch.tril(ones, diagonal=-1 - L)) * -10000.0

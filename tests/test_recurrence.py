@@ -8,7 +8,7 @@ import pytest
 from jax.test_util import check_grads
 
 from helpers import assert_close, numpy_recurrence, random_recurrence_inputs
-from srupp_jax.recurrence import linear_recurrence, newton_info, sru_recurrence
+from srupp_jax.nn.recurrence import linear_recurrence, newton_info, sru_recurrence
 
 # (batch, length, k, d, skip, pad, dropout, reverse)
 CASES = [
@@ -200,7 +200,7 @@ def test_bad_inputs_are_named(bad, match):
 def test_fastest_backend_times_each_candidate_and_picks_the_fastest():
     """What impl="auto" uses on a GPU: forward + backward of every candidate timed at the
     shape, the smallest time wins (here on CPU: assoc and scan, pallas is interpreted)."""
-    from srupp_jax.recurrence import Backend, fastest_backend
+    from srupp_jax.nn.recurrence import Backend, fastest_backend
     backend, times = fastest_backend(2, 9, 5, 3, "float32", repeats=2)
     assert set(times) == {"assoc", "scan"} and all(t > 0 for t in times.values())
     assert backend is Backend(min(times, key=times.get))

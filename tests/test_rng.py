@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srupp_jax import leaves
-from srupp_jax.rng import PRNG_IMPLS, model_rngs, prng_impl
+from srupp_jax.training import leaves
+from srupp_jax.training.rng import PRNG_IMPLS, model_rngs, prng_impl
 
 
 def _config(impl=None, seed=3):

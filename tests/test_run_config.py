@@ -5,7 +5,10 @@ import types
 
 import pytest
 
-from srupp_jax import run_config, train
+from srupp_jax.training import run_config
+
+from srupp_jax.programs import modes
+from srupp_jax.tasks.lm import resolve_config
 
 PAPER = {"enwik8": [""], "enwik8_large": ["", "ratio8"], "wiki103": [None],
          "wiki103_large": ["", "ratio8", "ratio8_k5"], "billion_word": ["", "large"]}
@@ -46,23 +49,23 @@ def _data(vocab_size, unit):
 
 def test_resolve_takes_vocab_size_and_cutoffs_from_the_data():
     config = _config("wiki103")
-    resolved = run_config.resolve(config, _data(70_000, "word"))
+    resolved = resolve_config(config, _data(70_000, "word"))
     assert resolved.model.vocab_size == 70_000 and config.model.vocab_size == 0
     with pytest.raises(ValueError, match=r"model.cutoffs=\(20000, 60000\) but the wikitext103 "
                                          r"vocabulary has 30000 entries"):
-        run_config.resolve(config, _data(30_000, "word"))
+        resolve_config(config, _data(30_000, "word"))
     config.model.vocab_size = 50_000
     with pytest.raises(ValueError, match="model.vocab_size=50000 but the wikitext103 vocabulary "
                                          "has 70000 entries; set --config.model.vocab_size=0"):
-        run_config.resolve(config, _data(70_000, "word"))
+        resolve_config(config, _data(70_000, "word"))
     text = _config("text")
-    assert run_config.resolve(text, _data(256, "byte")).model.cutoffs == ()
-    assert run_config.resolve(text, _data(1000, "word")).model.cutoffs == (50, 250)
-    assert run_config.resolve(text, _data(60, "word")).model.cutoffs == ()
+    assert resolve_config(text, _data(256, "byte")).model.cutoffs == ()
+    assert resolve_config(text, _data(1000, "word")).model.cutoffs == (50, 250)
+    assert resolve_config(text, _data(60, "word")).model.cutoffs == ()
 
 
 def test_saved_config_round_trip_and_overrides(tmp_path):
-    config = run_config.resolve(_config("wiki103"), _data(300_000, "word"))
+    config = resolve_config(_config("wiki103"), _data(300_000, "word"))
     run_config.save(config, str(tmp_path))
     back = run_config.load(str(tmp_path))
     assert back.to_dict() == config.to_dict()
@@ -91,11 +94,11 @@ def test_k_beyond_the_depth_is_an_error(change, match):
     for k, v in change.items():
         setattr(config.model, k, v)
     with pytest.raises(ValueError, match=match):
-        train.validate_config(config, 1)
+        modes.validate_config(config, 1)
     config.model.num_layers = 5
-    train.validate_config(config, 1)                  # layer 5 has attention
+    modes.validate_config(config, 1)                  # layer 5 has attention
     config.model.num_layers, config.model.attention_last_n, config.model.k = 2, 0, 1
-    train.validate_config(config, 1)                  # a plain SRU stack, asked for explicitly
+    modes.validate_config(config, 1)                  # a plain SRU stack, asked for explicitly
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -112,12 +115,12 @@ def test_config_checks_name_the_value(key, value, match):
     section, name = key.split(".")
     setattr(getattr(config, section), name, value)
     with pytest.raises(ValueError, match=match):
-        train.validate_config(config, 1)
+        modes.validate_config(config, 1)
 
 
 def test_base_alone_is_rejected_with_the_unset_sizes():
     with pytest.raises(ValueError, match="model.d=0; expected >= 1"):
-        train.validate_config(_config("base"), 1)
+        modes.validate_config(_config("base"), 1)
 
 
 def test_a_record_from_before_a_key_existed_names_what_it_trained_with(tmp_path):

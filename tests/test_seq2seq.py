@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 
 from helpers import BOS, PAD, assert_close, random_pairs, step_by_step, tiny_seq2seq
-from srupp_jax.attention import SRUppAttention
-from srupp_jax.seq2seq import Seq2SeqConfig
-from srupp_jax.transformer_seq2seq import TransformerSeq2SeqConfig
+from srupp_jax.nn.attention import SRUppAttention
+from srupp_jax.models.srupp_seq2seq import Seq2SeqConfig
+from srupp_jax.models.transformer_seq2seq import TransformerSeq2SeqConfig
 
 V = 13
 KINDS = {

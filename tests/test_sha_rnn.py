@@ -1,4 +1,4 @@
-"""SHA-RNN (srupp_jax/sha_rnn.py) against explicit references.
+"""SHA-RNN (srupp_jax/models/sha_rnn.py) against explicit references.
 
   * the single-head attention and the Boom layer == the formulas written out in NumPy;
   * two segments carrying the LSTM state and the attention memory == one forward over the
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srupp_jax.sha_rnn import SHARNNLM, lstm_scan
+from srupp_jax.models.sha_rnn import SHARNNLM, lstm_scan
 from tests.helpers import (assert_close, check_incremental_decoding,
                            check_second_segment_gradients, check_segments_with_memory)
 
@@ -124,10 +124,10 @@ def test_incremental_decoding_and_greedy_generate():
 
 @pytest.mark.parametrize("variant,published", [("", 54e6), ("sru", 42e6)])
 def test_article_size_within_five_percent(variant, published):
-    from srupp_jax import train
-    from srupp_jax.steps import count_params
+    from srupp_jax.programs import modes
+    from srupp_jax.training.steps import count_params
     config = importlib.import_module("configs.sharnn_enwik8").get_config(variant)
-    train.validate_config(config, 1)
-    model = nnx.eval_shape(lambda: train.build_model(config, nnx.Rngs(0)))
+    modes.validate_config(config, 1)
+    model = nnx.eval_shape(lambda: modes.build_model(config, nnx.Rngs(0)))
     n = count_params(model)
     assert abs(n / published - 1) < 0.05, n

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from srupp_jax import study
+from srupp_jax.programs import study
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -67,8 +67,8 @@ def test_unknown_run_is_named():
 def test_training_seconds_continue_across_a_restart(tmp_path):
     """Stopped at step 3 and restarted, a timed run continues its training seconds from the
     checkpointed step; the first step of each session (it compiles) adds nothing."""
-    from srupp_jax import train
-    from srupp_jax.metrics import read_metrics
+    from srupp_jax.programs import modes
+    from srupp_jax.training.metrics import read_metrics
     from tests.test_train import tiny_config
 
     def config(**kw):
@@ -77,8 +77,8 @@ def test_training_seconds_continue_across_a_restart(tmp_path):
             c.train.eval_marks = (1e9,)     # timed, no mark reached
         return c
 
-    train.train_and_evaluate(config(stop_at=3), str(tmp_path))
-    train.train_and_evaluate(config(), str(tmp_path))
+    modes.train(config(stop_at=3), str(tmp_path))
+    modes.train(config(), str(tmp_path))
     seconds = {r["step"]: r["train_seconds"] for r in read_metrics(tmp_path, split="train")}
     assert sorted(seconds) == list(range(1, 7))
     assert seconds[1] == 0.0 and seconds[4] == seconds[3]       # compiling steps not counted

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srupp_jax import train
-from srupp_jax.layers import attention_layers
-from srupp_jax.steps import make_train_step
+from srupp_jax.programs import modes
+from srupp_jax.nn.attention import attention_layers
+from srupp_jax.training.steps import make_train_step
 from srupp_jax.tasks.lm import lm_loss, make_evaluator
-from srupp_jax.optim import make_optimizer
+from srupp_jax.training.optim import make_optimizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -43,12 +43,12 @@ def _losses(workdir):
 
 def test_train_checkpoint_eval_end_to_end(tmp_path):
     config = tiny_config()
-    last = train.train_and_evaluate(config, str(tmp_path))
+    last = modes.train(config, str(tmp_path))
     assert np.isfinite(last["train_loss"]) and "dev_bpc" in last
     losses = _losses(tmp_path)
     assert sorted(losses) == list(range(1, 7))
     assert (tmp_path / "tensorboard").exists()
-    out = train.evaluate_checkpoint(config, str(tmp_path))
+    out = modes.evaluate(config, str(tmp_path))
     assert out["step"] in (3, 6)
     assert 0 < out["dev_bpc"] < 9 and 0 < out["test_bpc"] < 9
 
@@ -56,10 +56,10 @@ def test_train_checkpoint_eval_end_to_end(tmp_path):
 def test_resume_is_bit_identical(tmp_path):
     """2N steps straight == N steps, stop, restart, N more (same losses, exactly)."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train.train_and_evaluate(tiny_config(), str(straight))
-    train.train_and_evaluate(tiny_config(stop_at=3), str(resumed))  # as if preempted at 3
+    modes.train(tiny_config(), str(straight))
+    modes.train(tiny_config(stop_at=3), str(resumed))  # as if preempted at 3
     assert sorted(_losses(resumed)) == [1, 2, 3]
-    train.train_and_evaluate(tiny_config(), str(resumed))
+    modes.train(tiny_config(), str(resumed))
     a, b = _losses(straight), _losses(resumed)
     assert sorted(b) == list(range(1, 7))
     assert a == b, (a, b)
@@ -73,7 +73,7 @@ def test_batched_eval_predicts_every_token_once(same_length):
     config = tiny_config()
     e = config.eval
     e.unroll, e.mem_len, e.same_length = 8, 8, same_length
-    model = train.build_model(config, nnx.Rngs(0))
+    model = modes.build_model(config, nnx.Rngs(0))
     _, params, rest = nnx.split(model, nnx.Param, ...)
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
     tokens = np.random.default_rng(0).integers(0, config.model.vocab_size, 2 * 16 + 2)
@@ -96,9 +96,9 @@ def test_resume_mid_accumulation_is_bit_identical(tmp_path):
     the accumulated gradient and the micro-step counter travel in the checkpoint."""
     config = lambda **kw: tiny_config(steps=3, warmup_steps=1, grad_accum_steps=2, **kw)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train.train_and_evaluate(config(), str(straight))
-    train.train_and_evaluate(config(stop_at=3), str(resumed))
-    train.train_and_evaluate(config(), str(resumed))
+    modes.train(config(), str(straight))
+    modes.train(config(stop_at=3), str(resumed))
+    modes.train(config(), str(resumed))
     a, b = _losses(straight), _losses(resumed)
     assert sorted(a) == list(range(1, 7)) and a == b, (a, b)
 
@@ -119,7 +119,7 @@ def test_bad_config_values_are_named(key, value, match):
     section, name = key.split(".")
     setattr(getattr(config, section), name, value)
     with pytest.raises(ValueError, match=match):
-        train.validate_config(config, num_devices=2)
+        modes.validate_config(config, num_devices=2)
 
 
 def test_unknown_config_key_stops_main():
@@ -148,8 +148,8 @@ def test_paper_config_builds_and_steps_at_toy_size(name):
         m.vocab_size, m.cutoffs = 60, tuple(10 * (i + 1) for i in range(len(m.cutoffs)))
         m.adaptive_factor = 2.0  # d = 16 has no room for factor-4 clusters
     t.batch_size, t.unroll, t.compute_dtype = 2, 8, "float32"
-    train.validate_config(config, 1)
-    model = train.build_model(config, nnx.Rngs(0))
+    modes.validate_config(config, 1)
+    model = modes.build_model(config, nnx.Rngs(0))
     assert model.rnn.has_attention == attention
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps)
@@ -166,16 +166,16 @@ def test_non_finite_losses_skip_updates_then_stop(tmp_path):
     config = tiny_config(lr=1e30, max_bad_steps=3, steps=50, eval_every=100,
                          checkpoint_every=100)
     with pytest.raises(FloatingPointError, match="3 consecutive steps with a non-finite loss"):
-        train.train_and_evaluate(config, str(tmp_path))
+        modes.train(config, str(tmp_path))
     assert all(np.isfinite(v) for v in _losses(tmp_path).values())
 
 
 def test_profile_window_writes_a_trace(tmp_path):
     """train.profile_steps=(2, 4) traces steps 3..4 into workdir/profile; training and its
     losses are unchanged by it."""
-    last = train.train_and_evaluate(tiny_config(profile_steps=(2, 4)), str(tmp_path))
+    last = modes.train(tiny_config(profile_steps=(2, 4)), str(tmp_path))
     assert last["status"] == "finished"
     traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0
     with pytest.raises(ValueError, match=r"train.profile_steps=\(4, 2\)"):
-        train.validate_config(tiny_config(profile_steps=(4, 2)), num_devices=1)
+        modes.validate_config(tiny_config(profile_steps=(4, 2)), num_devices=1)

@@ -1,4 +1,4 @@
-"""Transformer-XL (srupp_jax/transformer_xl.py) against explicit references.
+"""Transformer-XL (srupp_jax/models/transformer_xl.py) against explicit references.
 
   * rel_shift scores == the explicit O(L^2) scores (q_i + u).k_j + (q_i + v).W_r R_{p-j},
     and the attention sub-layer == softmax over the causal keys written out in NumPy;
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srupp_jax.generate import generate
-from srupp_jax.transformer_xl import TransformerXLLM, rel_shift, sinusoid_positions
+from srupp_jax.inference.generate import generate
+from srupp_jax.models.transformer_xl import TransformerXLLM, rel_shift, sinusoid_positions
 from tests.helpers import (assert_close, check_incremental_decoding,
                            check_second_segment_gradients, check_segments_with_memory)
 
@@ -116,11 +116,11 @@ def test_paper_sizes_within_five_percent():
     """configs/txl_enwik8.py (41M) and configs/txl_wiki103.py (151M), counted abstractly."""
     import importlib
 
-    from srupp_jax import train
+    from srupp_jax.programs import modes
     for name, published in (("txl_enwik8", 41e6), ("txl_wiki103", 151e6)):
         config = importlib.import_module(f"configs.{name}").get_config()
         if not config.model.vocab_size:      # from the data: WikiText-103's vocabulary
             config.model.vocab_size = 267_735
-        model = nnx.eval_shape(lambda: train.build_model(config, nnx.Rngs(0)))
+        model = nnx.eval_shape(lambda: modes.build_model(config, nnx.Rngs(0)))
         n = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
         assert abs(n / published - 1) < 0.05, (name, n)

@@ -3,7 +3,7 @@ the BLEU / chrF metrics against sacreBLEU's own calls."""
 import numpy as np
 import pytest
 
-from srupp_jax import bleu
+from srupp_jax.inference import bleu
 from srupp_jax.data import batches
 from srupp_jax.data.subwords import BOS_ID, EOS_ID, PAD_ID
 from srupp_jax.data.translation_data import Ragged

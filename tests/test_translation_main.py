@@ -67,7 +67,7 @@ def test_default_task_trains_resumes_evaluates_and_translates(cache, tmp_path):
 def test_resume_mid_epoch_is_bit_identical(cache, tmp_path):
     """6 steps straight == 3 steps, stop, restart, 3 more: the same losses bit for bit (an
     epoch of the 600 pairs is ~30 steps, so the stop is mid-epoch), via the task interface."""
-    from srupp_jax import train
+    from srupp_jax.programs import modes
     from test_train import _losses
 
     def config(**train):
@@ -86,9 +86,9 @@ def test_resume_mid_epoch_is_bit_identical(cache, tmp_path):
         return c
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train.train_and_evaluate(config(), str(straight))
-    assert train.train_and_evaluate(config(stop_at=3), str(resumed))["status"] == "stopped"
-    train.train_and_evaluate(config(), str(resumed))
+    modes.train(config(), str(straight))
+    assert modes.train(config(stop_at=3), str(resumed))["status"] == "stopped"
+    modes.train(config(), str(resumed))
     a, b = _losses(straight), _losses(resumed)
     assert sorted(a) == list(range(1, 7)) and a == b, (a, b)
 

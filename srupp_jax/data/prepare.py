@@ -29,8 +29,9 @@ import shutil
 import sys
 from typing import Optional
 
-from srupp_jax import errors, logs
+from srupp_jax import errors
 from srupp_jax.data import datasets, translation_data
+from srupp_jax.programs import logs
 
 
 def prepare(name: str, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,

@@ -1,8 +1,9 @@
 """Tasks: what differs between training a language model and a translation model.
 
     task = tasks.make(config)       # config.task: "lm" (the default) or "translation"
+    task = tasks.prepared(config)   # made, checked and its data loaded
 
-The trainer (srupp_jax/trainer.py) runs any `Task` (tasks/base.py); a new task is a subclass
+The trainer (srupp_jax/training/trainer.py) runs any `Task` (tasks/base.py); a new task is a subclass
 and one line in TASKS. Entries are import paths, so a run imports only its own task.
 """
 from __future__ import annotations
@@ -20,10 +21,25 @@ def task_name(config) -> str:
     return config.get("task", "lm")
 
 
-def make(config):
-    """The Task of `config`; ValueError naming `task` when it is not one of TASKS."""
+def task_class(config):
+    """The Task subclass of `config`; ValueError naming `task` when it is not one of TASKS."""
     name = task_name(config)
     if name not in TASKS:
         raise ValueError(f"task={name!r}; expected one of {tuple(TASKS)}")
     module, cls = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(config)
+    return getattr(importlib.import_module(module), cls)
+
+
+def make(config):
+    """The Task of `config`; ValueError naming `task` when it is not one of TASKS."""
+    return task_class(config)(config)
+
+
+def prepared(config, num_devices: int = 1):
+    """The Task of `config`, checked and loaded (its config resolved against the data)."""
+    import jax
+
+    task = make(config)
+    task.validate(num_devices, jax.process_count())
+    task.load()
+    return task

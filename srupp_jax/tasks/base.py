@@ -22,11 +22,20 @@ trainer calls, in this order:
                                                "test" with full=True for --mode=eval
     task.train_metrics(mean_loss)              {"train_loss": .., ...} of a logged window
 
-and reads `arch`, `best_metric` / `best_mode` (the checkpoint kept as best), `tokens_per_step`
+and reads `modes` (main.py's modes this task has; a task adds its own, e.g. generate), `arch`, `best_metric` / `best_mode` (the checkpoint kept as best), `tokens_per_step`
 (progress and tokens/s), `flops_per_token(model)` (MFU) and `marks` (added to every metric
 row, e.g. {"standard_data": 0}). `smoke()` runs one forward and backward pass of the model.
 """
 from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from srupp_jax.nn.recurrence import Backend, fastest_backend
 
 
 class Task:
@@ -34,6 +43,7 @@ class Task:
 
     name = ""
     best_metric, best_mode = "dev_loss", "min"
+    modes = ("train", "eval", "smoke", "show_config")    # main.py's modes that apply
 
     def __init__(self, config):
         self.config = config
@@ -79,3 +89,23 @@ class Task:
 
     def smoke(self) -> float:
         raise NotImplementedError
+
+
+def measured_impl(model_config, batch: int, length: int):
+    """`model_config` (a frozen model config; one with an SRU++ recurrence has `impl` and `d`)
+    with impl "auto" on a GPU replaced by the backend `fastest_backend` measures fastest at the
+    per-device training shape [batch, length] (process 0's choice on every process, so that all
+    compile the same program); unchanged otherwise (other impls, other devices, models without
+    a recurrence)."""
+    if getattr(model_config, "impl", None) != "auto" or jax.default_backend() != "gpu":
+        return model_config
+    shape = (batch, length, model_config.d, 3)    # an SRU++ layer's U: 3 slices (d_in == d)
+    backend, times = fastest_backend(*shape, dtype=model_config.dtype,
+                                     kernel=model_config.kernel)
+    if jax.process_count() > 1:
+        backend = list(Backend)[int(multihost_utils.broadcast_one_to_all(
+            np.int32(list(Backend).index(backend))))]
+    measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items())
+    logging.info("recurrence timed at %s %s: %s", "x".join(map(str, shape[:3])),
+                 model_config.dtype, measured)
+    return dataclasses.replace(model_config, impl=backend.value)

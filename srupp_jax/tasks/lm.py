@@ -5,30 +5,58 @@ carries each model's `LMState` (recurrent state and attention memory) from step 
 rebuilt where the streams wrap (each epoch). Evaluation walks a whole split in eval.unroll
 segments with eval.mem_len tokens of memory (the same-length mask when eval.same_length) and
 reports the loss in nats with BPC (bytes) or perplexity (words). The best checkpoint is the
-lowest dev loss. Architectures: srupp, transformer_xl, sha_rnn (srupp_jax/archs.py).
+lowest dev loss. Architectures: srupp, transformer_xl, sha_rnn (srupp_jax/models/archs.py).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from absl import logging
 from flax import nnx
-from jax.experimental import multihost_utils
 
-from srupp_jax import archs, progress, run_config, sharding
-from srupp_jax.checks import require
 from srupp_jax.data.streams import Streams
-from srupp_jax.models import SRUppConfig, split_for_eval
-from srupp_jax.recurrence import Backend, describe_backend, fastest_backend
-from srupp_jax.rng import model_rngs
-from srupp_jax.steps import count_params
-from srupp_jax.tasks.base import Task
+from srupp_jax.errors import require
+from srupp_jax.models import archs
+from srupp_jax.models.base import split_for_eval
+from srupp_jax.models.srupp_lm import SRUppConfig
+from srupp_jax.nn.adaptive import check_cutoffs
+from srupp_jax.nn.recurrence import describe_backend
+from srupp_jax.tasks.base import Task, measured_impl
+from srupp_jax.training import progress, sharding
+from srupp_jax.training.rng import model_rngs
+from srupp_jax.training.steps import count_params
+
+MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
+
+
+def fraction_cutoffs(vocab_size: int, fractions) -> tuple:
+    """Cutoffs int(f * vocab_size) for each fraction, () when vocab_size < MIN_ADAPTIVE_VOCAB."""
+    if vocab_size < MIN_ADAPTIVE_VOCAB:
+        return ()
+    return tuple(sorted({int(f * vocab_size) for f in fractions} - {0}))
+
+
+def resolve_config(config: ml_collections.ConfigDict, data) -> ml_collections.ConfigDict:
+    """A copy of `config` with vocab_size (and cutoffs) from `data` (an LMData); ValueError
+    when the config asks for a smaller vocabulary or cutoffs the vocabulary cannot hold."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    m, name, size = config.model, config.data.name, data.vocab_size
+    if m.vocab_size == 0:
+        m.vocab_size = size
+    elif m.vocab_size < size:
+        raise ValueError(f"model.vocab_size={m.vocab_size} but the {name} vocabulary has {size} "
+                         "entries; set --config.model.vocab_size=0 to take it from the data")
+    if data.unit == "word" and not m.cutoffs and m.cutoff_fractions:
+        m.cutoffs = fraction_cutoffs(m.vocab_size, m.cutoff_fractions)
+    if m.cutoffs:
+        check_cutoffs(m.cutoffs, m.vocab_size, source=f"the {name} vocabulary")
+    return config
 
 
 def lm_loss(model, carry, inputs, targets):
@@ -147,7 +175,7 @@ def smoke_config(config):
     m = config.model
     m.vocab_size = m.vocab_size or 256
     if unit == "word" and not m.cutoffs and m.cutoff_fractions:
-        m.cutoffs = run_config.fraction_cutoffs(m.vocab_size, m.cutoff_fractions)
+        m.cutoffs = fraction_cutoffs(m.vocab_size, m.cutoff_fractions)
     return config
 
 
@@ -161,28 +189,11 @@ def data_marks(data) -> dict:
     return {"standard_data": 0}
 
 
-def measured_impl(model_config: SRUppConfig, batch: int, length: int) -> SRUppConfig:
-    """`model_config` with impl "auto" on a GPU replaced by the backend `fastest_backend`
-    measures fastest at the per-device training shape [batch, length] (process 0's choice on
-    every process, so that all compile the same program); unchanged otherwise."""
-    if model_config.impl != "auto" or jax.default_backend() != "gpu":
-        return model_config
-    shape = (batch, length, model_config.d, 3)    # an SRU++ layer's U: 3 slices (d_in == d)
-    backend, times = fastest_backend(*shape, dtype=model_config.dtype,
-                                     kernel=model_config.kernel)
-    if jax.process_count() > 1:
-        backend = list(Backend)[int(multihost_utils.broadcast_one_to_all(
-            np.int32(list(Backend).index(backend))))]
-    measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items())
-    logging.info("recurrence timed at %s %s: %s", "x".join(map(str, shape[:3])),
-                 model_config.dtype, measured)
-    return dataclasses.replace(model_config, impl=backend.value)
-
-
 class LMTask(Task):
     """Language modelling on B contiguous streams (the module docstring)."""
 
     name = "lm"
+    modes = Task.modes + ("generate",)
 
     def validate(self, num_devices: int, num_processes: int = 1) -> None:
         from srupp_jax.data.datasets import NAMES, TEXT
@@ -217,7 +228,7 @@ class LMTask(Task):
     def load(self) -> None:
         """Read the data, fill in vocab_size (and cutoffs), cut the training streams."""
         self.data = load_data(self.config)
-        self.config = run_config.resolve(self.config, self.data)
+        self.config = resolve_config(self.config, self.data)
         check_lengths(self.config, self.data)
         self.marks = data_marks(self.data)
         t = self.config.train
@@ -231,7 +242,7 @@ class LMTask(Task):
             raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its "
                              "data first (task.load)")
         model_config = archs.model_config(self.config, "lm")
-        if measure and isinstance(model_config, SRUppConfig):
+        if measure:
             t = self.config.train
             model_config = measured_impl(model_config, max(1, t.batch_size // jax.device_count()),
                                          t.unroll)

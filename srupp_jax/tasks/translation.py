@@ -29,16 +29,17 @@ import optax
 from absl import logging
 from flax import nnx
 
-from srupp_jax import archs, bleu, translate
-from srupp_jax.checks import require
 from srupp_jax.data.batches import TrainBatches, eval_batches
+from srupp_jax.data.lines import write_lines
 from srupp_jax.data.subwords import BOS_ID, EOS_ID, PAD_ID
 from srupp_jax.data.translation_data import NAMES, from_config
-from srupp_jax.models import split_for_eval
-from srupp_jax.rng import model_rngs
-from srupp_jax.steps import count_params
-from srupp_jax.tasks.base import Task
-from srupp_jax.tasks.lm import measured_impl
+from srupp_jax.errors import require
+from srupp_jax.inference import bleu, translate
+from srupp_jax.models import archs
+from srupp_jax.models.base import split_for_eval
+from srupp_jax.tasks.base import Task, measured_impl
+from srupp_jax.training.rng import model_rngs
+from srupp_jax.training.steps import count_params
 
 SPLITS = {"dev": "valid", "test": "test"}
 
@@ -53,6 +54,7 @@ class TranslationTask(Task):
     """Translation with an SRU++ (or Transformer) encoder-decoder (the module docstring)."""
 
     name = "translation"
+    modes = Task.modes + ("translate",)
 
     def __init__(self, config):
         super().__init__(config)
@@ -115,7 +117,7 @@ class TranslationTask(Task):
         if self.config.model.vocab_size < 1:
             raise ValueError("model.vocab_size=0: read the data first (task.load)")
         model_config = self.model_config()
-        if measure and hasattr(model_config, "impl"):       # SRU++: "auto" timed on a GPU
+        if measure:                                         # SRU++: "auto" timed on a GPU
             t = self.config.train
             rows = max(1, t.batch_tokens // t.max_len // jax.device_count())
             model_config = measured_impl(model_config, rows, t.max_len)
@@ -160,7 +162,7 @@ class TranslationTask(Task):
             if full:
                 logging.info("%s: sacreBLEU %s", split, scores["signatures"])
             if out_dir and jax.process_index() == 0:
-                translate.write_lines(os.path.join(out_dir, f"hypotheses.{split}.txt"), text)
+                write_lines(os.path.join(out_dir, f"hypotheses.{split}.txt"), text)
             out.update({f"{split}_{k}": scores[k] for k in ("bleu", "bleu_tok", "chrf")})
             return out
 

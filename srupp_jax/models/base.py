@@ -1,0 +1,64 @@
+"""What every model config shares: the compute dtype, the kernels' options, reading a config
+section into a frozen config class, and the evaluation-mode split of a model."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+from flax import nnx
+
+from pallas_kernels import KernelOptions, TPUKernelOptions
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+
+def compute_dtype(name: str):
+    """The jnp dtype of a `train.compute_dtype` name; ValueError naming the key otherwise
+    (the one check, for SRU++ and the baselines)."""
+    if name not in DTYPES:
+        raise ValueError(f"train.compute_dtype={name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+
+def kernel_options(m) -> tuple:
+    """(KernelOptions, TPUKernelOptions) of a config's `model` section (0: the kernel's
+    default for the shape)."""
+    options = lambda key: {k: v or None for k, v in (m.get(key, None) or {}).items()}
+    return KernelOptions(**options("kernel")), TPUKernelOptions(**options("tpu_kernel"))
+
+
+
+def check_kernel_options(kernel: KernelOptions, tpu_kernel: TPUKernelOptions) -> None:
+    """ValueError naming a kernel option that is not an integer (model.kernel.*, model.tpu_kernel.*)."""
+    for group, options in (("kernel", kernel), ("tpu_kernel", tpu_kernel)):
+        for name, value in options.as_kwargs().items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"model.{group}.{name}={value!r}; expected an integer")
+
+
+
+def split_for_eval(model):
+    """(graphdef, params, rest) of `model` in evaluation mode (no dropout); the module's own
+    train/eval mode is left as it was."""
+    training = not model.dropout.deterministic
+    model.eval()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if training:
+        model.train()
+    return graphdef, params, rest
+
+
+def config_from(cls, config, names=None, **values):
+    """A `cls` (a frozen config dataclass) from a run's config: each field read from
+    config.model under its name (or `names[field]`, the config's name for it; missing keys:
+    the field's default), dtype from config.train.compute_dtype, then `values` on top."""
+    names, m = names or {}, config.model
+    fields = {f.name: m.get(names.get(f.name, f.name), f.default)
+              for f in dataclasses.fields(cls) if f.name != "dtype"}
+    fields.update(dtype=config.train.compute_dtype, **values)
+    for name, value in fields.items():
+        if value is dataclasses.MISSING:
+            raise ValueError(f"model.{name} is not set; expected it in the config")
+    return cls(**fields)

@@ -1,0 +1,10 @@
+"""The paper's building blocks, as Flax NNX modules (no model, task or training code).
+
+  recurrence.py  the elementwise recurrence of eq. 1-4, `sru_recurrence(..., impl=)`, and its
+                 backends (scan, assoc, pallas, pallas_tpu; `resolve_backend`)
+  attention.py   the SRU++ attention transform (eq. 5-7), the projection without attention,
+                 attention masks and the key/value cache for decoding
+  sru.py         SRULayer, the SRU stack and the SRU++ stack (`SRUpp`)
+  adaptive.py    adaptive input and tied adaptive softmax (Baevski & Auli 2019)
+  linear.py      the linear layers, feed-forward block and layer norm every model shares
+"""

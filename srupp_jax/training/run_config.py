@@ -1,0 +1,115 @@
+"""A run's config, saved in the workdir and read back by eval/generate (the keys the data
+decide are filled in by the task first, e.g. tasks.lm.resolve_config).
+
+`save(config, workdir)` writes `workdir/config.json` at the start of training; `load(workdir)` reads it back (None for a workdir without one), so
+`--mode=eval` and `--mode=generate` rebuild exactly the model that was trained.
+
+The record stays true: `record_changes(workdir, config, allow=...)` compares a rerun's config
+with the recorded one before anything is written. Keys that only drive or observe the run
+(CONTROL: stop_at, the log / eval / checkpoint intervals, profiling, the time budget, eval.*,
+decode.*, mesh.*, where the data live) may change freely; `train.steps` may change (a run extended or
+cut short), and the change is recorded; any other difference is refused, naming the keys,
+unless the user allows it (`--allow_config_change`): then each change is appended to
+`workdir/config_changes.jsonl` as {"step", "key", "old", "new"}, so the record always says
+what trained. `save` writes config.json once the run is known to start.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional
+
+import ml_collections
+
+from srupp_jax.training.rng import SAVED_BEFORE
+
+CONFIG_FILE = "config.json"
+CHANGES_FILE = "config_changes.jsonl"
+CONTROL = ("train.stop_at", "train.log_every", "train.eval_every", "train.checkpoint_every",
+           "train.keep_checkpoints", "train.profile_steps", "train.max_bad_steps",
+           "train.time_budget", "train.eval_marks", "eval.", "decode.", "mesh.",
+           "data.data_dir", "data.cache_dir")
+EXTENSIBLE = ("train.steps",)
+# Keys added after runs were recorded without them: the value such a run trained with.
+RECORDED_BEFORE = {"train.prng_impl": SAVED_BEFORE}
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples the configs use; dicts recursively."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def _flat(tree: Mapping, prefix: str = "") -> dict:
+    """{"model.d": 64, ...} of a nested dict (lists as tuples)."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = _tuples(value)
+    return out
+
+
+def record_changes(workdir: str, config: ml_collections.ConfigDict, *,
+                   allow: bool = False) -> list:
+    """The differences [(key, recorded, new), ...] between `workdir`'s recorded config and
+    `config` that the record must keep (see the module docstring; CONTROL keys and keys the
+    record lacks are left out). ValueError naming the keys when one of them changes what
+    trains and `allow` is False."""
+    recorded = load(workdir)
+    if recorded is None:
+        return []
+    old = dict(RECORDED_BEFORE, **_flat(recorded.to_dict()))
+    new = _flat(config.to_dict())
+    changes = [(k, old[k], new.get(k)) for k in sorted(old)
+               if k in new and old[k] != new[k] and not k.startswith(CONTROL)]
+    refused = [c for c in changes if c[0] not in EXTENSIBLE]
+    if refused and not allow:
+        listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in refused)
+        raise ValueError(f"{workdir} was trained with another config ({listed}); use another "
+                         "--workdir, or add --allow_config_change to go on with the new values "
+                         f"(recorded in {CHANGES_FILE})")
+    return changes
+
+
+def save(config: ml_collections.ConfigDict, workdir: str, changes=(), step: int = 0) -> str:
+    """Write `workdir/config.json` (atomically), and append `changes` (record_changes) made
+    at `step` to config_changes.jsonl; returns the config's path."""
+    os.makedirs(workdir, exist_ok=True)
+    if changes:
+        with open(os.path.join(workdir, CHANGES_FILE), "a", encoding="utf-8") as f:
+            for key, old, new in changes:
+                f.write(json.dumps({"step": step, "key": key, "old": old, "new": new}) + "\n")
+    path = os.path.join(workdir, CONFIG_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(config.to_json(indent=1, sort_keys=True) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load(workdir: str) -> Optional[ml_collections.ConfigDict]:
+    """The config saved in `workdir`, or None when it has none."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, "r", encoding="utf-8") as f:
+        return ml_collections.ConfigDict(_tuples(json.load(f)))
+
+
+def override(config: ml_collections.ConfigDict,
+             values: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """Set each dotted path of `values` (e.g. {"eval.mem_len": 256}) in `config`; ValueError
+    for a path that `config` does not have."""
+    for path, value in values.items():
+        *parents, key = path.split(".")
+        node = config
+        for p in parents:
+            node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
+        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+            raise ValueError(f"--config.{path}: the saved config has no key {path!r}")
+        node[key] = value
+    return config

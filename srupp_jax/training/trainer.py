@@ -1,0 +1,298 @@
+"""The training loop, for any task (srupp_jax/tasks): nothing here knows a task or a model.
+
+`train_and_evaluate(task, workdir)` owns what every run shares: the device mesh, the workdir
+lock and record (config.json), SIGTERM / SIGINT, the `TrainState` (saved and restored as one
+set of trees), the metrics kept on the device between fetches, the cadence of logging,
+evaluation and checkpoints, the stop rules, profiling, and how the run ends (its status). The
+task supplies the rest (tasks/base.py): config checks, data, the model, the carry, the batch
+of a step, the loss, evaluation and the best-checkpoint metric.
+
+Resume is exact: a step's batch is a pure function of the step, and the carry, optimizer state
+and dropout RNG are checkpointed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+from absl import logging
+from flax import nnx
+
+from srupp_jax.errors import require
+from srupp_jax.training import run_config, sharding
+from srupp_jax.training.checkpoint import Checkpoints
+from srupp_jax.training.metrics import MetricWriter, last_metrics, train_seconds
+from srupp_jax.training.mfu import mfu, peak_flops_per_device
+from srupp_jax.training.optim import SCHEDULES, lr_schedule, make_optimizer
+from srupp_jax.training.progress import Progress
+from srupp_jax.training.rng import model_rngs, prng_impl
+from srupp_jax.training.steps import Window, accumulate, count_params, make_train_step
+from srupp_jax.training.workdir import StopSignals, WorkdirLock, say_end
+
+
+class TrainState(NamedTuple):
+    """What a run carries from step to step; its fields are the trees of a checkpoint."""
+    params: Any       # nnx.Param state
+    rest: Any         # every other model state (dropout RNG counters, ...)
+    opt_state: Any    # optax state (with the step counts of the schedule)
+    carry: Any        # the task's carry (batch-first arrays) or None
+
+    def trees(self) -> dict:
+        """The fields that hold arrays, by name: what a checkpoint stores (no empty carry)."""
+        return {k: v for k, v in self._asdict().items() if jax.tree.leaves(v)}
+
+
+def validate(config) -> None:
+    """The checks of the trainer's own keys (train.*), before anything is read or built."""
+    t = config.train
+    prng_impl(config)
+    require([
+        (t.steps >= 1, f"train.steps={t.steps}; expected >= 1"),
+        (0 <= t.warmup_steps < t.steps, f"train.warmup_steps={t.warmup_steps}; expected 0 <= "
+         f"warmup < train.steps={t.steps}: add e.g. --config.train.warmup_steps={t.steps // 10}"),
+        *[(t[key] > 0, f"train.{key}={t[key]}; expected > 0") for key in ("lr", "clip_norm")],
+        (t.weight_decay >= 0, f"train.weight_decay={t.weight_decay}; expected >= 0"),
+        (t.grad_accum_steps >= 1, f"train.grad_accum_steps={t.grad_accum_steps}; expected >= 1"),
+        *[(t[key] >= 1, f"train.{key}={t[key]}; expected >= 1")
+          for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                      "max_bad_steps")],
+        (t.stop_at >= 0, f"train.stop_at={t.stop_at}; expected >= 0 (0 = train.steps)"),
+        (len(t.profile_steps) == 2 and 0 <= t.profile_steps[0] <= t.profile_steps[1],
+         f"train.profile_steps={tuple(t.profile_steps)}; expected (first, last) with "
+         "0 <= first <= last (steps first+1..last are traced; (0, 0) = off)"),
+        (t.get("time_budget", 0.0) >= 0,
+         f"train.time_budget={t.get('time_budget')}; expected >= 0 seconds (0 = none)"),
+        (t.schedule in SCHEDULES,
+         f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
+    ])
+
+
+class StopRule:
+    """When the loop evaluates and when it stops, in one place: after train.steps (x the
+    accumulation) micro-steps it has finished; at train.stop_at, or once train.time_budget
+    seconds of training steps have passed, it has stopped (saved, resumable); dev evaluations
+    every train.eval_every steps, at the end, and once the training seconds pass each of
+    train.eval_marks. Training seconds count the steps only (not evaluation or saving, nor the
+    first step of each start, which compiles); timing waits for every step, so only runs with
+    a budget or marks are timed."""
+
+    def __init__(self, t, start: int, seconds: float):
+        self.total = t.steps * t.grad_accum_steps
+        self.stop_at, self.eval_every = t.stop_at, t.eval_every
+        self.budget = t.get("time_budget", 0.0)
+        self.marks = sorted(t.get("eval_marks", ()))
+        self.timed = bool(self.budget or self.marks)
+        self.start, self.seconds = start, seconds
+
+    def out_of_time(self) -> bool:
+        return bool(self.budget) and self.seconds >= self.budget
+
+    def timed_step(self, step: int, seconds: float) -> None:
+        self.seconds += seconds * (step > self.start)
+
+    def eval_due(self, done: int) -> bool:
+        passed = bool(self.marks) and self.seconds >= self.marks[0]
+        while self.marks and self.seconds >= self.marks[0]:
+            self.marks.pop(0)
+        return done % self.eval_every == 0 or done == self.total or passed or self.out_of_time()
+
+    def stopped(self, done: int) -> bool:
+        return done < self.total and (done == self.stop_at or self.out_of_time())
+
+
+class Report:
+    """What the run tells: the on-device metric window fetched every train.log_every steps
+    (the loop's only wait for the device; train.max_bad_steps non-finite steps in a row stop
+    the run), the train and dev rows of metrics.jsonl and TensorBoard (process 0), the
+    progress bar and its lines, and `last`, the latest metrics of each split."""
+
+    def __init__(self, workdir: str, task, rule: StopRule, mesh, start: int):
+        t, main = task.config.train, jax.process_index() == 0
+        self.task, self.rule, self.devices = task, rule, mesh.devices.size
+        self.writer = MetricWriter(workdir, resume_step=start) if main else None
+        self.progress = Progress(rule.total, initial=start, tokens_per_step=task.tokens_per_step,
+                                 disable=None if main else True)
+        self.say = self.progress.write if main else (lambda _: None)
+        self.window, self.max_bad, self.last = Window.empty(), t.max_bad_steps, {}
+        self.schedule = lr_schedule(t.lr, t.warmup_steps, t.steps, kind=t.schedule)
+        self.accum = t.grad_accum_steps
+        self.flops, self.peak = None, peak_flops_per_device()
+
+    def add(self, step_metrics) -> None:
+        self.window = accumulate(self.window, step_metrics)
+
+    def fetch(self, done: int):
+        """(mean loss of the applied steps since the last fetch or None, last grad norm)."""
+        w = jax.device_get(self.window)
+        self.window = Window.empty(int(w.bad_run))
+        if w.skipped:
+            logging.warning("%d step(s) up to step %d had a non-finite loss or gradient; their "
+                            "updates were skipped", w.skipped, done)
+        if w.worst_run >= self.max_bad:
+            raise FloatingPointError(
+                f"{int(w.worst_run)} consecutive steps with a non-finite loss or gradient (by "
+                f"step {done}); stopping. Lower train.lr or check the data.")
+        mean = float(w.loss_sum / w.applied) if w.applied else None
+        self.progress.update(done, mean)
+        return mean, float(w.grad_norm)
+
+    def train(self, done: int, model) -> None:
+        """The train row of a logged step (nothing when every step since the last was
+        skipped)."""
+        mean, grad_norm = self.fetch(done)
+        if mean is None:
+            return
+        if self.flops is None:
+            self.flops = self.task.flops_per_token(model)
+        tps = self.progress.tokens_per_sec
+        util = mfu(tps, self.flops, self.peak, num_devices=self.devices)
+        self.record(done, "train", dict(
+            self.task.train_metrics(mean), lr=float(self.schedule(done // self.accum)),
+            grad_norm=grad_norm, tokens_per_sec=tps, devices=self.devices,
+            **({} if util is None else {"mfu": util})))
+
+    def record(self, done: int, split: str, metrics: dict) -> None:
+        metrics = dict(metrics, **self.task.marks,
+                       **({"train_seconds": self.rule.seconds} if self.rule.timed else {}))
+        self.last.update(metrics, **{f"{split}_step": done})   # the step they were measured at
+        if self.writer:
+            self.writer.write(done, metrics, split=split)
+        self.say(f"step {done}: " + " ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+
+    def __enter__(self) -> "Report":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.close()
+        if self.writer:
+            self.writer.close()
+
+
+class Profile:
+    """A jax.profiler trace of steps first+1..last (train.profile_steps) in workdir/profile."""
+    def __init__(self, workdir: str, steps, say):
+        (self.first, self.last), self.workdir, self.say = steps, workdir, say
+
+    def before(self, step: int) -> None:
+        if step == self.first and self.last > self.first:
+            jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
+
+    def after(self, done: int, state) -> None:
+        if done == self.last and self.last > self.first:
+            jax.block_until_ready(state.params)
+            jax.profiler.stop_trace()
+            self.say(f"profile of steps {self.first + 1}..{done} in {self.workdir}/profile")
+
+
+def train_and_evaluate(task, workdir: str, *, force: bool = False,
+                       allow_config_change: bool = False) -> dict:
+    """Train `task` in `workdir`, resuming from its checkpoints; returns the last metrics with
+    `status` (finished, stopped, preempted or interrupted: srupp_jax.training.workdir) and `step`.
+
+    force: take over the workdir lock of another trainer (a stale lock on another host);
+    allow_config_change: go on with a config that differs from the workdir's record (the
+    changes are recorded, run_config.record_changes).
+    """
+    sharding.initialize_distributed()
+    mesh = sharding.from_config(task.config.mesh)
+    task.validate(mesh.devices.size, jax.process_count())
+    validate(task.config)
+    task.load()                               # the data; task.config gets what they decide
+    config, t, main = task.config, task.config.train, jax.process_index() == 0
+    changes = run_config.record_changes(workdir, config, allow=allow_config_change)
+    with contextlib.ExitStack() as stack:
+        if main:
+            stack.enter_context(WorkdirLock(workdir, force=force))
+        model = task.build_model(model_rngs(config), measure=True)
+        logging.info("model %s: %s parameters", task.arch, f"{count_params(model):,}")
+        graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
+        ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
+                                               best_metric=task.best_metric,
+                                               best_mode=task.best_mode))
+        meta = {"config": json.loads(config.model.to_json())}   # names sizes on a mismatch
+        start, state = restore(ckpt, state, meta["config"])
+        if start >= t.steps * t.grad_accum_steps:
+            return finished_run(workdir, start)
+        if main:
+            run_config.save(config, workdir, changes, start)     # eval and generate read it
+        timed = t.get("time_budget") or t.get("eval_marks")
+        rule = StopRule(t, start, train_seconds(workdir, start) if timed else 0.0)
+        report = stack.enter_context(Report(workdir, task, rule, mesh, start))
+        signals = stack.enter_context(StopSignals())
+        profile = Profile(workdir, t.profile_steps, report.say)
+        train_step = make_train_step(graphdef, tx, task.loss)
+        evaluate = task.evaluator(model, mesh)
+        put = lambda step: [sharding.global_batch(a, mesh) for a in task.batch(step)]
+        status, done, batch = "finished", start, put(start)
+        for step in range(start, rule.total):
+            if rule.out_of_time():
+                status = "stopped"
+                break
+            tick = time.perf_counter()
+            profile.before(step)
+            if task.resets_carry(step):
+                state = state._replace(carry=fresh_carry())
+            *new_state, step_metrics = train_step(*state, *batch)
+            state, done = TrainState(*new_state), step + 1
+            report.add(step_metrics)
+            if rule.timed:
+                jax.block_until_ready(step_metrics)
+                rule.timed_step(step, time.perf_counter() - tick)
+            if done < rule.total:
+                batch = put(done)              # the next batch goes to the device meanwhile
+            profile.after(done, state)
+            ckpt.check()             # an asynchronous save that failed stops the run here
+            if done % t.log_every == 0 or done == rule.total:
+                report.train(done, model)
+            dev = evaluate(state.params, state.rest, "dev") if rule.eval_due(done) else None
+            if dev is not None:
+                report.record(done, "dev", dev)
+            status = signals.agreed_status() or ("stopped" if rule.stopped(done) else status)
+            if done % t.checkpoint_every == 0 or done == rule.total or status != "finished":
+                best = None if dev is None else dev.get(task.best_metric)
+                ckpt.save(done, state.trees(), meta=meta,
+                          metrics=None if best is None else {task.best_metric: best})
+            if status != "finished":
+                report.fetch(done)
+                say_end(status, done, rule.out_of_time())
+                break
+        ckpt.wait()
+        return dict(report.last, status=status, step=done)
+
+
+def initial_state(task, model, mesh):
+    """(graphdef, optimizer, TrainState on the mesh, a function giving a fresh carry)."""
+    t, fsdp = task.config.train, task.config.mesh.fsdp
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
+                        clip_norm=t.clip_norm, grad_accum_steps=t.grad_accum_steps,
+                        schedule=t.schedule)
+    params = jax.device_put(params, sharding.param_shardings(mesh, params, fsdp))
+    rest, opt_state = sharding.onto_mesh((rest, tx.init(params)), mesh)
+    carry_shardings = sharding.batch_shardings(mesh, task.init_carry(model))
+    # A fresh carry each time: on one device device_put returns its argument, and the
+    # donating train step frees it, so an initial carry must never be kept for reuse.
+    fresh_carry = lambda: jax.device_put(task.init_carry(model), carry_shardings)
+    return graphdef, tx, TrainState(params, rest, opt_state, fresh_carry()), fresh_carry
+
+
+def restore(ckpt: Checkpoints, state: TrainState, config: dict):
+    """(step, TrainState) from the newest readable checkpoint, or (0, state) for a new run."""
+    restored = ckpt.restore(state.trees(), config=config)
+    if restored is None:
+        return 0, state
+    step, items = restored
+    logging.info("resumed from step %d", step)
+    return step, state._replace(**items)
+
+
+def finished_run(workdir: str, step: int) -> dict:
+    """The last train and dev metrics of a workdir whose training has finished."""
+    logging.info("%s has finished training (step %d); its final metrics follow. Use "
+                 "--mode=eval to evaluate it, or another --workdir.", workdir, step)
+    return dict(last_metrics(workdir, step), status="finished", step=step)
