@@ -103,7 +103,8 @@ CASES = {
         ["--force applies to --mode=train only, not --mode=eval"], "{d}/workdir"),
     "--input in generate": (
         ["--mode=generate", "--workdir={d}/workdir", "--input=x.de"],
-        ["--input applies to --mode=translate only"], "{d}/workdir"),
+        ["--input applies to --mode=translate or predict only, not --mode=generate"],
+        "{d}/workdir"),
     "--workdir in smoke": (
         ["--mode=smoke", "--workdir={w}"],
         ["--workdir does not apply to --mode=smoke"], "{w}"),
