@@ -32,7 +32,7 @@ def get_config(variant: str = ""):
     e.batch_tokens = 8192
     if variant == "transformer":
         m.arch = "transformer"
-        m.d, m.num_heads, m.d_inner, m.num_layers = 48, 4, 96, 3
+        m.d, m.num_heads, m.d_inner, m.num_layers = 32, 4, 80, 3
     elif variant == "from_lm":
         m.encoder_bidirectional = False
     elif variant:
