@@ -180,6 +180,11 @@ def test_fine_tuning_from_a_language_models_workdir(lm_workdir, cache, tmp_path)
     assert "--config.model.encoder_bidirectional=False" in errors[0]
     assert not (tmp_path / "bad" / "checkpoints").exists()
     assert not (tmp_path / "bad" / "config.json").exists()
+    nowhere = main_py("--config=configs/classify_default.py:from_lm", *start[:-4],
+                      f"--config.train.init_from={tmp_path / 'nowhere'}",
+                      f"--workdir={tmp_path / 'none'}", cache=cache)
+    assert nowhere.returncode == 2 and nowhere.stderr.strip().endswith(
+        "holds no config.json or checkpoints; expected the workdir of a trained run")
 
 
 def test_a_mode_of_another_task_is_one_line_naming_the_task_and_its_modes(lm_workdir,

@@ -231,6 +231,7 @@ def test_eval_falls_back_past_a_corrupt_best_checkpoint_and_names_a_mismatch(tra
     assert "strict" not in mismatch.stderr and "Traceback" not in mismatch.stderr
 
 
+@pytest.mark.slow
 def test_a_classifiers_corrupt_best_checkpoint_is_passed_over_in_eval_and_predict(tmp_path):
     """The best checkpoint by dev accuracy (the highest) fails its checksum: eval and predict
     use the other step, moving the corrupt one to quarantine once."""
@@ -332,7 +333,8 @@ def test_kill_9_during_saves_then_resume_is_bit_exact(tmp_path):
 @pytest.mark.parametrize("signum,status,task", [
     (signal.SIGINT, "interrupted", TINY), (signal.SIGTERM, "preempted", TINY),
     pytest.param(signal.SIGINT, "interrupted", TINY_TRANSLATION, id="translation"),
-    pytest.param(signal.SIGINT, "interrupted", TINY_CLASSIFICATION, id="classification")])
+    pytest.param(signal.SIGINT, "interrupted", TINY_CLASSIFICATION, id="classification",
+                 marks=pytest.mark.slow)])
 def test_signal_saves_reports_exits_with_its_code_and_resumes(tmp_path, signum, status, task):
     w = tmp_path / "run"
     args = ["--config.train.steps=100000", "--config.train.log_every=1",

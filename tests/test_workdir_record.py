@@ -12,7 +12,8 @@ import pytest
 from test_faults import TINY, TINY_CLASSIFICATION, final_json
 from test_faults import main_py as run_main
 
-TASKS = [pytest.param(TINY, id="lm"), pytest.param(TINY_CLASSIFICATION, id="classification")]
+TASKS = [pytest.param(TINY, id="lm"),
+         pytest.param(TINY_CLASSIFICATION, id="classification", marks=pytest.mark.slow)]
 
 
 def _record(workdir):

@@ -10,8 +10,9 @@ to start from (tasks/base.py), put where this run's fresh ones were (the same sh
 `source` is a `Source`: path, config (its config.json), params ({key path: array}, the
 checkpoint's names, e.g. "['rnn']['layers'][0]['v'].value").
 
-`check(path)` (the trainer's config checks) names a train.init_from that is no trained run's
-workdir before anything is read, built or written.
+A train.init_from that is no trained run's workdir, or whose parameters do not fit, stops
+with one line (exit 2) before anything is written to the workdir; a resumed run never reads
+it (its source may be gone by then).
 """
 from __future__ import annotations
 

@@ -69,7 +69,6 @@ def validate(config) -> None:
         (t.schedule in SCHEDULES,
          f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
     ])
-    init_from.check(t.get("init_from", ""))
 
 
 class StopRule:
