@@ -35,7 +35,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from srupp_jax.nn.recurrence import Backend, fastest_backend
+from srupp_jax.nn.recurrence import AUTO, Backend, fastest_backend, resolve_backend
 
 
 class Task:
@@ -48,6 +48,7 @@ class Task:
     def __init__(self, config):
         self.config = config
         self.marks: dict = {}
+        self.setup: dict = {}     # what build_model chose and why (metrics.jsonl's setup row)
 
     @property
     def arch(self) -> str:
@@ -91,21 +92,36 @@ class Task:
         raise NotImplementedError
 
 
-def measured_impl(model_config, batch: int, length: int):
-    """`model_config` (a frozen model config; one with an SRU++ recurrence has `impl` and `d`)
-    with impl "auto" on a GPU replaced by the backend `fastest_backend` measures fastest at the
-    per-device training shape [batch, length] (process 0's choice on every process, so that all
-    compile the same program); unchanged otherwise (other impls, other devices, models without
-    a recurrence)."""
-    if getattr(model_config, "impl", None) != "auto" or jax.default_backend() != "gpu":
-        return model_config
+def measured_impl(model_config, batch: int, length: int, *, timed: bool = True):
+    """(model config, reason): `model_config` (a frozen model config; one with an SRU++
+    recurrence has `impl` and `d`) with impl "auto" on a GPU or TPU replaced by the backend
+    `fastest_backend` finds working and fastest at the per-device shape [batch, length]
+    (timed=False: the first that works, untimed: eval, generate), and the reason for the
+    choice, one line. A backend that fails to lower, compile or match the scan there is
+    skipped with one warning line naming the error. With several processes, process 0's choice
+    is taken by all, so that all compile the same program. Unchanged for other impls, on a CPU
+    and for models without a recurrence (reason "" for those)."""
+    impl = getattr(model_config, "impl", None)
+    platform = jax.default_backend()
+    if impl is None:
+        return model_config, ""
+    if impl != "auto" or platform not in AUTO:
+        chosen = resolve_backend(impl).value
+        return model_config, (f"model.impl={impl}" if impl != "auto" else
+                              f"model.impl=auto on {platform.upper()}: {chosen}")
     shape = (batch, length, model_config.d, 3)    # an SRU++ layer's U: 3 slices (d_in == d)
-    backend, times = fastest_backend(*shape, dtype=model_config.dtype,
-                                     kernel=model_config.kernel)
+    where = f"{'x'.join(map(str, shape[:3]))} {model_config.dtype}"
+    backend, times, skipped = fastest_backend(*shape, dtype=model_config.dtype,
+                                              kernel=model_config.kernel, timed=timed)
+    for name, why in skipped.items():
+        logging.warning("recurrence %s skipped (it failed at %s): %s", name, where, why)
     if jax.process_count() > 1:
         backend = list(Backend)[int(multihost_utils.broadcast_one_to_all(
             np.int32(list(Backend).index(backend))))]
-    measured = ", ".join(f"{name} {ms:.2f} ms" for name, ms in times.items())
-    logging.info("recurrence timed at %s %s: %s", "x".join(map(str, shape[:3])),
-                 model_config.dtype, measured)
-    return dataclasses.replace(model_config, impl=backend.value)
+    parts = [f"{name} failed ({why})" for name, why in skipped.items()]
+    if times:
+        parts.append("timed " + ", ".join(f"{n} {ms:.2f} ms" for n, ms in times.items()))
+        logging.info("recurrence timed at %s: %s", where, parts[-1][6:])
+    reason = f"model.impl=auto on {platform.upper()} at {where}: {backend.value}" + (
+        f" ({'; '.join(parts)})" if parts else "")
+    return dataclasses.replace(model_config, impl=backend.value), reason

@@ -241,14 +241,14 @@ class LMTask(Task):
         if m.vocab_size < 1:
             raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its "
                              "data first (task.load)")
-        model_config = archs.model_config(self.config, "lm")
-        if measure:
-            t = self.config.train
-            model_config = measured_impl(model_config, max(1, t.batch_size // jax.device_count()),
-                                         t.unroll)
+        t = self.config.train
+        model_config, reason = measured_impl(archs.model_config(self.config, "lm"),
+                                             max(1, t.batch_size // jax.device_count()),
+                                             t.unroll, timed=measure)
         model = model_config.build(rngs)
         if isinstance(model_config, SRUppConfig):
             logging.info("recurrence: %s", describe_backend(model.backend))
+            self.setup = {"recurrence": model.backend.value, "recurrence_reason": reason}
         return model
 
     def init_carry(self, model):
