@@ -42,6 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
         block_d=0, num_warps=0, prefetch=0))  # GPU (Triton) kernel tuning (0: its default)
     config.model.tpu_kernel = ml_collections.ConfigDict(dict(
         block_b=0, block_d=0, chunk=0))  # TPU (Mosaic) kernel tuning (0: its default)
+    config.model.remat = "none"         # gradient checkpointing (SRU++): none | layer (keep each
+                                        #   layer's input only, recompute the layer in the
+                                        #   backward pass) | attention (recompute the attention
+                                        #   weights only); trades compute for memory
     config.model.d_inner = 0            # transformer_xl, sha_rnn: feed-forward / Boom width
     config.model.d_head = 0             # transformer_xl: head width (0 = d / num_heads)
     config.model.attention_layers = ()  # sha_rnn: 1-based blocks with attention

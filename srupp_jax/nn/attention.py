@@ -14,6 +14,7 @@ alpha = 0, and the last matrix scaled by sqrt(1 - dropout).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -157,8 +158,9 @@ class SRUppAttention(nnx.Module):
       d_proj: attention size d'; num_heads: heads (d' must divide); dropout: applied before W_o;
       attn_dropout: on the attention weights; layer_norm: use the layer norm at all;
       normalize_after: post-LN (paper) on Q + alpha A, else pre-LN on Q before K, V.
+    `remat` (set by SRUpp(remat="attention")): compute the attention weights again in the
+    backward pass instead of keeping them.
     """
-
     def __init__(self, d_in: int, out_features: int, d_proj: int, *, num_heads: int = 1,
                  dropout: float = 0.0, attn_dropout: float = 0.0, layer_norm: bool = True,
                  normalize_after: bool = True, dtype=None, rngs: nnx.Rngs):
@@ -176,6 +178,7 @@ class SRUppAttention(nnx.Module):
                            if layer_norm else None)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.rngs = rngs["dropout"].fork() if attn_dropout > 0 else None
+        self.remat = False
 
     def __call__(self, x, *, memory=None, mask_pad=None, memory_mask_pad=None,
                  attend=None):
@@ -205,12 +208,17 @@ class SRUppAttention(nnx.Module):
         return z, z
 
     def _attend(self, q, k, v, mask, bias):
-        """A [batch, L, d'] from Q [batch, L, d'] and K, V [batch, S, d'] (split into heads)."""
+        """A [batch, L, d'] from Q [batch, L, d'] and K, V [batch, S, d'] (split into heads).
+        With `remat` (model.remat = "attention") the scores and weights [batch, L, S] are not
+        kept for the backward pass but computed again there (jax.checkpoint)."""
         heads = lambda a: a.reshape(a.shape[0], a.shape[1], self.num_heads, -1)
         training = self.attn_dropout > 0 and not self.deterministic
-        a = multihead_attention(heads(q), heads(k), heads(v), mask, bias,
-                                dropout_rate=self.attn_dropout if training else 0.0,
-                                dropout_rng=self.rngs() if training else None)
+        attend = functools.partial(multihead_attention,
+                                   dropout_rate=self.attn_dropout if training else 0.0)
+        if self.remat:
+            attend = jax.checkpoint(attend)
+        a = attend(heads(q), heads(k), heads(v), mask, bias,
+                   dropout_rng=self.rngs() if training else None)
         return a.reshape(q.shape[0], q.shape[1], self.d_proj)
 
     def _output(self, residual, a):
