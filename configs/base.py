@@ -87,7 +87,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.weight_decay = 0.1     # decoupled; not on 1-D parameters (biases, norms)
     config.train.clip_norm = 1.0        # gradient clipping by global norm
     config.train.grad_accum_steps = 1   # micro-batches per optimizer update
-    config.train.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
+    config.train.compute_dtype = "float32"  # float32 | bfloat16 | float16 (params and optimizer
+                                        #   state stay float32; gates and the recurrent state
+                                        #   too); float16 for GPUs without fast bfloat16 (T4,
+                                        #   V100), with dynamic loss scaling:
+    config.train.loss_scale = 2.0 ** 15  # float16: the initial loss scale (halved at each
+                                        #   step with non-finite gradients, which is skipped)
+    config.train.loss_scale_period = 2000  # float16: doubled after this many finite steps
     config.train.max_bad_steps = 5      # consecutive NaN/inf losses before stopping
     config.train.log_every = 100        # a train line and metrics row every N steps
     config.train.eval_every = 1000      # a dev evaluation every N steps (and at the end)

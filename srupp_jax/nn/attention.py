@@ -103,8 +103,10 @@ def attention_reference(q, k, v, mask=None, bias=None, *, dropout_rate=0.0, drop
 def multihead_attention(q, k, v, mask=None, bias=None, *, dropout_rate=0.0, dropout_rng=None):
     """Softmax attention (shapes as `attention_reference`): the fused
     `jax.nn.dot_product_attention`, or the reference when attention dropout applies
-    (dropout_rate > 0, with dropout_rng), which the fused path does not do."""
-    if dropout_rate > 0.0:
+    (dropout_rate > 0, with dropout_rng), which the fused path does not do, and for float16
+    on a CPU (whose dot_general lacks the float16 x float16 -> float32 product it uses)."""
+    cpu_f16 = q.dtype == jnp.float16 and jax.default_backend() == "cpu"
+    if dropout_rate > 0.0 or cpu_f16:
         return attention_reference(q, k, v, mask, bias, dropout_rate=dropout_rate,
                                    dropout_rng=dropout_rng)
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)

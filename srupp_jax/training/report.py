@@ -53,9 +53,13 @@ class Report:
         """(mean loss of the applied steps since the last fetch or None, last grad norm)."""
         w = jax.device_get(self.window)
         self.window = Window.empty(int(w.bad_run))
-        if w.skipped:
+        self.loss_scale = float(w.loss_scale)
+        if w.overflows:
+            logging.info("%d float16 step(s) up to step %d overflowed: skipped, loss scale now "
+                         "%g", w.overflows, done, w.loss_scale)
+        if w.skipped > w.overflows:
             logging.warning("%d step(s) up to step %d had a non-finite loss or gradient; their "
-                            "updates were skipped", w.skipped, done)
+                            "updates were skipped", w.skipped - w.overflows, done)
         if w.worst_run >= self.max_bad:
             raise FloatingPointError(
                 f"{int(w.worst_run)} consecutive steps with a non-finite loss or gradient (by "
@@ -77,7 +81,8 @@ class Report:
         self.record(done, "train", dict(
             self.task.train_metrics(mean), lr=float(self.schedule(done // self.accum)),
             grad_norm=grad_norm, tokens_per_sec=tps, devices=self.devices,
-            **({} if util is None else {"mfu": util})))
+            **({} if util is None else {"mfu": util}),
+            **({"loss_scale": self.loss_scale} if self.loss_scale == self.loss_scale else {})))
 
     def record(self, done: int, split: str, metrics: dict) -> None:
         metrics = dict(metrics, **self.task.marks,

@@ -28,7 +28,7 @@ from srupp_jax.training.metrics import last_metrics, train_seconds
 from srupp_jax.training.optim import SCHEDULES, make_optimizer
 from srupp_jax.training.report import Profile, Report
 from srupp_jax.training.rng import model_rngs, prng_impl
-from srupp_jax.training.steps import count_params, make_train_step
+from srupp_jax.training.steps import count_params, initial_loss_scale, make_train_step
 from srupp_jax.training.workdir import StopSignals, WorkdirLock, say_end
 
 
@@ -38,10 +38,15 @@ class TrainState(NamedTuple):
     rest: Any         # every other model state (dropout RNG counters, ...)
     opt_state: Any    # optax state (with the step counts of the schedule)
     carry: Any        # the task's carry (batch-first arrays) or None
+    loss_scale: Any = None   # float16: the dynamic loss scale's state (steps.py), else None
 
     def trees(self) -> dict:
         """The fields that hold arrays, by name: what a checkpoint stores (no empty carry)."""
         return {k: v for k, v in self._asdict().items() if jax.tree.leaves(v)}
+
+    def args(self) -> tuple:
+        """The train step's leading arguments (the loss scale only where there is one)."""
+        return tuple(self) if self.loss_scale is not None else tuple(self)[:4]
 
 
 def validate(config) -> None:
@@ -66,6 +71,9 @@ def validate(config) -> None:
          f"train.time_budget={t.get('time_budget')}; expected >= 0 seconds (0 = none)"),
         (t.schedule in SCHEDULES,
          f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
+        (t.loss_scale >= 1 and t.loss_scale_period >= 1,
+         f"train.loss_scale={t.loss_scale}, train.loss_scale_period={t.loss_scale_period}; "
+         "expected >= 1 and >= 1"),
     ])
 
 
@@ -139,7 +147,8 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         report.setup(start, task.setup)
         signals = stack.enter_context(StopSignals())
         profile = Profile(workdir, t.profile_steps, report.say)
-        train_step = make_train_step(graphdef, tx, task.loss)
+        train_step = make_train_step(graphdef, tx, task.loss,
+                                     t.loss_scale_period if t.compute_dtype == "float16" else 0)
         evaluate = task.evaluator(model, mesh)
         put = lambda step: [sharding.global_batch(a, mesh) for a in task.batch(step)]
         status, done, batch = "finished", start, put(start)
@@ -151,7 +160,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             profile.before(step)
             if task.resets_carry(step):
                 state = state._replace(carry=fresh_carry())
-            *new_state, step_metrics = train_step(*state, *batch)
+            *new_state, step_metrics = train_step(*state.args(), *batch)
             state, done = TrainState(*new_state), step + 1
             report.add(step_metrics)
             if rule.timed:
@@ -192,7 +201,10 @@ def initial_state(task, model, mesh):
     # A fresh carry each time: on one device device_put returns its argument, and the
     # donating train step frees it, so an initial carry must never be kept for reuse.
     fresh_carry = lambda: jax.device_put(task.init_carry(model), carry_shardings)
-    return graphdef, tx, TrainState(params, rest, opt_state, fresh_carry()), fresh_carry
+    scale = (sharding.onto_mesh(initial_loss_scale(t.loss_scale), mesh)
+             if t.compute_dtype == "float16" else None)
+    return (graphdef, tx, TrainState(params, rest, opt_state, fresh_carry(), scale),
+            fresh_carry)
 
 
 def restore(ckpt: Checkpoints, state: TrainState, config: dict):
