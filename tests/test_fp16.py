@@ -112,3 +112,17 @@ def test_float16_follows_the_float32_curve_through_main(tmp_path):
     dev = lambda w: _rows(w, "dev")[-1]["dev_loss"]
     assert abs(dev(tmp_path / "f16") - dev(tmp_path / "f32")) < 0.05
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("platform, kind, capability, dtype", [
+    ("gpu", "Tesla T4", "7.5", "float16"), ("gpu", "Tesla V100-SXM2-16GB", "7.0", "float16"),
+    ("gpu", "NVIDIA A100-SXM4-40GB", "8.0", "bfloat16"), ("gpu", "NVIDIA H100", "9.0", "bfloat16"),
+    ("tpu", "TPU v4", None, "bfloat16"), ("cpu", "cpu", None, "float32")])
+def test_the_precision_for_each_card(platform, kind, capability, dtype):
+    """What the notebook picks (srupp_jax.training.precision): float16 on a T4 / V100,
+    bfloat16 on an A100 / H100 / TPU."""
+    from types import SimpleNamespace
+    from srupp_jax.training import precision
+    device = SimpleNamespace(platform=platform, device_kind=kind, compute_capability=capability)
+    chosen, why = precision.for_device(device)
+    assert chosen == dtype and kind.split()[0].upper() in why.upper()
