@@ -5,6 +5,7 @@ a notebook:
     metrics = modes.evaluate(config, workdir)         --mode=eval: dev and test of the best checkpoint
     model, params, rest, step = modes.restore(config, workdir)
     modes.smoke(config)                               --mode=smoke: one forward and backward pass
+    modes.plan(config)                                --mode=plan: memory per device, fits or not
     modes.sample_text(config, workdir, prompt, ...)   --mode=generate (language models)
     modes.translate_file(config, workdir, src, out)   --mode=translate (translation)
     modes.validate_config(config, num_devices)        every check, before anything is read
@@ -85,6 +86,42 @@ def smoke(config) -> float:
     --mode=smoke); prints the sizes and returns the mean loss in nats."""
     config_keys.check(config)
     return tasks.make(config).smoke()
+
+
+def resolved_task(config, num_devices: int = 1):
+    """The Task of `config` with its vocabulary known: the given or byte-level size without
+    reading data (language models), else the data's (read)."""
+    task = tasks.make(config)
+    task.validate(num_devices)
+    if config.model.vocab_size == 0 and task.name == "lm":
+        from srupp_jax.tasks.lm import smoke_config
+        resolved = smoke_config(config)
+        if resolved is not None:
+            task.config = resolved
+            return task
+    return tasks.prepared(config, num_devices) if config.model.vocab_size == 0 else task
+
+
+def plan(config, device_memory: float = 0.0) -> dict:
+    """Print the memory plan of `config`'s training step per device (tasks/plan.py):
+    parameters, gradients, optimizer state, activations with and without remat, whether it
+    fits the device (its own memory, or `device_memory` GiB) and the smallest change that
+    would (main.py --mode=plan). Returns the numbers (bytes)."""
+    import jax
+
+    from srupp_jax.tasks import plan as planning
+
+    if device_memory < 0:
+        raise ValueError(f"--device_memory={device_memory}; expected GiB >= 0 (0 = the device's)")
+    devices = config.mesh.num_devices or jax.device_count()
+    validate_config(config, devices)
+    p, fix = resolved_task(config, devices).memory_plan(devices, device_memory)
+    print(planning.describe(p, fix))
+    out = {"params_bytes": p.params, "optimizer_bytes": p.optimizer, "total_bytes": p.total(),
+           **{f"activations_bytes_{r}": b for r, b in p.activations.items()}}
+    if p.device_memory:
+        out.update(device_memory_bytes=p.device_memory, fits=int(p.total() <= p.device_memory))
+    return out
 
 
 def sample_text(config, workdir: str, prompt: str = "", num_tokens: int = 200, *,
@@ -218,6 +255,13 @@ MODES = {
         "--output (stdout) with config.decode (beam size, length penalty, length limit).",
         lambda config, workdir, f: translate_file(config, workdir, f.input, f.output) and None,
         flags=("input", "output"), check=lambda f: check_files(f.input, f.output)),
+    "plan": Mode(
+        "print the memory of a training step per device before any run: parameters, "
+        "gradients, optimizer state, activations with each model.remat, whether it fits the "
+        "device (its own memory on a GPU/TPU, or --device_memory GiB) and the smallest change "
+        "that would (remat, batch with grad_accum_steps, mesh.fsdp_size).",
+        lambda config, workdir, f: plan(config, f.device_memory), workdir="none",
+        flags=("device_memory",)),
     "show_config": Mode(
         "print the config (the --config file with its overrides; with only --workdir, the "
         "run's config.json) as `key = value  # meaning`, meanings from configs/base.py.",

@@ -43,7 +43,7 @@ class Task:
 
     name = ""
     best_metric, best_mode = "dev_loss", "min"
-    modes = ("train", "eval", "smoke", "show_config")    # main.py's modes that apply
+    modes = ("train", "eval", "smoke", "plan", "show_config")    # main.py's modes that apply
 
     def __init__(self, config):
         self.config = config
@@ -87,6 +87,20 @@ class Task:
 
     def flops_per_token(self, model) -> float:
         raise NotImplementedError
+
+    def global_rows(self) -> int:
+        """Batch rows of a training step over all devices (the memory plan)."""
+        raise NotImplementedError
+
+    def plan_inputs(self, model, rows: int) -> tuple:
+        """(carry, batch) of one device's step with `rows` rows, as jax.ShapeDtypeStructs."""
+        raise NotImplementedError
+
+    def memory_plan(self, num_devices: int, device_memory_gib: float = 0.0):
+        """(Plan, the smallest change that fits or "") of a training step: tasks/plan.py."""
+        from srupp_jax.tasks import plan
+        p = plan.memory_plan(self, num_devices, device_memory_gib)
+        return p, plan.smallest_fix(p, self.config, num_devices)
 
     def smoke(self) -> float:
         raise NotImplementedError

@@ -283,6 +283,14 @@ class LMTask(Task):
     def tokens_per_step(self) -> int:
         return self.config.train.batch_size * self.config.train.unroll
 
+    def global_rows(self) -> int:
+        return self.config.train.batch_size
+
+    def plan_inputs(self, model, rows: int) -> tuple:
+        m = self.config.train.unroll
+        tokens = jax.ShapeDtypeStruct((rows, m), jnp.int32)
+        return jax.eval_shape(lambda: model.init_state(rows, m)), (tokens, tokens)
+
     def flops_per_token(self, model) -> float:
         """Attention over 2M keys per query: M tokens of the segment and M of memory."""
         return model.flops_per_token(2 * self.config.train.unroll)

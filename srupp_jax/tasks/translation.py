@@ -174,6 +174,13 @@ class TranslationTask(Task):
     def tokens_per_step(self) -> int:
         return self.config.train.batch_tokens
 
+    def global_rows(self) -> int:
+        t = self.config.train
+        return max(1, t.batch_tokens // t.max_len)
+
+    def plan_inputs(self, model, rows: int) -> tuple:
+        return None, (jax.ShapeDtypeStruct((rows, self.config.train.max_len), np.int32),) * 3
+
     def flops_per_token(self, model) -> float:
         """Per target token, at the mean train lengths (with EOS)."""
         train = self.data.train

@@ -131,6 +131,8 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             stack.enter_context(WorkdirLock(workdir, force=force))
         model = task.build_model(model_rngs(config), measure=True)
         logging.info("model %s: %s parameters", task.arch, f"{count_params(model):,}")
+        if main:
+            say_plan(task, mesh.devices.size)
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
         ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
                                                best_metric=task.best_metric,
@@ -186,6 +188,16 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
                 break
         ckpt.wait()
         return dict(report.last, status=status, step=done)
+
+
+def say_plan(task, num_devices: int) -> None:
+    """Log the memory plan of the step (tasks/plan.py) in one line; a plan that cannot be
+    made is a warning, never the end of the run."""
+    try:
+        from srupp_jax.tasks.plan import one_line
+        logging.info(one_line(*task.memory_plan(num_devices)))
+    except Exception as e:      # noqa: BLE001
+        logging.warning("no memory plan (%s: %s)", type(e).__name__, str(e).splitlines()[0])
 
 
 def initial_state(task, model, mesh):
