@@ -15,6 +15,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "lm"                  # lm | translation (srupp_jax/tasks)
+    config.cpu_variant = ""             # the variant of this config sized for a CPU, which
+                                        #   training on a CPU names when the run would be long
     config.seed = 0                     # initial parameters, dropout (translation: batch order)
 
     config.model = ml_collections.ConfigDict()

@@ -63,7 +63,7 @@ def define_flags() -> None:
     flags.DEFINE_string("input", "-", "--mode=translate: a file of source sentences, one a "
                         "line ('-' = stdin).")
     flags.DEFINE_string("output", "-", "--mode=translate: where the translations go ('-' = "
-                        "stdout).")
+                        "stdout); --mode=export: the folder of the artifacts.")
     flags.DEFINE_string("prompt", "", "--mode=generate: the text to continue ('' = start of a "
                         "line/sentence).")
     flags.DEFINE_integer("num_tokens", 200, "--mode=generate: tokens to sample.")
@@ -232,7 +232,7 @@ def check_arguments(argv: list) -> None:
     name, mode = FLAGS.mode, MODES[FLAGS.mode]
     for other, other_mode in MODES.items():
         for flag in other_mode.flags:
-            if other != name and FLAGS[flag].present:
+            if other != name and FLAGS[flag].present and flag not in mode.flags:
                 raise app.UsageError(f"--{flag} applies to --mode={other} only, not "
                                      f"--mode={name}; drop it (or use --mode={other})")
     if mode.workdir == "none" and FLAGS["workdir"].present:

@@ -188,6 +188,33 @@ def translate_file(config, workdir: str, input_path: str = "-", output_path: str
     return len(lines)
 
 
+def export_model(config, workdir: str, output: str) -> dict:
+    """Write the best checkpoint's model of `workdir` to `output` as jax.export artifacts a
+    server runs with jax alone (srupp_jax/inference/export.py; main.py --mode=export)."""
+    import os
+
+    from flax import nnx
+
+    from srupp_jax.inference import export
+    from srupp_jax.inference import restore as restoring
+
+    if not output or output == "-":
+        raise ValueError(f"--output={output!r}: --mode=export writes a folder; give "
+                         "--output=DIR")
+    config.model.impl = "scan"                  # portable and exact on any platform
+    task = tasks.prepared(config)
+    model, params, rest, step = restoring.restore(task, workdir)
+    nnx.update(model, params, rest)
+    if task.name == "lm":
+        data = task.data
+        vocab = (list(range(256)) if data.unit != "word" else list(data.vocab.tokens))
+        export.export_lm(model, params, config.eval.mem_len, vocab, output)
+    else:
+        export.export_seq2seq(model, params, config.train.max_len, config.train.max_len,
+                              task.data.subwords.pieces(), output)
+    return {"step": step, "output": output, "files": len(os.listdir(output))}
+
+
 def check_files(source: str, target: str) -> None:
     """FileNotFoundError / IsADirectoryError naming --input or --output before a model loads."""
     import os
@@ -262,6 +289,13 @@ MODES = {
         "that would (remat, batch with grad_accum_steps, mesh.fsdp_size).",
         lambda config, workdir, f: plan(config, f.device_memory), workdir="none",
         flags=("device_memory",)),
+    "export": Mode(
+        "write the best checkpoint's model to --output=DIR as jax.export (StableHLO) artifacts "
+        "with their parameters and export.json (shapes, vocabulary): the LM forward with its "
+        "carried state, or the translation encoder and one decoder step; a server runs them "
+        "with jax alone (README).",
+        lambda config, workdir, f: export_model(config, workdir, f.output),
+        flags=("output",)),
     "show_config": Mode(
         "print the config (the --config file with its overrides; with only --workdir, the "
         "run's config.json) as `key = value  # meaning`, meanings from configs/base.py.",

@@ -43,7 +43,7 @@ class Task:
 
     name = ""
     best_metric, best_mode = "dev_loss", "min"
-    modes = ("train", "eval", "smoke", "plan", "show_config")    # main.py's modes that apply
+    modes = ("train", "eval", "smoke", "plan", "export", "show_config")  # main.py's modes
 
     def __init__(self, config):
         self.config = config

@@ -5,10 +5,12 @@ trainer.py runs them):
             wait for the device), the train, dev and setup rows of metrics.jsonl and
             TensorBoard (process 0), the progress bar and its lines
   Profile   a jax.profiler trace of steps first+1..last (train.profile_steps)
+  Pace      on a CPU, once: how long the configured steps will take, and the CPU variant
 """
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 from absl import logging
@@ -116,3 +118,35 @@ class Profile:
             jax.block_until_ready(state.params)
             jax.profiler.stop_trace()
             self.say(f"profile of steps {self.first + 1}..{done} in {self.workdir}/profile")
+
+
+class Pace:
+    """On a CPU, once: times a few steps after the first (which compiles) and says how long
+    the configured steps will take at that speed, naming the config's CPU variant
+    (`cpu_variant`) when the run would take over LONG seconds."""
+    STEPS, LONG = 3, 1800.0
+
+    def __init__(self, config, start: int, total: int):
+        self.variant, self.start, self.total = config.get("cpu_variant", ""), start, total
+        self.active = jax.default_backend() == "cpu" and total - start > self.STEPS + 1
+        self.t0 = 0.0
+
+    def after(self, done: int, state) -> None:
+        if not self.active or done not in (self.start + 1, self.start + 1 + self.STEPS):
+            return
+        jax.block_until_ready(state.params)
+        if done == self.start + 1:
+            self.t0 = time.perf_counter()
+            return
+        self.active = False
+        per = (time.perf_counter() - self.t0) / self.STEPS
+        left = per * (self.total - done)
+        hours, minutes = divmod(round(left / 60), 60)
+        line = (f"on this CPU a step takes {per:.2f} s: the {self.total - done:,} steps left "
+                f"will take about {hours} h {minutes} min")
+        if left > self.LONG:
+            hint = (f"for a CPU use --config={self.variant} (sized to learn within minutes)"
+                    if self.variant else "a smaller model (model.d, model.num_layers) or a GPU")
+            logging.warning("%s; %s", line, hint)
+        else:
+            logging.info(line)

@@ -26,7 +26,7 @@ from srupp_jax.training import run_config, sharding
 from srupp_jax.training.checkpoint import Checkpoints
 from srupp_jax.training.metrics import last_metrics, train_seconds
 from srupp_jax.training.optim import SCHEDULES, make_optimizer
-from srupp_jax.training.report import Profile, Report
+from srupp_jax.training.report import Pace, Profile, Report
 from srupp_jax.training.rng import model_rngs, prng_impl
 from srupp_jax.training.steps import count_params, initial_loss_scale, make_train_step
 from srupp_jax.training.workdir import StopSignals, WorkdirLock, say_end
@@ -148,7 +148,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         report = stack.enter_context(Report(workdir, task, rule, mesh, start))
         report.setup(start, task.setup)
         signals = stack.enter_context(StopSignals())
-        profile = Profile(workdir, t.profile_steps, report.say)
+        profile, pace = Profile(workdir, t.profile_steps, report.say), Pace(config, start, rule.total)
         train_step = make_train_step(graphdef, tx, task.loss,
                                      t.loss_scale_period if t.compute_dtype == "float16" else 0)
         evaluate = task.evaluator(model, mesh)
@@ -171,6 +171,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             if done < rule.total:
                 batch = put(done)              # the next batch goes to the device meanwhile
             profile.after(done, state)
+            pace.after(done, state)
             ckpt.check()             # an asynchronous save that failed stops the run here
             if done % t.log_every == 0 or done == rule.total:
                 report.train(done, model)
