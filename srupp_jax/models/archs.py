@@ -28,7 +28,7 @@ TABLES = {"lm": LANGUAGE_MODELS, "translation": TRANSLATION_MODELS}
 
 def arch_name(config) -> str:
     """`config.model.arch` ("srupp" when absent)."""
-    return config.model.get("arch", "srupp")
+    return config.model.arch
 
 
 def config_class(task: str, arch: str):

@@ -23,7 +23,7 @@ from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.errors import require
-from srupp_jax.models.base import check_kernel_options, compute_dtype, kernel_options
+from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from
 from srupp_jax.models.flops import estimate_flops_per_token
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
 from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs, cluster_dims
@@ -110,15 +110,7 @@ class SRUppConfig:
     @classmethod
     def from_config(cls, config) -> "SRUppConfig":
         """From a run's config: config.model (its SRU++ keys) and config.train.compute_dtype."""
-        m = config.model
-        kernel, tpu_kernel = kernel_options(m)
-        return cls(vocab_size=m.vocab_size, d=m.d, d_proj=m.d_proj, num_layers=m.num_layers,
-                   k=m.k, attention_last_n=m.attention_last_n, num_heads=m.num_heads,
-                   dropout=m.dropout, attn_dropout=m.attn_dropout,
-                   highway_bias=m.highway_bias, layer_norm=m.layer_norm,
-                   cutoffs=tuple(m.cutoffs), adaptive_factor=m.adaptive_factor, impl=m.impl,
-                   kernel=kernel, tpu_kernel=tpu_kernel, remat=m.get("remat", "none"),
-                   dtype=config.train.compute_dtype)
+        return config_from(cls, config)
 
 
     def build(self, rngs: nnx.Rngs) -> "SRUppLM":

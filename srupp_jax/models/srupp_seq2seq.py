@@ -43,7 +43,7 @@ from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.errors import require
-from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from, kernel_options
+from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from
 from srupp_jax.models.flops import ELEMENTWISE_FLOPS_PER_D
 from srupp_jax.models.seq2seq import (
     Encoded,
@@ -125,11 +125,10 @@ class Seq2SeqConfig:
 
     @classmethod
     def from_config(cls, config, **overrides) -> "Seq2SeqConfig":
-        """From a run's config: the keys of config.model named as the fields (missing ones
-        take the defaults), config.train.compute_dtype; `overrides` (e.g. vocab_size and the
-        special ids from the data) replace any of them."""
-        kernel, tpu_kernel = kernel_options(config.model)
-        return config_from(cls, config, kernel=kernel, tpu_kernel=tpu_kernel, **overrides)
+        """From a run's config (`base.config_from`): the keys of config.model named as the
+        fields, config.train.compute_dtype; `overrides` (e.g. vocab_size and the special ids
+        from the data) replace any of them."""
+        return config_from(cls, config, **overrides)
 
     def build(self, rngs: nnx.Rngs) -> "SRUppSeq2Seq":
         return SRUppSeq2Seq(self, rngs=rngs)

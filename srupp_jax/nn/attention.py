@@ -15,10 +15,12 @@ alpha = 0, and the last matrix scaled by sqrt(1 - dropout).
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from srupp_jax.nn.linear import linear, norm
@@ -129,6 +131,18 @@ class KVCache:
     mem_len: int = struct.field(pytree_node=False, default=0)
 
 
+def warn_if_all_padding(mask_pad) -> None:
+    """A warning for a concrete mask_pad whose rows are all padding, the sign of an inverted
+    mask (True = a real token): those rows' outputs are zeros. Traced masks are not seen."""
+    if mask_pad is None or isinstance(mask_pad, jax.core.Tracer):
+        return
+    rows = np.flatnonzero(np.asarray(mask_pad).all(axis=1))
+    if rows.size:
+        warnings.warn(f"mask_pad marks every position of batch row(s) {rows.tolist()[:8]} as "
+                      "padding (True = padding), so their outputs are zeros; if True meant "
+                      "a real token, pass ~mask_pad", stacklevel=3)
+
+
 def _combine_masks(attend, mask_pad, memory_mask_pad, batch, q_len, mem_len):
     """Bool mask [batch, 1, T, S] and additive bias [T, S] from the caller's masks (or None)."""
     bias = None
@@ -156,10 +170,12 @@ class SRUppAttention(nnx.Module):
     """Single- or multi-head attention transform of an SRU++ layer.
 
     Args:
-      d_in: input features; out_features: size of U (k * d per direction);
-      d_proj: attention size d'; num_heads: heads (d' must divide); dropout: applied before W_o;
-      attn_dropout: on the attention weights; layer_norm: use the layer norm at all;
-      normalize_after: post-LN (paper) on Q + alpha A, else pre-LN on Q before K, V.
+      d_in: input features; out_features: size of U (k * d per direction).
+      d_proj: attention size d'; num_heads: heads (d' must divide by them; default 1).
+      dropout: before W_o; attn_dropout: on the attention weights.
+      layer_norm: use the layer norm at all (default True); normalize_after: post-LN (the
+        paper's, default) on Q + alpha A, else pre-LN on Q before K, V.
+      dtype, rngs: as SRUpp. alpha starts at 0, so a fresh layer's U ignores attention.
     `remat` (set by SRUpp(remat="attention")): compute the attention weights again in the
     backward pass instead of keeping them.
     """
@@ -184,9 +200,17 @@ class SRUppAttention(nnx.Module):
 
     def __call__(self, x, *, memory=None, mask_pad=None, memory_mask_pad=None,
                  attend=None):
-        """x: [batch, L, d_in]; memory: [batch, M, d_in] or None; mask_pad: [batch, L] bool
-        (True = pad; padded keys are ignored); memory_mask_pad: [batch, M];
-        attend: [L, M + L], bool (True = attend) or additive float. Returns U [batch, L, out].
+        """U for a segment.
+
+        Args:
+          x: [batch, L, d_in]; memory: [batch, M, d_in] keys/values before the segment, or None.
+          mask_pad: [batch, L] bool, True where a position is padding (no key for anyone);
+            memory_mask_pad: [batch, M] bool, likewise for the memory.
+          attend: [L, M + L] bool, True where a query may attend to a key, or an additive
+            float bias; None: every query attends to every key (SRUpp adds the causal mask).
+
+        Returns:
+          U [batch, L, out_features].
         """
         batch, q_len, _ = x.shape
         mem_len = 0 if memory is None else memory.shape[1]
@@ -271,7 +295,13 @@ class SRUppAttention(nnx.Module):
 
 
 class ProjectedLinear(nnx.Module):
-    """U = W_2 dropout(layernorm(W_1 x)): the SRU++ layer without attention (Figure 2b)."""
+    """U = W_2 dropout(layernorm(W_1 x)): the SRU++ layer without attention (Figure 2b).
+
+    Args:
+      d_in: input features; out_features: size of U (k * d per direction); d_proj: the inner
+        size d'; dropout: before W_2 (W_2 is initialised scaled by sqrt(1 - dropout), as the
+        reference); layer_norm: the norm on W_1 x (default True); dtype, rngs: as SRUpp.
+    """
 
     def __init__(self, d_in: int, out_features: int, d_proj: int, *, dropout: float = 0.0,
                  layer_norm: bool = True, dtype=None, rngs: nnx.Rngs):

@@ -52,7 +52,7 @@ class Task:
 
     @property
     def arch(self) -> str:
-        return self.config.model.get("arch", "srupp")
+        return self.config.model.arch
 
     def validate(self, num_devices: int, num_processes: int = 1) -> None:
         raise NotImplementedError
@@ -102,8 +102,47 @@ class Task:
         p = plan.memory_plan(self, num_devices, device_memory_gib)
         return p, plan.smallest_fix(p, self.config, num_devices)
 
-    def smoke(self) -> float:
+    def smoke_inputs(self):
+        """(this task's config with what the data would decide filled in without reading data
+        where possible, a random batch shaped as `batch(step)`'s) for `smoke`."""
         raise NotImplementedError
+
+    def smoke(self) -> float:
+        """One forward and backward pass of the model on a random batch (main.py --mode=smoke,
+        no data read where the task can avoid it); prints the sizes and returns the mean loss
+        in nats."""
+        import math
+        import time
+
+        import optax
+        from flax import nnx
+
+        from srupp_jax.models.base import describe
+        from srupp_jax.training.rng import model_rngs
+        from srupp_jax.training.steps import count_params
+
+        self.validate(1)
+        self.config, batch = self.smoke_inputs()
+        model = self.build_model(model_rngs(self.config))
+        carry = self.init_carry(model)
+        graphdef, variables = nnx.split(model)
+
+        @jax.jit
+        def loss_and_grad(variables):
+            def mean(m):
+                total, weight, _ = self.loss(m, carry, *batch)
+                return total / weight
+            return nnx.value_and_grad(mean)(nnx.merge(graphdef, variables))
+
+        start = time.time()
+        loss, grads = loss_and_grad(variables)
+        vocab = self.config.model.vocab_size
+        print(f"{self.arch} {self.name} model: {count_params(model):,} parameters, backend "
+              f"{jax.default_backend()}; {describe(model.config)}")
+        print(f"random batch {' '.join('x'.join(map(str, b.shape)) for b in batch)}: loss "
+              f"{float(loss):.4f} nats (ln V = {math.log(vocab):.4f}), grad norm "
+              f"{float(optax.tree.norm(grads)):.4f}, {time.time() - start:.1f}s incl. compile")
+        return float(loss)
 
 
 def measured_impl(model_config, batch: int, length: int, *, timed: bool = True):

@@ -67,7 +67,7 @@ def validate(config) -> None:
         (len(t.profile_steps) == 2 and 0 <= t.profile_steps[0] <= t.profile_steps[1],
          f"train.profile_steps={tuple(t.profile_steps)}; expected (first, last) with "
          "0 <= first <= last (steps first+1..last are traced; (0, 0) = off)"),
-        (t.get("time_budget", 0.0) >= 0,
+        (t.time_budget >= 0,
          f"train.time_budget={t.get('time_budget')}; expected >= 0 seconds (0 = none)"),
         (t.schedule in SCHEDULES,
          f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
@@ -89,8 +89,8 @@ class StopRule:
     def __init__(self, t, start: int, seconds: float):
         self.total = t.steps * t.grad_accum_steps
         self.stop_at, self.eval_every = t.stop_at, t.eval_every
-        self.budget = t.get("time_budget", 0.0)
-        self.marks = sorted(t.get("eval_marks", ()))
+        self.budget = t.time_budget
+        self.marks = sorted(t.eval_marks)
         self.timed = bool(self.budget or self.marks)
         self.start, self.seconds = start, seconds
 
