@@ -102,6 +102,11 @@ class Task:
         p = plan.memory_plan(self, num_devices, device_memory_gib)
         return p, plan.smallest_fix(p, self.config, num_devices)
 
+    def memory_plan_line(self, num_devices: int) -> str:
+        """The memory plan in one line (logged at the start of training)."""
+        from srupp_jax.tasks import plan
+        return plan.one_line(*self.memory_plan(num_devices))
+
     def smoke_inputs(self):
         """(this task's config with what the data would decide filled in without reading data
         where possible, a random batch shaped as `batch(step)`'s) for `smoke`."""

@@ -195,8 +195,7 @@ def say_plan(task, num_devices: int) -> None:
     """Log the memory plan of the step (tasks/plan.py) in one line; a plan that cannot be
     made is a warning, never the end of the run."""
     try:
-        from srupp_jax.tasks.plan import one_line
-        logging.info(one_line(*task.memory_plan(num_devices)))
+        logging.info(task.memory_plan_line(num_devices))
     except Exception as e:      # noqa: BLE001
         logging.warning("no memory plan (%s: %s)", type(e).__name__, str(e).splitlines()[0])
 
