@@ -81,20 +81,24 @@ def memory_plan(task, num_devices: int, device_memory_gib: float = 0.0) -> Plan:
     rows = max(1, task.global_rows() // num_devices)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, grad_accum_steps=t.grad_accum_steps)
     activations, parts = {}, None
-    configured = config.model.get("remat", "none")
+    configured, impl = config.model.get("remat", "none"), config.model.get("impl", "auto")
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.WARNING)        # not the build's lines, three times
-    for remat in REMAT if task.arch == "srupp" else ("none",):
-        config.model.remat = remat
-        model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        carry, batch = task.plan_inputs(model, rows)
-        activations[remat] = activation_bytes(graphdef, params, rest, task.loss, carry, batch)
-        if parts is None:
-            opt = jax.eval_shape(tx.init, params)
-            parts = (_nbytes(params), _nbytes(opt), _nbytes((carry, batch)))
-    config.model.remat = configured
-    logging.set_verbosity(verbosity)
+    try:        # the scan's activations (a kernel saves about as much; nothing is timed)
+        config.model.impl = "scan"
+        for remat in REMAT if task.arch == "srupp" else ("none",):
+            config.model.remat = remat
+            model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            carry, batch = task.plan_inputs(model, rows)
+            activations[remat] = activation_bytes(graphdef, params, rest, task.loss, carry,
+                                                  batch)
+            if parts is None:
+                opt = jax.eval_shape(tx.init, params)
+                parts = (_nbytes(params), _nbytes(opt), _nbytes((carry, batch)))
+    finally:
+        config.model.remat, config.model.impl = configured, impl
+        logging.set_verbosity(verbosity)
     limit, device = device_memory_gib * GIB, ""
     if not limit:
         dev = jax.local_devices()[0]
