@@ -82,8 +82,9 @@ def memory_plan(task, num_devices: int, device_memory_gib: float = 0.0) -> Plan:
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, grad_accum_steps=t.grad_accum_steps)
     activations, parts = {}, None
     configured, impl = config.model.get("remat", "none"), config.model.get("impl", "auto")
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.WARNING)        # not the build's lines, three times
+    logger, setup = logging.get_absl_logger(), dict(task.setup)
+    level = logger.level
+    logger.setLevel(logging.WARNING)              # not the build's lines, three times
     try:        # the scan's activations (a kernel saves about as much; nothing is timed)
         config.model.impl = "scan"
         for remat in REMAT if task.arch == "srupp" else ("none",):
@@ -98,7 +99,8 @@ def memory_plan(task, num_devices: int, device_memory_gib: float = 0.0) -> Plan:
                 parts = (_nbytes(params), _nbytes(opt), _nbytes((carry, batch)))
     finally:
         config.model.remat, config.model.impl = configured, impl
-        logging.set_verbosity(verbosity)
+        logger.setLevel(level)
+        task.setup = setup                        # what the run chose, not the plan's builds
     limit, device = device_memory_gib * GIB, ""
     if not limit:
         dev = jax.local_devices()[0]
