@@ -9,7 +9,7 @@ from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 

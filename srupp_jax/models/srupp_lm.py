@@ -30,6 +30,7 @@ from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs,
 from srupp_jax.nn.attention import attention_layers, check_heads
 from srupp_jax.nn.linear import linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
+from srupp_jax.nn.remat import check_remat
 from srupp_jax.nn.sru import SRUpp
 
 
@@ -50,8 +51,8 @@ class SRUppConfig:
     highway_bias; layer_norm; cutoffs: () for one softmax, else adaptive input and a tied
     adaptive softmax with clusters adaptive_factor times narrower; impl: recurrence backend
     ("auto" resolves on the device that builds the model); kernel: the GPU kernel's tuning
-    options; tpu_kernel: the TPU kernel's;
-    dtype: compute dtype name ("float32" | "bfloat16"; parameters stay float32).
+    options; tpu_kernel: the TPU kernel's; remat: gradient checkpointing (nn/remat.py);
+    dtype: compute dtype name ("float32" | "bfloat16" | "float16"; parameters stay float32).
     """
     vocab_size: int
     d: int
@@ -69,10 +70,12 @@ class SRUppConfig:
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
     tpu_kernel: TPUKernelOptions = TPUKernelOptions()
+    remat: str = "none"
     dtype: str = "float32"
 
     def __post_init__(self):
         object.__setattr__(self, "cutoffs", tuple(self.cutoffs or ()))
+        check_remat(self.remat)
         checks = [
             (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0 "
                                    "(0 = the data's)"),
@@ -143,7 +146,7 @@ class SRUppLM(LanguageModel, nnx.Module):
                          num_heads=c.num_heads, dropout=c.dropout, attn_dropout=c.attn_dropout,
                          highway_bias=c.highway_bias, layer_norm=c.layer_norm, causal=True,
                          impl=self.backend, kernel=c.kernel, tpu_kernel=c.tpu_kernel,
-                         dtype=dtype, rngs=rngs)
+                         remat=c.remat, dtype=dtype, rngs=rngs)
 
     def init_state(self, batch: int, mem_len: int) -> LMState:
         """Zero state and empty memory of `mem_len` slots (all marked empty)."""

@@ -54,6 +54,7 @@ from srupp_jax.models.seq2seq import (
 )
 from srupp_jax.nn.attention import attention_layers, check_heads, linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
+from srupp_jax.nn.remat import check_remat
 from srupp_jax.nn.sru import SRUpp
 
 
@@ -76,7 +77,7 @@ class Seq2SeqConfig:
     encoder_bidirectional: a bidirectional encoder of d / 2 per direction (the paper says
     nothing; sru.SRUpp's default and ours: forward); label_smoothing; pad_id, bos_id, eos_id
     (the data's); impl: recurrence backend; kernel, tpu_kernel: the GPU and TPU kernels'
-    options; dtype: compute dtype.
+    options; remat: gradient checkpointing (nn/remat.py); dtype: compute dtype.
     Every bad value raises ValueError naming its config key (model.<name>).
     """
     vocab_size: int
@@ -98,6 +99,7 @@ class Seq2SeqConfig:
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
     tpu_kernel: TPUKernelOptions = TPUKernelOptions()
+    remat: str = "none"
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -111,6 +113,7 @@ class Seq2SeqConfig:
                                  f"{', '.join(IMPLS)}"),
         ])
         check_special_ids(self)
+        check_remat(self.remat)
         compute_dtype(self.dtype)
         check_heads(self.d_proj, self.num_heads, prefix="model.")
         for side in ("encoder", "decoder"):
@@ -173,7 +176,7 @@ class SRUppSeq2Seq(Seq2SeqModel, nnx.Module):
         common = dict(k=c.k, num_heads=c.num_heads, dropout=c.dropout,
                       attn_dropout=c.attn_dropout, highway_bias=c.highway_bias,
                       proj_input_to_hidden_first=True, impl=self.backend, kernel=c.kernel,
-                      tpu_kernel=c.tpu_kernel, dtype=dtype, rngs=rngs)
+                      tpu_kernel=c.tpu_kernel, remat=c.remat, dtype=dtype, rngs=rngs)
         bi = c.encoder_bidirectional
         self.encoder = SRUpp(c.d_embed, c.d // 2 if bi else c.d, c.d_proj, c.encoder_layers,
                              bidirectional=bi, causal=False, **common)

@@ -14,6 +14,7 @@ alpha = 0, and the last matrix scaled by sqrt(1 - dropout).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Optional
 
@@ -104,8 +105,10 @@ def attention_reference(q, k, v, mask=None, bias=None, *, dropout_rate=0.0, drop
 def multihead_attention(q, k, v, mask=None, bias=None, *, dropout_rate=0.0, dropout_rng=None):
     """Softmax attention (shapes as `attention_reference`): the fused
     `jax.nn.dot_product_attention`, or the reference when attention dropout applies
-    (dropout_rate > 0, with dropout_rng), which the fused path does not do."""
-    if dropout_rate > 0.0:
+    (dropout_rate > 0, with dropout_rng), which the fused path does not do, and for float16
+    on a CPU (whose dot_general lacks the float16 x float16 -> float32 product it uses)."""
+    cpu_f16 = q.dtype == jnp.float16 and jax.default_backend() == "cpu"
+    if dropout_rate > 0.0 or cpu_f16:
         return attention_reference(q, k, v, mask, bias, dropout_rate=dropout_rate,
                                    dropout_rng=dropout_rng)
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
@@ -173,8 +176,9 @@ class SRUppAttention(nnx.Module):
       layer_norm: use the layer norm at all (default True); normalize_after: post-LN (the
         paper's, default) on Q + alpha A, else pre-LN on Q before K, V.
       dtype, rngs: as SRUpp. alpha starts at 0, so a fresh layer's U ignores attention.
+    `remat` (set by SRUpp(remat="attention")): compute the attention weights again in the
+    backward pass instead of keeping them.
     """
-
     def __init__(self, d_in: int, out_features: int, d_proj: int, *, num_heads: int = 1,
                  dropout: float = 0.0, attn_dropout: float = 0.0, layer_norm: bool = True,
                  normalize_after: bool = True, dtype=None, rngs: nnx.Rngs):
@@ -192,6 +196,7 @@ class SRUppAttention(nnx.Module):
                            if layer_norm else None)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.rngs = rngs["dropout"].fork() if attn_dropout > 0 else None
+        self.remat = False
 
     def __call__(self, x, *, memory=None, mask_pad=None, memory_mask_pad=None,
                  attend=None):
@@ -229,12 +234,17 @@ class SRUppAttention(nnx.Module):
         return z, z
 
     def _attend(self, q, k, v, mask, bias):
-        """A [batch, L, d'] from Q [batch, L, d'] and K, V [batch, S, d'] (split into heads)."""
+        """A [batch, L, d'] from Q [batch, L, d'] and K, V [batch, S, d'] (split into heads).
+        With `remat` (model.remat = "attention") the scores and weights [batch, L, S] are not
+        kept for the backward pass but computed again there (jax.checkpoint)."""
         heads = lambda a: a.reshape(a.shape[0], a.shape[1], self.num_heads, -1)
         training = self.attn_dropout > 0 and not self.deterministic
-        a = multihead_attention(heads(q), heads(k), heads(v), mask, bias,
-                                dropout_rate=self.attn_dropout if training else 0.0,
-                                dropout_rng=self.rngs() if training else None)
+        attend = functools.partial(multihead_attention,
+                                   dropout_rate=self.attn_dropout if training else 0.0)
+        if self.remat:
+            attend = jax.checkpoint(attend)
+        a = attend(heads(q), heads(k), heads(v), mask, bias,
+                   dropout_rng=self.rngs() if training else None)
         return a.reshape(q.shape[0], q.shape[1], self.d_proj)
 
     def _output(self, residual, a):

@@ -34,6 +34,7 @@ from srupp_jax.nn.attention import (
 )
 from srupp_jax.nn.linear import Factorized, linear, norm
 from srupp_jax.nn.recurrence import Backend, resolve_backend, sru_recurrence
+from srupp_jax.nn.remat import check_remat, layer_runner
 
 
 class SRULayer(nnx.Module):
@@ -263,6 +264,8 @@ class SRUpp(nnx.Module):
       proj_input_to_hidden_first: project d_in -> dirs * d before the first layer.
       impl: recurrence backend ("auto", "scan", "assoc", "pallas", "pallas_tpu"), resolved
         once here; kernel, tpu_kernel: the GPU and TPU kernels' tuning options.
+      remat: gradient checkpointing, "none" | "layer" | "attention" (srupp_jax/nn/remat.py):
+        what the backward pass computes again instead of keeping.
       dtype: the compute dtype. None (Flax's convention): float32 parameters promote the
         inputs, so bfloat16 inputs give float32 outputs; jnp.bfloat16 computes the matrix
         products in bfloat16 (gates and the recurrent state c stay float32).
@@ -277,10 +280,12 @@ class SRUpp(nnx.Module):
                  highway_bias: float = -2.0, rescale: bool = False,
                  weight_c_init: float = 1.0, proj_input_to_hidden_first: bool = False,
                  causal: Optional[bool] = None, impl="auto", kernel: KernelOptions | None = None,
-                 tpu_kernel: TPUKernelOptions | None = None, dtype=None, rngs: nnx.Rngs):
+                 tpu_kernel: TPUKernelOptions | None = None, remat: str = "none", dtype=None,
+                 rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers={num_layers}; expected >= 1")
         check_heads(d_proj, num_heads)
+        self.remat = check_remat(remat)
         if bidirectional and causal:
             raise ValueError("causal=True with bidirectional=True: the backward recurrence "
                              "sees the future, so a bidirectional stack attends over the whole "
@@ -306,6 +311,9 @@ class SRUpp(nnx.Module):
                      weight_c_init=weight_c_init, impl=impl, kernel=kernel,
                      tpu_kernel=tpu_kernel, dtype=dtype, rngs=rngs)
             for i, attn in enumerate(self.has_attention)])
+        for layer, attn in zip(self.layers, self.has_attention):
+            if attn and remat == "attention":
+                layer.transform.remat = True
 
     def __call__(self, x, c0=None, *, mask_pad=None, memory: Optional[Sequence] = None,
                  memory_mask_pad=None, attend=None, same_length: bool = False):
@@ -340,21 +348,18 @@ class SRUpp(nnx.Module):
         if self.input_to_hidden is not None:
             x = self.input_to_hidden(x)
         saved, cs = [], []
+        run = layer_runner(self.remat)
         for i, layer in enumerate(self.layers):
             saved.append(jax.lax.stop_gradient(x))
             c_i = None if c0 is None else c0[i]
-            if not self.has_attention[i]:
-                x, c = layer(x, c_i, mask_pad=mask_pad)
-                cs.append(c)
-                continue
-            mem = None if memory is None else memory[i]
-            mask = attend
-            if mask is None:
-                mem_len = 0 if mem is None else mem.shape[1]
-                mask = attention_mask(length, mem_len, causal=self.causal,
-                                      same_length=same_length)
-            x, c = layer(x, c_i, mask_pad=mask_pad, memory=mem,
-                         memory_mask_pad=memory_mask_pad, attend=mask)
+            mem = mask = mem_pad = None
+            if self.has_attention[i]:
+                mem, mem_pad, mask = None if memory is None else memory[i], memory_mask_pad, attend
+                if mask is None:
+                    mem_len = 0 if mem is None else mem.shape[1]
+                    mask = attention_mask(length, mem_len, causal=self.causal,
+                                          same_length=same_length)
+            x, c = run(layer, x, c_i, mask_pad, mem, mem_pad, mask)
             cs.append(c)
         return x, jnp.stack(cs), saved
 

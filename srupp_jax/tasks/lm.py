@@ -237,14 +237,14 @@ class LMTask(Task):
         if m.vocab_size < 1:
             raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its "
                              "data first (task.load)")
-        model_config = archs.model_config(self.config, "lm")
-        if measure:
-            t = self.config.train
-            model_config = measured_impl(model_config, max(1, t.batch_size // jax.device_count()),
-                                         t.unroll)
+        t = self.config.train
+        model_config, reason = measured_impl(archs.model_config(self.config, "lm"),
+                                             max(1, t.batch_size // jax.device_count()),
+                                             t.unroll, timed=measure)
         model = model_config.build(rngs)
         if isinstance(model_config, SRUppConfig):
             logging.info("recurrence: %s", describe_backend(model.backend))
+            self.setup = {"recurrence": model.backend.value, "recurrence_reason": reason}
         return model
 
     def init_carry(self, model):
@@ -278,6 +278,14 @@ class LMTask(Task):
     @property
     def tokens_per_step(self) -> int:
         return self.config.train.batch_size * self.config.train.unroll
+
+    def global_rows(self) -> int:
+        return self.config.train.batch_size
+
+    def plan_inputs(self, model, rows: int) -> tuple:
+        m = self.config.train.unroll
+        tokens = jax.ShapeDtypeStruct((rows, m), jnp.int32)
+        return jax.eval_shape(lambda: model.init_state(rows, m)), (tokens, tokens)
 
     def flops_per_token(self, model) -> float:
         """Attention over 2M keys per query: M tokens of the segment and M of memory."""

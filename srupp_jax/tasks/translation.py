@@ -112,12 +112,14 @@ class TranslationTask(Task):
     def build_model(self, rngs, *, measure: bool = False):
         if self.config.model.vocab_size < 1:
             raise ValueError("model.vocab_size=0: read the data first (task.load)")
-        model_config = self.model_config()
-        if measure:                                         # SRU++: "auto" timed on a GPU
-            t = self.config.train
-            rows = max(1, t.batch_tokens // t.max_len // jax.device_count())
-            model_config = measured_impl(model_config, rows, t.max_len)
-        return model_config.build(rngs)
+        t = self.config.train
+        rows = max(1, t.batch_tokens // t.max_len // jax.device_count())
+        model_config, reason = measured_impl(self.model_config(), rows, t.max_len,
+                                             timed=measure)   # SRU++: "auto" checked, timed
+        model = model_config.build(rngs)
+        if reason:
+            self.setup = {"recurrence": model.backend.value, "recurrence_reason": reason}
+        return model
 
     def batch(self, step: int) -> tuple:
         """(src, tgt_in, tgt_out) [rows, L] int32; filler rows' targets are padding."""
@@ -167,6 +169,13 @@ class TranslationTask(Task):
     @property
     def tokens_per_step(self) -> int:
         return self.config.train.batch_tokens
+
+    def global_rows(self) -> int:
+        t = self.config.train
+        return max(1, t.batch_tokens // t.max_len)
+
+    def plan_inputs(self, model, rows: int) -> tuple:
+        return None, (jax.ShapeDtypeStruct((rows, self.config.train.max_len), np.int32),) * 3
 
     def flops_per_token(self, model) -> float:
         """Per target token, at the mean train lengths (with EOS)."""

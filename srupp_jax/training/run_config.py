@@ -29,10 +29,12 @@ CHANGES_FILE = "config_changes.jsonl"
 CONTROL = ("train.stop_at", "train.log_every", "train.eval_every", "train.checkpoint_every",
            "train.keep_checkpoints", "train.profile_steps", "train.max_bad_steps",
            "train.time_budget", "train.eval_marks", "eval.", "decode.", "mesh.",
-           "data.data_dir", "data.cache_dir")
+           "data.data_dir", "data.cache_dir",
+           "model.remat", "cpu_variant")    # remat: the same losses, less memory
 EXTENSIBLE = ("train.steps",)
 # Keys added after runs were recorded without them: the value such a run trained with.
-RECORDED_BEFORE = {"train.prng_impl": SAVED_BEFORE}
+RECORDED_BEFORE = {"train.prng_impl": SAVED_BEFORE, "train.loss_scale": 2.0 ** 15,
+                   "train.loss_scale_period": 2000}
 
 
 def _tuples(value: Any) -> Any:
