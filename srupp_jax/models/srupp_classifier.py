@@ -28,7 +28,7 @@ from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.errors import require
-from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from, kernel_options
+from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from
 from srupp_jax.models.classifier import (
     ClassifierModel,
     Pooling,
@@ -41,6 +41,7 @@ from srupp_jax.nn.adaptive import AdaptiveInput, check_cutoffs, cluster_dims
 from srupp_jax.nn.attention import attention_layers, check_heads
 from srupp_jax.nn.linear import linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
+from srupp_jax.nn.remat import check_remat
 from srupp_jax.nn.sru import SRUpp
 
 
@@ -53,7 +54,8 @@ class SRUppClassifierConfig:
     attention_last_n: where attention sits (as SRUppConfig); num_heads; dropout,
     attn_dropout; highway_bias; layer_norm; bidirectional (model.encoder_bidirectional);
     pooling; cutoffs, adaptive_factor: adaptive input embeddings (a word LM's); impl, kernel,
-    tpu_kernel: the recurrence backend and the kernels' options; dtype: compute dtype.
+    tpu_kernel: the recurrence backend and the kernels' options; remat: gradient
+    checkpointing (nn/remat.py); dtype: compute dtype.
     Every bad value raises ValueError naming its config key (model.<name>).
     """
     vocab_size: int
@@ -75,6 +77,7 @@ class SRUppClassifierConfig:
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
     tpu_kernel: TPUKernelOptions = TPUKernelOptions()
+    remat: str = "none"
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -99,14 +102,14 @@ class SRUppClassifierConfig:
             check_cutoffs(self.cutoffs, self.vocab_size)
             cluster_dims(self.d, self.adaptive_factor, len(self.cutoffs) + 1)
         check_kernel_options(self.kernel, self.tpu_kernel)
+        check_remat(self.remat)
 
     @classmethod
     def from_config(cls, config, **overrides) -> "SRUppClassifierConfig":
         """From config.model (bidirectional from model.encoder_bidirectional) and
         config.train.compute_dtype; `overrides` replace any field."""
-        kernel, tpu_kernel = kernel_options(config.model)
         return config_from(cls, config, {"bidirectional": "encoder_bidirectional"},
-                           kernel=kernel, tpu_kernel=tpu_kernel, **overrides)
+                           **overrides)
 
     def build(self, rngs: nnx.Rngs) -> "SRUppClassifier":
         return SRUppClassifier(self, rngs=rngs)
@@ -148,7 +151,7 @@ class SRUppClassifier(ClassifierModel, nnx.Module):
                          attn_dropout=c.attn_dropout, bidirectional=c.bidirectional,
                          highway_bias=c.highway_bias, layer_norm=c.layer_norm,
                          impl=self.backend, kernel=c.kernel, tpu_kernel=c.tpu_kernel,
-                         dtype=dtype, rngs=rngs)
+                         remat=c.remat, dtype=dtype, rngs=rngs)
         self.pool = Pooling(c.d, c.pooling, bidirectional=c.bidirectional, dtype=dtype,
                             rngs=rngs)
         self.head = linear(c.d, c.num_classes, bias=True, dtype=dtype, rngs=rngs)

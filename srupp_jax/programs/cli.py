@@ -46,7 +46,8 @@ USAGE_EXIT, RUN_FAULT_EXIT = errors.USAGE_EXIT, errors.RUN_FAULT_EXIT
 HELP_ARGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "--helpfull", "-helpfull",
              "-?")
 OUR_FLAGS = ("config", "workdir", "mode", "prompt", "num_tokens", "temperature", "top_k",
-             "top_p", "seed", "input", "output", "force", "allow_config_change", "traceback")
+             "top_p", "seed", "input", "output", "device_memory", "force", "allow_config_change",
+             "traceback")
 
 
 def define_flags() -> None:
@@ -62,7 +63,8 @@ def define_flags() -> None:
     flags.DEFINE_string("input", "-", "--mode=translate, predict: a file of source sentences "
                         "or of texts to label, one a line ('-' = stdin).")
     flags.DEFINE_string("output", "-", "--mode=translate, predict: where the translations or "
-                        "the labels go ('-' = stdout).")
+                        "the labels go ('-' = stdout); --mode=export: the folder of the "
+                        "artifacts.")
     flags.DEFINE_string("prompt", "", "--mode=generate: the text to continue ('' = start of a "
                         "line/sentence).")
     flags.DEFINE_integer("num_tokens", 200, "--mode=generate: tokens to sample.")
@@ -70,6 +72,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("top_k", 0, "--mode=generate: keep the k most likely tokens (0 = all).")
     flags.DEFINE_float("top_p", 1.0, "--mode=generate: nucleus sampling mass (1 = off).")
     flags.DEFINE_integer("seed", 0, "--mode=generate: sampling seed.")
+    flags.DEFINE_float("device_memory", 0.0, "--mode=plan: the device memory to plan for, GiB "
+                       "(0 = the device's own where known, e.g. 15 for a 16 GB T4).")
     flags.DEFINE_bool("traceback", False, "Show the full stack of a user error instead of one "
                       "line.")
     flags.DEFINE_bool("force", False, "--mode=train: take over the workdir lock of another "

@@ -19,16 +19,12 @@ starts the encoder from a language model (tasks/transfer.py).
 """
 from __future__ import annotations
 
-import math
 import os
-import time
 
 import jax
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
-from flax import nnx
 
 from srupp_jax.data.batches import TrainBatches
 from srupp_jax.data.classification_data import NAMES, UNITS, load
@@ -38,8 +34,6 @@ from srupp_jax.inference import classify
 from srupp_jax.models import archs
 from srupp_jax.tasks import transfer
 from srupp_jax.tasks.base import Task, measured_impl
-from srupp_jax.training.rng import model_rngs
-from srupp_jax.training.steps import count_params
 
 SPLITS = {"dev": "valid", "test": "test"}
 
@@ -55,7 +49,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     best_metric, best_mode = "dev_accuracy", "max"
-    modes = Task.modes + ("predict",)
+    modes = tuple(m for m in Task.modes if m != "export") + ("predict",)  # export: LM, MT
 
     def model_config(self):
         """The validated, frozen model config."""
@@ -120,12 +114,14 @@ class ClassificationTask(Task):
                                     pad_id=tokens.pad_id, eos_id=tokens.end_id)
 
     def build_model(self, rngs, *, measure: bool = False):
-        model_config = self.model_config()
-        if measure:                                         # SRU++: "auto" timed on a GPU
-            t = self.config.train
-            rows = max(1, t.batch_tokens // t.max_len // jax.device_count())
-            model_config = measured_impl(model_config, rows, t.max_len)
-        return model_config.build(rngs)
+        t = self.config.train
+        rows = max(1, t.batch_tokens // t.max_len // jax.device_count())
+        model_config, reason = measured_impl(self.model_config(), rows, t.max_len,
+                                             timed=measure)   # SRU++: "auto" checked, timed
+        model = model_config.build(rngs)
+        if reason:
+            self.setup = {"recurrence": model.backend.value, "recurrence_reason": reason}
+        return model
 
     def batch(self, step: int) -> tuple:
         """(tokens [R, L] int32, lengths [R] int32, labels [R] int32, weights [R] float32);
@@ -170,6 +166,18 @@ class ClassificationTask(Task):
     def tokens_per_step(self) -> int:
         return self.config.train.batch_tokens
 
+    def global_rows(self) -> int:
+        t = self.config.train
+        return max(1, t.batch_tokens // t.max_len)
+
+    def plan_inputs(self, model, rows: int) -> tuple:
+        """(no carry, the batch's shapes at the longest bucket)."""
+        length = self.config.train.max_len
+        return None, (jax.ShapeDtypeStruct((rows, length), np.int32),
+                      jax.ShapeDtypeStruct((rows,), np.int32),
+                      jax.ShapeDtypeStruct((rows,), np.int32),
+                      jax.ShapeDtypeStruct((rows,), np.float32))
+
     def flops_per_token(self, model) -> float:
         """Per text token, at the mean train length (with the end id)."""
         return model.config.flops_per_token(float(np.mean(self.data.train.ids.lengths)) + 1)
@@ -179,38 +187,19 @@ class ClassificationTask(Task):
         (tasks/transfer.py); ValueError with one line per mismatch."""
         return transfer.init_params(self.config, params, source)
 
-    def smoke(self) -> float:
-        """One forward and backward pass on random texts (no data read: bytes, or
-        model.vocab_size; 2 classes unless model.num_classes); prints the sizes and returns
-        the mean loss."""
-        self.validate(1)
-        c = self.config = ml_collections.ConfigDict(self.config.to_dict())
+    def smoke_inputs(self):
+        """(config with vocab_size (bytes: 256; else model.vocab_size) and num_classes (2
+        unless set) known without the data, random texts: tokens [rows, max_len], lengths,
+        labels, weights)."""
+        c = ml_collections.ConfigDict(self.config.to_dict())
         m, t = c.model, c.train
         if not m.vocab_size and c.data.unit != "byte":
             raise ValueError(f"model.vocab_size=0: --mode=smoke on {c.data.unit}s needs the "
                              "vocabulary's size; set --config.model.vocab_size=N")
         m.vocab_size, m.num_classes = m.vocab_size or 256, m.num_classes or 2
-        model = self.build_model(model_rngs(c))
-        graphdef, variables = nnx.split(model)
         rows = max(1, t.batch_tokens // t.max_len)
         key = jax.random.PRNGKey(c.seed)
         tokens = jax.random.randint(key, (rows, t.max_len), 0, m.vocab_size)
         lengths = jax.random.randint(jax.random.fold_in(key, 1), (rows,), 1, t.max_len + 1)
         labels = jax.random.randint(jax.random.fold_in(key, 2), (rows,), 0, m.num_classes)
-
-        @jax.jit
-        def loss_and_grad(variables):
-            def mean(model):
-                total, weight, _ = classification_loss(model, None, tokens, lengths, labels,
-                                                       np.ones(rows, np.float32))
-                return total / weight
-            return nnx.value_and_grad(mean)(nnx.merge(graphdef, variables))
-
-        start = time.time()
-        loss, grads = loss_and_grad(variables)
-        print(f"{self.arch} classifier: {count_params(model):,} parameters, backend "
-              f"{jax.default_backend()}")
-        print(f"random texts {rows} x {t.max_len}: loss {float(loss):.4f} nats (ln C = "
-              f"{math.log(m.num_classes):.4f}), grad norm "
-              f"{float(optax.tree.norm(grads)):.4f}, {time.time() - start:.1f}s incl. compile")
-        return float(loss)
+        return c, (tokens, lengths, labels, np.ones(rows, np.float32))
