@@ -204,8 +204,8 @@ def test_a_mode_of_another_task_is_one_line_naming_the_task_and_its_modes(lm_wor
         assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
         line = out.stderr.strip()
         assert line.startswith(f"error: --mode={mode} does not apply here: {workdir} holds a "
-                               f"{task!r} run, whose modes are train, eval, smoke, "
-                               f"show_config, {has}"), line
+                               f"{task!r} run, whose modes are train, eval, smoke, plan, "
+                               f"export, show_config, {has}"), line
 
 
 @pytest.mark.slow
