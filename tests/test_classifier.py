@@ -62,7 +62,7 @@ MODELS = [pytest.param(lambda p: srupp(True, p), id="srupp-bi"),
 
 
 @pytest.mark.parametrize("make", MODELS)
-@pytest.mark.parametrize("pooling", ["last", "attention"])
+@pytest.mark.parametrize("pooling", [pytest.param("last", marks=pytest.mark.slow), "attention"])
 def test_logits_do_not_depend_on_padding(make, pooling):
     """The same texts with 2 or 7 positions of padding after the longest, in another order,
     and the longest alone without any: the same logits (every pooling reads positions by
@@ -108,7 +108,9 @@ def test_pooling_against_numpy(kind, bidirectional):
                  _reference_pool(kind, h, pad, w, 4 if bidirectional else 8), 1e-5, kind)
 
 
-@pytest.mark.parametrize("make", MODELS)
+@pytest.mark.parametrize("make", [MODELS[0], *(pytest.param(*m.values, id=m.id,
+                                                         marks=pytest.mark.slow)
+                                              for m in MODELS[1:])])
 def test_gradients_reach_every_parameter_and_never_the_padding(make):
     model = make("attention")
     model.train()
