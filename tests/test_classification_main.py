@@ -187,6 +187,48 @@ def test_fine_tuning_from_a_language_models_workdir(lm_workdir, cache, tmp_path)
         "holds no config.json or checkpoints; expected the workdir of a trained run")
 
 
+@pytest.mark.slow
+def test_fine_tuning_from_a_word_language_model(cache, tmp_path):
+    """A word LM of configs/text.py (150 words: adaptive input with cutoffs) and a word
+    classifier started from it: the LM's vocabulary and cutoffs are taken, its embedding
+    arrives, and a word the LM never saw is <unk>."""
+    words = [f"w{i}" for i in range(150)]
+    rng = np.random.RandomState(0)
+    lines = [" ".join(rng.choice(words, 12)) for _ in range(400)]
+    (tmp_path / "lm.txt").write_text("\n".join(lines) + "\n")
+    lm, tuned = tmp_path / "lm", tmp_path / "tuned"
+    sizes = ["--config.model.d=16", "--config.model.d_proj=4", "--config.model.num_layers=1"]
+    last_json(main_py("--config=configs/text.py", f"--config.data.path={tmp_path / 'lm.txt'}",
+                      "--config.data.unit=word", *sizes, "--config.train.batch_size=2",
+                      "--config.train.unroll=8", "--config.train.steps=2",
+                      "--config.train.warmup_steps=1", "--config.train.eval_every=2",
+                      "--config.eval.batch_size=1", "--config.eval.unroll=16",
+                      "--config.eval.mem_len=16", f"--config.data.cache_dir={tmp_path / 'c'}",
+                      f"--workdir={lm}", cache=cache))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("".join(
+        f"{'a' if int(line.split()[0][1:]) < 75 else 'b'}\t{line} unseen\n" for line in lines))
+    out = main_py("--config=configs/classify_text.py", f"--config.data.path={folder}",
+                  "--config.data.unit=word", "--config.model.encoder_bidirectional=False",
+                  *SIZES[3:], *sizes, f"--config.train.init_from={lm}", f"--workdir={tuned}",
+                  "--config.train.steps=1", "--config.train.warmup_steps=0",
+                  "--config.train.lr=1e-12", cache=cache)
+    assert last_json(out)["status"] == "finished"
+    ours, theirs = (json.loads((w / "config.json").read_text())["model"] for w in (tuned, lm))
+    assert ours["vocab_size"] == theirs["vocab_size"] and ours["cutoffs"] == theirs["cutoffs"]
+    assert len(theirs["cutoffs"]) == 2
+    from srupp_jax.training.checkpoint import Checkpoints
+    tables = []
+    for w in (tuned, lm):
+        with Checkpoints(f"{w}/checkpoints", read_only=True) as ckpt:
+            _, params = ckpt.restore_saved("params", which="latest")
+        tables.append({k: np.asarray(v) for k, v in params.items() if "['embed']" in k})
+    assert tables[0].keys() == tables[1].keys() and len(tables[0]) >= 4
+    for key in tables[0]:
+        np.testing.assert_allclose(tables[0][key], tables[1][key], atol=1e-6, err_msg=key)
+
+
 def test_a_mode_of_another_task_is_one_line_naming_the_task_and_its_modes(lm_workdir,
                                                                          tmp_path):
     """generate on a translation workdir, translate and predict on a language model's: refused
@@ -232,7 +274,7 @@ def test_every_classification_config_and_variant_is_walked():
     from srupp_jax.training.steps import count_params
     assert classification_configs() == ["classify_default", "classify_text"]
     assert _variants("classify_default") == ["", "transformer", "from_lm"]
-    assert _variants("classify_text") == [""]
+    assert _variants("classify_text") == ["", "cpu"]
     sizes = {}
     for variant in ("", "transformer", "from_lm"):
         c = importlib.import_module("configs.classify_default").get_config(variant)
