@@ -161,6 +161,7 @@ def _embedding(workdir):
     return np.asarray(params["['embed']['embedding'].value"])
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_a_language_models_workdir(lm_workdir, cache, tmp_path):
     lm_sizes = ["--config.model.d=16", "--config.model.d_proj=4", "--config.model.num_layers=2"]
     start = [*TINY[1:], *lm_sizes, f"--config.train.init_from={lm_workdir}",
@@ -229,25 +230,31 @@ def test_fine_tuning_from_a_word_language_model(cache, tmp_path):
         np.testing.assert_allclose(tables[0][key], tables[1][key], atol=1e-6, err_msg=key)
 
 
-def test_a_mode_of_another_task_is_one_line_naming_the_task_and_its_modes(lm_workdir,
-                                                                         tmp_path):
-    """generate on a translation workdir, translate and predict on a language model's: refused
-    before a model is built or a checkpoint read (the translation workdir holds the
-    config.json a run of configs/translate_default.py writes when it starts)."""
+def test_a_mode_of_another_task_is_one_line_naming_the_task_and_its_modes(tmp_path):
+    """generate on a translation workdir, translate and predict on a language model's, generate
+    and export on a classifier's: refused before a model is built or a checkpoint read, so
+    each workdir holds the config.json its run writes when it starts (configs/translate_default
+    .py, configs/default.py, configs/classify_default.py)."""
     from srupp_jax.training import run_config
-    translation = tmp_path / "translation"
-    run_config.save(importlib.import_module("configs.translate_default").get_config(),
-                    str(translation))
-    cases = [(translation, "generate", "translation", "translate"),
-             (lm_workdir, "translate", "lm", "generate"),
-             (lm_workdir, "predict", "lm", "generate")]
-    for workdir, mode, task, has in cases:
-        out = main_py(f"--workdir={workdir}", f"--mode={mode}")
+    workdirs = {}
+    for task, config in (("translation", "translate_default"), ("lm", "default"),
+                         ("classification", "classify_default")):
+        workdirs[task] = tmp_path / task
+        run_config.save(importlib.import_module(f"configs.{config}").get_config(),
+                        str(workdirs[task]))
+    base = "train, eval, smoke, plan, "
+    cases = [("translation", "generate", base + "export, show_config, translate"),
+             ("lm", "translate", base + "export, show_config, generate"),
+             ("lm", "predict", base + "export, show_config, generate"),
+             ("classification", "generate", base + "show_config, predict"),
+             ("classification", "export", base + "show_config, predict")]
+    for task, mode, has in cases:
+        extra = ["--output=/tmp/x"] if mode == "export" else []
+        out = main_py(f"--workdir={workdirs[task]}", f"--mode={mode}", *extra)
         assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
-        line = out.stderr.strip()
-        assert line.startswith(f"error: --mode={mode} does not apply here: {workdir} holds a "
-                               f"{task!r} run, whose modes are train, eval, smoke, plan, "
-                               f"export, show_config, {has}"), line
+        assert out.stderr.strip() == (
+            f"error: --mode={mode} does not apply here: {workdirs[task]} holds a {task!r} run, "
+            f"whose modes are {has}"), out.stderr
 
 
 @pytest.mark.slow
