@@ -4,8 +4,9 @@ Nothing here is a corpus size or a toy size: the model and batch sizes are 0 ("u
 `srupp_jax.programs.modes.validate_config` rejects, so a config file must set them from its table. Keys
 that the data decide are 0 or empty here and filled in from the prepared data at the start of
 a run (the task's `load`): `model.vocab_size = 0` takes the vocabulary's size. `task` chooses
-what is trained (srupp_jax/tasks): "lm" (language models, the default) or "translation"
-(encoder-decoders); keys marked "translation" only matter there.
+what is trained (srupp_jax/tasks): "lm" (language models, the default), "translation"
+(encoder-decoders) or "classification" (labelled text); keys marked with a task only matter
+there.
 The training recipe shared by every paper setting (RAdam, decoupled weight decay 0.1, clipping
 1.0, highway bias -2) is set here once.
 """
@@ -14,14 +15,15 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.task = "lm"                  # lm | translation (srupp_jax/tasks)
+    config.task = "lm"                  # lm | translation | classification (srupp_jax/tasks)
     config.cpu_variant = ""             # the variant of this config sized for a CPU, which
                                         #   training on a CPU names when the run would be long
     config.seed = 0                     # initial parameters, dropout (translation: batch order)
 
     config.model = ml_collections.ConfigDict()
     config.model.arch = "srupp"         # lm: srupp | transformer_xl | sha_rnn (the baselines);
-                                        #   translation: srupp | transformer (srupp_jax/models/archs.py)
+                                        #   translation, classification: srupp | transformer
+                                        #   (srupp_jax/models/archs.py)
     config.model.vocab_size = 0         # 0 = the prepared vocabulary's size (bytes: 256)
     config.model.d = 0                  # hidden size d
     config.model.d_proj = 0             # attention size d'
@@ -54,33 +56,44 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.d_embed = 0            # translation: width of the shared embedding (SRU++)
     config.model.encoder_layers = 0     # translation: layers of the encoder and the decoder
     config.model.decoder_layers = 0     # translation: layers of the decoder
-    config.model.encoder_bidirectional = False  # translation, SRU++: a bidirectional encoder
+    config.model.encoder_bidirectional = False  # translation, classification, SRU++: a
+                                        #   bidirectional encoder (d / 2 per direction)
     config.model.label_smoothing = 0.0  # translation: epsilon of the label-smoothed loss
+    config.model.num_classes = 0        # classification: 0 = the number of labels in train
+    config.model.pooling = "mean"       # classification: mean | max | first | last | attention
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = ""               # default (embedded) | enwik8 | wikitext103 | lm1b | text
+    config.data.name = ""               # default (embedded) | enwik8 | wikitext103 | lm1b | text;
+                                        #   classification: stdlib_lines (offline) | tsv
     config.data.data_dir = ""           # TFDS data_dir ("" = TFDS default)
     config.data.cache_dir = ""          # token cache ("" = ~/.cache/srupp_jax)
     config.data.max_bytes = 0           # 'default' corpus only: its size (0 = 8 MB)
-    config.data.path = ""               # 'text' only: a text file or a folder of .txt files
+    config.data.path = ""               # 'text': a text file or a folder of .txt files;
+                                        #   'tsv': a folder of {train,valid,test}.tsv
     config.data.valid_path = ""         # 'text' only: optional separate valid / test files
     config.data.test_path = ""          #   (both or neither; else a 90/5/5 split of path)
-    config.data.unit = "byte"           # 'text' only: byte | word
+    config.data.unit = "byte"           # 'text': byte | word; classification: byte | word | bpe
     # translation: data.name numbers_de_en (generated, offline) | iwslt14_de_en | parallel
     config.data.src = ""                # parallel: the source / target file suffixes (de, en)
     config.data.tgt = ""                # parallel: the target file suffix (en)
     config.data.recipe = "lin2020"      # iwslt14_de_en: lin2020 (Table 8's) | fairseq
-    config.data.vocab_size = 0          # translation: joint BPE pieces (0 = the dataset's)
+    config.data.vocab_size = 0          # translation, classification bpe: BPE pieces (0 = the
+                                        #   dataset's; classification: 8,000)
     config.data.lowercase = False       # parallel: lower-case the text
-    config.data.tokenizer = "moses"     # parallel: moses | none (already tokenized)
+    config.data.tokenizer = "moses"     # parallel, classification bpe: moses | none (already
+                                        #   tokenized); data.src: Moses' language ("" = en)
+    config.data.labels = ()             # classification: the labels, in the order first seen in
+                                        #   train (filled in from the data; recorded)
     config.data.numbers = ml_collections.ConfigDict(dict(
         train_size=0, valid_size=0, test_size=0, seed=0))  # numbers_de_en (0: its default)
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 0         # B streams, global (split over devices and hosts)
     config.train.unroll = 0             # M tokens per step; attention memory of M tokens
-    config.train.batch_tokens = 0       # translation: padded target (and source) tokens a step
-    config.train.max_len = 0            # translation: longest pair trained on (subwords + EOS)
+    config.train.batch_tokens = 0       # translation: padded target (and source) tokens a step;
+                                        #   classification: padded text tokens a step
+    config.train.max_len = 0            # translation: longest pair trained on (subwords + EOS);
+                                        #   classification: longer texts are cut to this
     config.train.steps = 0              # optimizer updates in all
     config.train.stop_at = 0            # stop (checkpointed) after this step; 0 = train.steps
     config.train.lr = 3e-4              # peak learning rate (RAdam)
@@ -105,6 +118,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_marks = ()        # dev evaluations at these training seconds (study)
     config.train.prng_impl = "rbg"      # threefry2x32 | rbg | unsafe_rbg: the keys of the
                                         #   initial weights and dropout masks (srupp_jax/training/rng.py)
+    config.train.init_from = ""         # a fresh run starts from this workdir's parameters
+                                        #   (classification: a language model's embedding
+                                        #   and SRU++ stack); "" = a random start
     config.train.profile_steps = (0, 0)  # (first, last): trace steps first+1..last to
                                          #   workdir/profile; (0, 0) = off
 
@@ -114,7 +130,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.mem_len = 0             # attention memory at evaluation (paper: longer than M)
     config.eval.same_length = True      # every position sees the same number of tokens
     config.eval.max_tokens = 0          # 0 = the whole split (dev evaluations during training)
-    config.eval.batch_tokens = 0        # translation: padded tokens per evaluation batch
+    config.eval.batch_tokens = 0        # translation, classification: padded tokens per
+                                        #   evaluation batch
     config.eval.max_sentences = 0       # translation: dev BLEU during training on the first
                                         #   N sentences (0 = all)
     config.eval.best = "bleu"           # translation: the best checkpoint by dev bleu (highest)

@@ -9,7 +9,7 @@ The public surface, for SRU++ as a building block of your own model:
 
 the paper's blocks (`SRUpp`, `SRU`, `SRULayer`, `SRUppAttention`, `sru_recurrence`, adaptive
 input and softmax), whole models (`SRUppLM` and its `SRUppConfig`, the baselines, the
-encoder-decoders), decoding (`generate`, `beam_search`, `greedy`) and the PyTorch converters.
+encoder-decoders, the text classifiers), decoding (`generate`, `beam_search`, `greedy`) and the PyTorch converters.
 Names are imported when first used (importing `srupp_jax` itself loads no JAX). The layers
 behind them: ARCHITECTURE.md; the programs (`python main.py`, `srupp`): README.md.
 """
@@ -41,6 +41,10 @@ _EXPORTS = {
     "SRUppSeq2Seq": "srupp_jax.models.srupp_seq2seq",
     "TransformerSeq2SeqConfig": "srupp_jax.models.transformer_seq2seq",
     "TransformerSeq2Seq": "srupp_jax.models.transformer_seq2seq",
+    "SRUppClassifierConfig": "srupp_jax.models.srupp_classifier",
+    "SRUppClassifier": "srupp_jax.models.srupp_classifier",
+    "TransformerClassifierConfig": "srupp_jax.models.transformer_classifier",
+    "TransformerClassifier": "srupp_jax.models.transformer_classifier",
     # decoding (srupp_jax/inference)
     "generate": "srupp_jax.inference.generate",
     "sample_logits": "srupp_jax.inference.generate",

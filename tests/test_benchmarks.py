@@ -204,3 +204,19 @@ def test_translation_benchmark_at_toy_sizes(tmp_path):
     decoded = {(r["model"], r["beam"], r["batch"]) for r in rows if r["kind"] == "decode"}
     assert len(decoded) == 12 and all(r["sentences_per_sec"] > 0 for r in rows
                                       if r["kind"] == "decode")
+
+
+def test_classification_benchmark_runs_every_model(tmp_path):
+    """Training and prediction examples/s of the SRU++ classifier (both shapes) and the
+    Transformer baseline in one run (short texts here; the default task's sizes)."""
+    import classification as bench_classification
+    out = tmp_path / "c.json"
+    rows = bench_classification.main(["--length", "8", "--batch_tokens", "32",
+                                      "--predict_batches", "1,3", "--steps", "1",
+                                      "--warmup", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    train = [r for r in saved["rows"] if r["kind"] == "train"]
+    assert [r["model"] for r in train] == ["srupp", "srupp_forward", "transformer"]
+    assert abs(train[2]["params"] / train[0]["params"] - 1) < 0.05     # the same size
+    predicted = {(r["model"], r["batch"]) for r in rows if r["kind"] == "predict"}
+    assert len(predicted) == 6 and all(r["examples_per_sec"] > 0 for r in rows)

@@ -103,7 +103,8 @@ CASES = {
         ["--force applies to --mode=train only, not --mode=eval"], "{d}/workdir"),
     "--input in generate": (
         ["--mode=generate", "--workdir={d}/workdir", "--input=x.de"],
-        ["--input applies to --mode=translate only"], "{d}/workdir"),
+        ["--input applies to --mode=translate or predict only, not --mode=generate"],
+        "{d}/workdir"),
     "--workdir in smoke": (
         ["--mode=smoke", "--workdir={w}"],
         ["--workdir does not apply to --mode=smoke"], "{w}"),
@@ -306,7 +307,7 @@ def test_log_lines_are_short_and_third_party_noise_is_gone():
     """INFO of srupp_jax as `HH:MM:SS message`, warnings marked, Orbax's INFO and its
     tracked_metric warning dropped, a Python warning one line."""
     code = ("import logging, warnings\n"
-            "from srupp_jax import logs\n"
+            "from srupp_jax.programs import logs\n"
             "logs.setup()\n"
             "from srupp_jax import progress\n"
             "list(progress.bar(range(3), 'eval dev', unit='segment'))\n"

@@ -184,20 +184,31 @@ def _variants(name):
     raise AssertionError(f"{name}.get_config accepted an unknown variant")
 
 
-def translation_configs():
-    """The config files of the translation task (tests/test_translation_main.py)."""
+def task_configs(task):
+    """The config files of `task` (not the studies)."""
     names = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.startswith(
         ("_", "base", "study")))
     return [n for n in names
-            if importlib.import_module(f"configs.{n}").get_config().get("task") == "translation"]
+            if importlib.import_module(f"configs.{n}").get_config().get("task") == task]
+
+
+def translation_configs():
+    """The config files of the translation task (tests/test_translation_main.py)."""
+    return task_configs("translation")
+
+
+def classification_configs():
+    """The config files of the classification task (tests/test_classification_main.py)."""
+    return task_configs("classification")
 
 
 def test_every_config_and_variant_is_walked():
     files = sorted(p.stem for p in (ROOT / "configs").glob("*.py")
                    if p.stem not in ("__init__", "base", "text", "study_enwik8", "study_iwslt14",
-                                     *translation_configs()))
+                                     *translation_configs(), *classification_configs()))
     # text: tests/test_text.py; the studies (python -m srupp_jax.study): tests/test_study.py;
-    # translation: tests/test_translation_main.py
+    # translation: tests/test_translation_main.py; classification:
+    # tests/test_classification_main.py
     walked = {p.values[0] for p in CONFIGS}
     expected = {f"configs/{f}.py" + (f":{v}" if v else "") for f in files for v in _variants(f)}
     assert expected == walked

@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from srupp_jax.data.stdlib_lines import PACKAGES
 from srupp_jax.training import checkpoint, leaves, trainer
 
 from srupp_jax.programs import modes
@@ -25,6 +26,7 @@ from srupp_jax.training.steps import StepMetrics
 from srupp_jax.training.workdir import EXIT_CODES, WorkdirLock, WorkdirLockedError
 
 from test_train import _losses, tiny_config
+from test_classification_main import TINY as TINY_CLASSIFICATION
 from test_translation_main import NUMBERS, SIZES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -35,13 +37,13 @@ TINY = ["--config=configs/default.py", "--config.model.d=16", "--config.model.d_
         "--config.eval.max_tokens=2000", "--config.data.max_bytes=200000"]
 
 
-# The same loop through the translation task (tests/test_translation_main.py's sizes).
+# The same loop through the translation and classification tasks (their tests' sizes).
 TINY_TRANSLATION = [*NUMBERS, *SIZES, "--config.eval.best=loss"]
 
 
 def main_py(workdir, *args, timeout=300, task=TINY, **popen):
-    """Run main.py on the tiny model (of `task`: TINY, the LM, or TINY_TRANSLATION); returns
-    the CompletedProcess (or Popen with popen)."""
+    """Run main.py on the tiny model (of `task`: TINY, the LM, TINY_TRANSLATION or
+    TINY_CLASSIFICATION); returns the CompletedProcess (or Popen with popen)."""
     cmd = [sys.executable, "main.py", *task, f"--workdir={workdir}", *args]
     if popen:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -229,6 +231,30 @@ def test_eval_falls_back_past_a_corrupt_best_checkpoint_and_names_a_mismatch(tra
     assert "strict" not in mismatch.stderr and "Traceback" not in mismatch.stderr
 
 
+@pytest.mark.slow
+def test_a_classifiers_corrupt_best_checkpoint_is_passed_over_in_eval_and_predict(tmp_path):
+    """The best checkpoint by dev accuracy (the highest) fails its checksum: eval and predict
+    use the other step, moving the corrupt one to quarantine once."""
+    args = ["--config.train.steps=4", "--config.train.eval_every=2",
+            "--config.train.checkpoint_every=2", "--config.train.lr=0.03"]
+    trained = main_py(tmp_path, *args, task=TINY_CLASSIFICATION)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    with checkpoint.Checkpoints(tmp_path / "checkpoints", read_only=True,
+                                best_metric="dev_accuracy", best_mode="max") as ck:
+        best = ck.best_step()
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    accuracy = {r["step"]: r["dev_accuracy"] for r in rows if r["split"] == "dev"}
+    assert sorted(accuracy) == [2, 4] and accuracy[best] == max(accuracy.values())
+    flip_byte(largest_file(tmp_path / "checkpoints" / str(best) / "params"))
+    out = main_py(tmp_path, "--mode=eval", task=[])
+    assert out.returncode == 0 and final_json(out.stdout)["step"] == ({2, 4} - {best}).pop()
+    assert (tmp_path / "checkpoints" / "quarantine" / str(best)).is_dir()
+    label = subprocess.run([sys.executable, "main.py", f"--workdir={tmp_path}",
+                            "--mode=predict"], input="import unittest\n", cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert label.returncode == 0 and label.stdout.split("\t")[0] in PACKAGES, label.stderr
+
+
 def test_eval_of_a_workdir_without_checkpoints_creates_nothing(tmp_path):
     missing = tmp_path / "never" / "trained"
     with pytest.raises(FileNotFoundError, match="train first"):
@@ -306,7 +332,9 @@ def test_kill_9_during_saves_then_resume_is_bit_exact(tmp_path):
 # ------------------------------------------------------------------ signals, lock, status
 @pytest.mark.parametrize("signum,status,task", [
     (signal.SIGINT, "interrupted", TINY), (signal.SIGTERM, "preempted", TINY),
-    pytest.param(signal.SIGINT, "interrupted", TINY_TRANSLATION, id="translation")])
+    pytest.param(signal.SIGINT, "interrupted", TINY_TRANSLATION, id="translation"),
+    pytest.param(signal.SIGINT, "interrupted", TINY_CLASSIFICATION, id="classification",
+                 marks=pytest.mark.slow)])
 def test_signal_saves_reports_exits_with_its_code_and_resumes(tmp_path, signum, status, task):
     w = tmp_path / "run"
     args = ["--config.train.steps=100000", "--config.train.log_every=1",

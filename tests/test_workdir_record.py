@@ -4,16 +4,25 @@ A rerun whose config differs from the record in what trains is refused (exit 2, 
 naming the keys) before anything is written; with --allow_config_change it goes on and the
 change is recorded with its step. A command that is rejected never rewrites config.json.
 """
+import functools
 import json
 
-from test_faults import TINY, final_json, main_py
+import pytest
+
+from test_faults import TINY, TINY_CLASSIFICATION, final_json
+from test_faults import main_py as run_main
+
+TASKS = [pytest.param(TINY, id="lm"),
+         pytest.param(TINY_CLASSIFICATION, id="classification", marks=pytest.mark.slow)]
 
 
 def _record(workdir):
     return (workdir / "config.json").read_bytes()
 
 
-def test_a_rejected_rerun_leaves_the_record_and_eval_works(tmp_path):
+@pytest.mark.parametrize("task", TASKS)
+def test_a_rejected_rerun_leaves_the_record_and_eval_works(tmp_path, task):
+    main_py = functools.partial(run_main, task=task)
     first = main_py(tmp_path, "--config.train.steps=4", "--config.train.eval_every=2",
                     "--config.train.checkpoint_every=2")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -30,7 +39,9 @@ def test_a_rejected_rerun_leaves_the_record_and_eval_works(tmp_path):
     assert final_json(ev.stdout)["step"] == 4
 
 
-def test_an_allowed_change_is_recorded_with_its_step(tmp_path):
+@pytest.mark.parametrize("task", TASKS)
+def test_an_allowed_change_is_recorded_with_its_step(tmp_path, task):
+    main_py = functools.partial(run_main, task=task)
     stopped = main_py(tmp_path, "--config.train.steps=4", "--config.train.stop_at=2",
                       "--config.train.checkpoint_every=2")
     assert stopped.returncode == 0 and final_json(stopped.stdout)["status"] == "stopped"
@@ -45,4 +56,4 @@ def test_an_allowed_change_is_recorded_with_its_step(tmp_path):
     changes = [json.loads(line) for line in open(tmp_path / "config_changes.jsonl")]
     assert changes == [{"step": 2, "key": "train.lr", "old": 0.003, "new": 0.001}]
     assert json.loads(_record(tmp_path))["train"]["lr"] == 0.001
-    assert "--config.train.lr" not in " ".join(TINY)    # 0.003 is default.py's
+    assert "--config.train.lr" not in " ".join(task)    # 0.003 is the config file's

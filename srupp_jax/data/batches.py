@@ -5,7 +5,9 @@ A pair (source ids x, target ids y, without specials) becomes
   tgt_in  = [BOS] + y            padded with PAD to L       (the decoder's inputs)
   tgt_out = y + [EOS]            padded with PAD to L       T = len(y) + 1 real positions
   weights = 1.0 on the T real target positions, 0.0 on padding and on filler rows
-Real ids are never PAD (0), so the source padding mask is `src != pad_id`.
+Real ids are never PAD (0), so the source padding mask is `src != pad_id`; `lengths` [B] gives
+each row's S as well. Source-only data (classification: a text, no target) take `tgt=None`
+(n = S below) and their own end and padding ids (`eos_id`, `pad_id`).
 
 Buckets: a pair of length n = max(S, T) goes to the smallest bucket length L >= n
 (`bucket_lengths(max_len)`: 8, 16, 24, 40, 64, 96, 144, 216, 256 for max_len 256, each about
@@ -46,12 +48,14 @@ from srupp_jax.data.subwords import BOS_ID, EOS_ID, PAD_ID
 @dataclasses.dataclass
 class Batch:
     """index: [B] int64 position of each row in its split (-1: filler row); src: [B, L] int32;
-    tgt_in, tgt_out: [B, L] int32 and weights: [B, L] float32 (None for source-only batches)."""
+    tgt_in, tgt_out: [B, L] int32 and weights: [B, L] float32 (None for source-only batches);
+    lengths: [B] int32 real source positions of each row (with EOS)."""
     index: np.ndarray
     src: np.ndarray
     tgt_in: Optional[np.ndarray] = None
     tgt_out: Optional[np.ndarray] = None
     weights: Optional[np.ndarray] = None
+    lengths: Optional[np.ndarray] = None
 
 
 def bucket_lengths(max_len: int, min_len: int = 8, growth: float = 1.5,
@@ -89,6 +93,7 @@ def make_batch(src, tgt, index: np.ndarray, real: np.ndarray, length: int,
     docstring gives the layout."""
     rows = len(index)
     src_arr = np.full((rows, length), pad_id, np.int32)
+    lengths = np.array([len(src[i]) + 1 for i in index.tolist()], np.int32)
     with_tgt = tgt is not None
     if with_tgt:
         tgt_in = np.full((rows, length), pad_id, np.int32)
@@ -110,27 +115,30 @@ def make_batch(src, tgt, index: np.ndarray, real: np.ndarray, length: int,
             weights[r, :len(y) + 1] = float(real[r])
     out_index = np.where(real, index, -1).astype(np.int64)
     if not with_tgt:
-        return Batch(out_index, src_arr)
-    return Batch(out_index, src_arr, tgt_in, tgt_out, weights)
+        return Batch(out_index, src_arr, lengths=lengths)
+    return Batch(out_index, src_arr, tgt_in, tgt_out, weights, lengths)
 
 
 class TrainBatches:
     """Training batches of one process (see the module docstring).
 
     Args:
-      src, tgt: Ragged ids of the train split (translation_data.Ragged).
+      src, tgt: Ragged ids of the train split (translation_data.Ragged); tgt None: source-only
+        rows (classification).
       batch_tokens: train.batch_tokens, padded positions per batch and side (rows * L).
       max_len: the longest pair kept (with its EOS); also the last bucket.
       buckets: bucket lengths (default bucket_lengths(max_len)).
       seed: the shuffle seed; num_devices: global devices (rows are a multiple of it);
       num_processes, process_index: this host's share of the rows.
+      pad_id, eos_id: the padding and end ids of the rows (make_batch).
 
     Attributes: buckets, rows (per bucket), steps_per_epoch, num_pairs (kept), dropped.
     """
 
     def __init__(self, src, tgt, batch_tokens: int, *, max_len: int = 256,
                  buckets: Optional[Sequence[int]] = None, seed: int = 0, num_devices: int = 1,
-                 num_processes: int = 1, process_index: int = 0):
+                 num_processes: int = 1, process_index: int = 0, pad_id: int = PAD_ID,
+                 eos_id: int = EOS_ID):
         self.batch_tokens = _check("train.batch_tokens", batch_tokens)
         self.max_len = _check("max_len", max_len, 2)
         self.num_processes = _check("num_processes", num_processes)
@@ -143,8 +151,8 @@ class TrainBatches:
             raise ValueError(f"buckets={self.buckets!r}; expected increasing lengths ending at "
                              f"max_len={self.max_len}")
         multiple = math.lcm(_check("num_devices", num_devices), self.num_processes)
-        self.src, self.tgt = src, tgt
-        n = np.maximum(src.lengths, tgt.lengths) + 1
+        self.src, self.tgt, self.ids = src, tgt, dict(pad_id=pad_id, eos_id=eos_id)
+        n = (src.lengths if tgt is None else np.maximum(src.lengths, tgt.lengths)) + 1
         keep = n <= self.max_len
         self.dropped, self.num_pairs = int((~keep).sum()), int(keep.sum())
         if not self.num_pairs:
@@ -177,7 +185,8 @@ class TrainBatches:
         bucket, index, real = self.plan(epoch)[j]
         share = len(index) // self.num_processes
         own = slice(self.process_index * share, (self.process_index + 1) * share)
-        return make_batch(self.src, self.tgt, index[own], real[own], self.buckets[bucket])
+        return make_batch(self.src, self.tgt, index[own], real[own], self.buckets[bucket],
+                          **self.ids)
 
     def epoch(self, step: int) -> int:
         return int(step) // self.steps_per_epoch
@@ -188,7 +197,8 @@ class TrainBatches:
 
 def eval_batches(src, tgt=None, batch_tokens: int = 4096, *, max_len: int = 256,
                  buckets: Optional[Sequence[int]] = None, num_devices: int = 1,
-                 num_processes: int = 1, process_index: int = 0) -> List[Batch]:
+                 num_processes: int = 1, process_index: int = 0, pad_id: int = PAD_ID,
+                 eos_id: int = EOS_ID) -> List[Batch]:
     """Every sentence of a split exactly once, sorted by length, in bucket shapes (module
     docstring). src, tgt: Ragged (tgt None: source-only batches for decoding). Returns this
     process's rows of each global batch; every process gets the same number of batches and
@@ -212,5 +222,6 @@ def eval_batches(src, tgt=None, batch_tokens: int = 4096, *, max_len: int = 256,
         own = slice(process_index * share, (process_index + 1) * share)
         for start in range(0, len(members), rows):
             index, real = _fill(members[start:start + rows], rows)
-            out.append(make_batch(src, tgt, index[own], real[own], length))
+            out.append(make_batch(src, tgt, index[own], real[own], length, pad_id=pad_id,
+                                  eos_id=eos_id))
     return out

@@ -55,6 +55,16 @@ def _header(rel: str) -> bytes:
     return f"# ==== {rel} ====\n".encode("utf-8")
 
 
+def with_offsets() -> List[Tuple[str, str, int]]:
+    """(relative path, absolute path, offset of its header in the full corpus) of every corpus
+    file, in order: a file lies in `embedded_corpus(n)` iff its offset is below n."""
+    out, offset = [], 0
+    for rel, full in corpus_files():
+        out.append((rel, full, offset))
+        offset += len(_header(rel)) + os.path.getsize(full)
+    return out
+
+
 def _check_max_bytes(max_bytes) -> int:
     if max_bytes is None:
         return DEFAULT_MAX_BYTES

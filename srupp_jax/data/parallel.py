@@ -93,12 +93,16 @@ def read_pairs(src_file: str, tgt_file: str) -> Pairs:
     return src, tgt
 
 
-def held_out(n: int, count: int, seed: int = 0) -> List[np.ndarray]:
-    """`count` disjoint sorted index sets of size k = clip(2% of n, 1, HELD_MAX) from range(n)."""
-    k = int(min(HELD_MAX, max(1, round(HELD_FRACTION * n))))
+def held_out(n: int, count: int, seed: int = 0, *, fraction: float = HELD_FRACTION,
+             maximum: int = HELD_MAX, what: str = "train pairs",
+             files: str = "valid.* and test.* files") -> List[np.ndarray]:
+    """`count` disjoint sorted index sets of size k = clip(fraction of n, 1, maximum) from
+    range(n), by a fixed permutation; ValueError naming `what` and `files` when n is too
+    small."""
+    k = int(min(maximum, max(1, round(fraction * n))))
     if n < count * k + 1:
-        raise ValueError(f"only {n} train pairs: too few to split off {count} held-out set(s) "
-                         f"of {k}; add valid.* and test.* files or more pairs")
+        raise ValueError(f"only {n} {what}: too few to split off {count} held-out set(s) "
+                         f"of {k}; add {files} or more examples")
     perm = np.random.RandomState(seed).permutation(n)
     return [np.sort(perm[j * k:(j + 1) * k]) for j in range(count)]
 

@@ -6,6 +6,7 @@ builds counts its own FLOPs (`flops_per_token`). A task looks its architectures 
 
     language models ("lm" task)      srupp (default), transformer_xl, sha_rnn
     translation ("translation")      srupp, transformer
+    classification ("classification")  srupp, transformer (encoders with pooling)
 
 A new architecture is a config class and one line in its task's table. Entries are import
 paths, so that a run imports only the model it builds.
@@ -23,7 +24,12 @@ TRANSLATION_MODELS = {
     "srupp": "srupp_jax.models.srupp_seq2seq:Seq2SeqConfig",
     "transformer": "srupp_jax.models.transformer_seq2seq:TransformerSeq2SeqConfig",
 }
-TABLES = {"lm": LANGUAGE_MODELS, "translation": TRANSLATION_MODELS}
+CLASSIFICATION_MODELS = {
+    "srupp": "srupp_jax.models.srupp_classifier:SRUppClassifierConfig",
+    "transformer": "srupp_jax.models.transformer_classifier:TransformerClassifierConfig",
+}
+TABLES = {"lm": LANGUAGE_MODELS, "translation": TRANSLATION_MODELS,
+          "classification": CLASSIFICATION_MODELS}
 
 
 def arch_name(config) -> str:

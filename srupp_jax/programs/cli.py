@@ -60,10 +60,11 @@ def define_flags() -> None:
         "a shipped one (enwik8), with an optional :variant.")
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
     flags.DEFINE_enum("mode", "train", list(MODES), "What to run (--help lists the modes).")
-    flags.DEFINE_string("input", "-", "--mode=translate: a file of source sentences, one a "
-                        "line ('-' = stdin).")
-    flags.DEFINE_string("output", "-", "--mode=translate: where the translations go ('-' = "
-                        "stdout); --mode=export: the folder of the artifacts.")
+    flags.DEFINE_string("input", "-", "--mode=translate, predict: a file of source sentences "
+                        "or of texts to label, one a line ('-' = stdin).")
+    flags.DEFINE_string("output", "-", "--mode=translate, predict: where the translations or "
+                        "the labels go ('-' = stdout); --mode=export: the folder of the "
+                        "artifacts.")
     flags.DEFINE_string("prompt", "", "--mode=generate: the text to continue ('' = start of a "
                         "line/sentence).")
     flags.DEFINE_integer("num_tokens", 200, "--mode=generate: tokens to sample.")
@@ -230,11 +231,11 @@ def check_arguments(argv: list) -> None:
         raise app.UsageError(f"unexpected argument{'s' if len(argv) > 2 else ''} {extra!r}"
                              + hint)
     name, mode = FLAGS.mode, MODES[FLAGS.mode]
-    for other, other_mode in MODES.items():
-        for flag in other_mode.flags:
-            if other != name and FLAGS[flag].present and flag not in mode.flags:
-                raise app.UsageError(f"--{flag} applies to --mode={other} only, not "
-                                     f"--mode={name}; drop it (or use --mode={other})")
+    for flag in dict.fromkeys(f for m in MODES.values() for f in m.flags):
+        if flag not in mode.flags and FLAGS[flag].present:
+            owners = " or ".join(n for n, m in MODES.items() if flag in m.flags)
+            raise app.UsageError(f"--{flag} applies to --mode={owners} only, not "
+                                 f"--mode={name}; drop it (or use --mode={owners})")
     if mode.workdir == "none" and FLAGS["workdir"].present:
         raise app.UsageError(f"--workdir does not apply to --mode={name} (it writes nothing); "
                              "drop it")

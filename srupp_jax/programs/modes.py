@@ -8,6 +8,7 @@ a notebook:
     modes.plan(config)                                --mode=plan: memory per device, fits or not
     modes.sample_text(config, workdir, prompt, ...)   --mode=generate (language models)
     modes.translate_file(config, workdir, src, out)   --mode=translate (translation)
+    modes.predict_file(config, workdir, texts, out)   --mode=predict (classification)
     modes.validate_config(config, num_devices)        every check, before anything is read
 
 `MODES` is the table the command line (cli.py) reads: each mode's help, its own flags, what it
@@ -188,6 +189,30 @@ def translate_file(config, workdir: str, input_path: str = "-", output_path: str
     return len(lines)
 
 
+def predict_file(config, workdir: str, input_path: str = "-", output_path: str = "-") -> int:
+    """Restore the best checkpoint of `workdir` and label `input_path` (one text a line; "-":
+    stdin), in batches, to `output_path` ("-": stdout): per line the predicted label, a tab
+    and its probability, in the input's order; empty lines stay empty. Returns the number of
+    lines."""
+    from srupp_jax.inference import classify
+    from srupp_jax.inference import restore as restoring
+
+    task = tasks.prepared(config)
+    model, params, rest, _ = restoring.restore(task, workdir)
+    data, c = task.data, task.config
+    lines = [line.strip() for line in read_lines(input_path)]
+    full = [i for i, line in enumerate(lines) if line]
+    log_probs = classify.predictor(model)(
+        params, rest, data.encode([lines[i] for i in full], c.train.max_len),
+        batch_tokens=c.eval.batch_tokens, max_len=c.train.max_len, pad_id=data.tokens.pad_id,
+        eos_id=data.tokens.end_id)
+    out = [""] * len(lines)
+    for i, line in zip(full, classify.prediction_lines(log_probs, data.labels)):
+        out[i] = line
+    write_lines(output_path, out)
+    return len(lines)
+
+
 def export_model(config, workdir: str, output: str) -> dict:
     """Write the best checkpoint's model of `workdir` to `output` as jax.export artifacts a
     server runs with jax alone (srupp_jax/inference/export.py; main.py --mode=export)."""
@@ -215,13 +240,13 @@ def export_model(config, workdir: str, output: str) -> dict:
     return {"step": step, "output": output, "files": len(os.listdir(output))}
 
 
-def check_files(source: str, target: str) -> None:
+def check_files(source: str, target: str, what: str = "source sentences") -> None:
     """FileNotFoundError / IsADirectoryError naming --input or --output before a model loads."""
     import os
 
     if source != "-" and not os.path.isfile(source):
-        raise FileNotFoundError(f"--input={source}: no such file; give a file of source "
-                                "sentences, one a line (or '-' for stdin)")
+        raise FileNotFoundError(f"--input={source}: no such file; give a file of {what}, "
+                                "one a line (or '-' for stdin)")
     if target != "-" and (os.path.isdir(target)
                           or not os.path.isdir(os.path.dirname(os.path.abspath(target)))):
         raise IsADirectoryError(f"--output={target}: expected a file in an existing directory "
@@ -262,7 +287,9 @@ MODES = {
         workdir="train", flags=("force", "allow_config_change")),
     "eval": Mode(
         "restore the best checkpoint (else the latest) and report the task's dev and test "
-        "metrics over the whole splits (BPC / perplexity; translation: loss, BLEU, chrF).",
+        "metrics over the whole splits (BPC / perplexity; translation: loss, BLEU, chrF; "
+        "classification: loss, accuracy, macro-F1, per-class precision and recall, with "
+        "DIR/predictions.*.tsv and DIR/confusion.*.png).",
         lambda config, workdir, f: evaluate(config, workdir)),
     "smoke": Mode(
         "one forward and backward pass of the configured model on random inputs; needs no data "
@@ -282,6 +309,12 @@ MODES = {
         "--output (stdout) with config.decode (beam size, length penalty, length limit).",
         lambda config, workdir, f: translate_file(config, workdir, f.input, f.output) and None,
         flags=("input", "output"), check=lambda f: check_files(f.input, f.output)),
+    "predict": Mode(
+        "restore the best checkpoint and label --input (one text a line; stdin), in batches, "
+        "to --output (stdout): per line the label and its probability, tab-separated "
+        "(classification).",
+        lambda config, workdir, f: predict_file(config, workdir, f.input, f.output) and None,
+        flags=("input", "output"), check=lambda f: check_files(f.input, f.output, "texts")),
     "plan": Mode(
         "print the memory of a training step per device before any run: parameters, "
         "gradients, optimizer state, activations with each model.remat, whether it fits the "

@@ -1,6 +1,7 @@
 """Tasks: what differs between training a language model and a translation model.
 
-    task = tasks.make(config)       # config.task: "lm" (the default) or "translation"
+    task = tasks.make(config)       # config.task: "lm" (the default), "translation" or
+                                    #   "classification"
     task = tasks.prepared(config)   # made, checked and its data loaded
 
 The trainer (srupp_jax/training/trainer.py) runs any `Task` (tasks/base.py); a new task is a subclass
@@ -13,6 +14,7 @@ import importlib
 TASKS = {
     "lm": "srupp_jax.tasks.lm:LMTask",
     "translation": "srupp_jax.tasks.translation:TranslationTask",
+    "classification": "srupp_jax.tasks.classification:ClassificationTask",
 }
 
 

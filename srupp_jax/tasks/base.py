@@ -21,8 +21,15 @@ trainer calls, in this order:
                                                .., ...}: split "dev" during training, "dev" or
                                                "test" with full=True for --mode=eval
     task.train_metrics(mean_loss)              {"train_loss": .., ...} of a logged window
+    task.init_params_from(params, source)      with train.init_from, on a fresh start: the
+                                               params to start from, given this run's fresh
+                                               ones and `source` (.path, .config, .params of
+                                               the workdir named); ValueError with one line
+                                               per shape or vocabulary that does not fit
 
-and reads `modes` (main.py's modes this task has; a task adds its own, e.g. generate), `arch`, `best_metric` / `best_mode` (the checkpoint kept as best), `tokens_per_step`
+and reads `modes` (main.py's modes this task has; a task adds its own, e.g. generate), `arch`,
+`best_metric` / `best_mode` (the checkpoint kept as best), `init_from_best` (the best
+checkpoint of the workdir train.init_from names: a language model's), `tokens_per_step`
 (progress and tokens/s), `flops_per_token(model)` (MFU) and `marks` (added to every metric
 row, e.g. {"standard_data": 0}). `smoke()` runs one forward and backward pass of the model.
 """
@@ -43,6 +50,7 @@ class Task:
 
     name = ""
     best_metric, best_mode = "dev_loss", "min"
+    init_from_best = ("dev_loss", "min")   # the best checkpoint of a train.init_from workdir
     modes = ("train", "eval", "smoke", "plan", "export", "show_config")  # main.py's modes
 
     def __init__(self, config):
@@ -80,6 +88,10 @@ class Task:
 
     def train_metrics(self, mean_loss: float) -> dict:
         return {"train_loss": mean_loss}
+
+    def init_params_from(self, params, source):
+        raise ValueError(f"train.init_from={source.path!r}: the {self.name!r} task cannot start "
+                         "from another workdir's parameters; drop train.init_from")
 
     @property
     def tokens_per_step(self) -> int:

@@ -160,6 +160,35 @@ class Checkpoints:
         (step, items) or None when there is no checkpoint. `config`: the model config of this
         run, compared with the stored one to name the sizes a mismatch differs in.
         """
+        return self._first_readable(which, lambda step: self._restore_step(step, like, config))
+
+    def restore_saved(self, name: str, *, which: str = "best"):
+        """(step, {key path: array}) of tree `name` as it was saved (shapes and dtypes from
+        the checkpoint, no model needed; arrays on the first local device, checksums
+        verified), from the best (or latest) readable step; None without checkpoints."""
+        def load(step):
+            meta = self._mngr.restore(step, args=ocp.args.Composite(
+                **{META: ocp.args.JsonRestore()}))[META]
+            if name not in meta.get("leaves", {}):
+                raise CheckpointMismatchError(f"checkpoint step {step} has no {name!r}")
+            stored = meta["leaves"][name]
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            args = {array_name(i, p): jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=device)
+                    for i, (p, shape, dtype, _) in enumerate(stored)}
+            restored = self._mngr.restore(step, args=ocp.args.Composite(
+                **{name: ocp.args.StandardRestore(args)}))[name]
+            values = {p: restored[array_name(i, p)] for i, (p, *_) in enumerate(stored)}
+            now = describe(values)
+            for (path, _, _, stored_sum), (*_, checksum) in zip(stored, now):
+                if checksum != stored_sum:
+                    raise CheckpointError(f"{name}{path} fails its checksum (the file is "
+                                          "corrupt)")
+            return values
+        return self._first_readable(which, load)
+
+    def _first_readable(self, which: str, load):
+        """(step, load(step)) of the best (which == "best") then the newest steps, moving
+        each that fails to load to quarantine; None without checkpoints."""
         self.wait()
         self._mngr.reload()
         steps = self.steps()
@@ -170,7 +199,7 @@ class Checkpoints:
         tried = []
         for step in order:
             try:
-                return step, self._restore_step(step, like, config)
+                return step, load(step)
             except CheckpointMismatchError:
                 raise
             except Exception as e:  # unreadable, partial or corrupt

@@ -22,7 +22,7 @@ from absl import logging
 from flax import nnx
 
 from srupp_jax.errors import require
-from srupp_jax.training import run_config, sharding
+from srupp_jax.training import init_from, run_config, sharding
 from srupp_jax.training.checkpoint import Checkpoints
 from srupp_jax.training.metrics import last_metrics, train_seconds
 from srupp_jax.training.optim import SCHEDULES, make_optimizer
@@ -134,6 +134,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         if main:
             say_plan(task, mesh.devices.size)
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
+        state = init_from.fresh_start(task, state, workdir)    # train.init_from: fresh runs
         ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
                                                best_metric=task.best_metric,
                                                best_mode=task.best_mode))
@@ -221,8 +222,7 @@ def initial_state(task, model, mesh):
 
 def restore(ckpt: Checkpoints, state: TrainState, config: dict):
     """(step, TrainState) from the newest readable checkpoint, or (0, state) for a new run."""
-    restored = ckpt.restore(state.trees(), config=config)
-    if restored is None:
+    if (restored := ckpt.restore(state.trees(), config=config)) is None:
         return 0, state
     step, items = restored
     logging.info("resumed from step %d", step)
