@@ -309,7 +309,7 @@ def test_log_lines_are_short_and_third_party_noise_is_gone():
     code = ("import logging, warnings\n"
             "from srupp_jax.programs import logs\n"
             "logs.setup()\n"
-            "from srupp_jax import progress\n"
+            "from srupp_jax.training import progress\n"
             "list(progress.bar(range(3), 'eval dev', unit='segment'))\n"
             "from absl import logging as absl\n"
             "absl.warning('check the data')\n"
