@@ -31,8 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.attn_dropout = 0.0     # dropout of the attention weights
     config.model.highway_bias = -2.0    # initial reset-gate bias (the paper: -2)
     config.model.layer_norm = False     # an extra layer norm per layer (the paper: off)
+    config.model.attn_layer_norm = True  # the layer norm inside each SRU++ transform (eq. 7)
     config.model.cutoffs = ()           # () = one softmax; adaptive input/softmax otherwise
     config.model.adaptive_factor = 4.0  # each adaptive cluster this many times narrower
+    config.model.tie_proj = True        # adaptive softmax projections = the input's (tied)
+    config.model.emb_dropout = 0.0      # dropout inside the adaptive input and softmax
     config.model.cutoff_fractions = ()  # word data with cutoffs (): cutoffs at these fractions
                                         #   of the vocabulary (configs/text.py)
     config.model.impl = "auto"          # recurrence backend: auto | scan | assoc | pallas
@@ -45,7 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.d_inner = 0            # transformer_xl, sha_rnn: feed-forward / Boom width
     config.model.d_head = 0             # transformer_xl: head width (0 = d / num_heads)
     config.model.attention_layers = ()  # sha_rnn: 1-based blocks with attention
-    config.model.d_embed = 0            # translation: width of the shared embedding (SRU++)
+    config.model.d_embed = 0            # lm: width of the first adaptive cluster (0 = d);
+                                        #   translation: of the shared embedding (SRU++)
     config.model.encoder_layers = 0     # translation: layers of the encoder and the decoder
     config.model.decoder_layers = 0     # translation: layers of the decoder
     config.model.encoder_bidirectional = False  # translation, SRU++: a bidirectional encoder

@@ -4,7 +4,9 @@ One class serves both settings of the paper:
   character level (enwik8):  an embedding table and a full softmax output layer, initialised as
       the reference training script does (U[-sqrt(3/d), sqrt(3/d)] matrices, zero bias);
   word level (Wiki-103, Billion Word): `cutoffs` given -> adaptive input embeddings and an
-      adaptive softmax with tied weights (Baevski & Auli 2019).
+      adaptive softmax with tied tables (Baevski & Auli 2019), in the form and init of the
+      released models' reference code (nn/adaptive.py): unscaled input, biased outputs,
+      projections tied (Wiki-103) or not (Billion Word, `tie_proj=False`).
 
 The model runs one segment of M tokens at a time and carries `LMState` across segments: the
 recurrent state c of every layer and, for attention layers, the layer inputs of the last
@@ -26,7 +28,8 @@ from srupp_jax.errors import require
 from srupp_jax.models.base import check_kernel_options, compute_dtype, kernel_options
 from srupp_jax.models.flops import estimate_flops_per_token
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
-from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs, cluster_dims
+from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax
+from srupp_jax.nn.clusters import check_cutoffs, cluster_dims
 from srupp_jax.nn.attention import attention_layers, check_heads
 from srupp_jax.nn.linear import linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
@@ -47,8 +50,11 @@ class SRUppConfig:
     vocab_size: 0 while the data have not been read (checks against it wait; a model needs it).
     d: hidden size (also the embedding size); d_proj: d'; num_layers; k: attention every k
     layers, or attention_last_n >= 0: only in the last n; num_heads; dropout, attn_dropout;
-    highway_bias; layer_norm; cutoffs: () for one softmax, else adaptive input and a tied
-    adaptive softmax with clusters adaptive_factor times narrower; impl: recurrence backend
+    highway_bias; layer_norm: each layer's own norm (the reference's --layer_norm);
+    attn_layer_norm: the post-LN inside the transforms (eq. 7); cutoffs: () for one softmax,
+    else adaptive input and a tied adaptive softmax with clusters adaptive_factor times
+    narrower, the first d_embed wide (0: d), projections tied unless tie_proj is False,
+    emb_dropout inside both; impl: recurrence backend
     ("auto" resolves on the device that builds the model); kernel: the GPU kernel's tuning
     options; tpu_kernel: the TPU kernel's;
     dtype: compute dtype name ("float32" | "bfloat16"; parameters stay float32).
@@ -64,8 +70,12 @@ class SRUppConfig:
     attn_dropout: float = 0.0
     highway_bias: float = -2.0
     layer_norm: bool = False
+    attn_layer_norm: bool = True
     cutoffs: tuple = ()
     adaptive_factor: float = 4.0
+    d_embed: int = 0
+    tie_proj: bool = True
+    emb_dropout: float = 0.0
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
     tpu_kernel: TPUKernelOptions = TPUKernelOptions()
@@ -82,6 +92,9 @@ class SRUppConfig:
             (0 <= self.dropout < 1, f"model.dropout={self.dropout}; expected 0 <= p < 1"),
             (0 <= self.attn_dropout < 1,
              f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
+            (0 <= self.emb_dropout < 1,
+             f"model.emb_dropout={self.emb_dropout}; expected 0 <= p < 1"),
+            (self.d_embed >= 0, f"model.d_embed={self.d_embed}; expected >= 0 (0 = model.d)"),
             (self.impl in IMPLS, f"model.impl={self.impl!r}; expected one of "
                                  f"{', '.join(IMPLS)}"),
         ]
@@ -97,9 +110,9 @@ class SRUppConfig:
         if self.cutoffs:
             check_cutoffs(self.cutoffs, self.vocab_size)
             try:
-                cluster_dims(self.d, self.adaptive_factor, len(self.cutoffs) + 1)
+                cluster_dims(self.d_embed or self.d, self.adaptive_factor, len(self.cutoffs) + 1)
             except ValueError as e:
-                raise ValueError(f"model.d={self.d}, model.adaptive_factor="
+                raise ValueError(f"model.d_embed={self.d_embed or self.d}, model.adaptive_factor="
                                  f"{self.adaptive_factor}, {len(self.cutoffs)} cutoffs: {e}"
                                  ) from None
         check_kernel_options(self.kernel, self.tpu_kernel)
@@ -113,7 +126,10 @@ class SRUppConfig:
                    k=m.k, attention_last_n=m.attention_last_n, num_heads=m.num_heads,
                    dropout=m.dropout, attn_dropout=m.attn_dropout,
                    highway_bias=m.highway_bias, layer_norm=m.layer_norm,
-                   cutoffs=tuple(m.cutoffs), adaptive_factor=m.adaptive_factor, impl=m.impl,
+                   attn_layer_norm=m.get("attn_layer_norm", True), cutoffs=tuple(m.cutoffs),
+                   adaptive_factor=m.adaptive_factor, d_embed=m.get("d_embed", 0),
+                   tie_proj=m.get("tie_proj", True), emb_dropout=m.get("emb_dropout", 0.0),
+                   impl=m.impl,
                    kernel=kernel, tpu_kernel=tpu_kernel, dtype=config.train.compute_dtype)
 
 
@@ -134,11 +150,13 @@ class SRUppLM(LanguageModel, nnx.Module):
         self.adaptive = bool(c.cutoffs)
         dtype = compute_dtype(c.dtype)
         limit = math.sqrt(3.0 / c.d)
-        if self.adaptive:
-            self.embed = AdaptiveInput(c.vocab_size, c.d, list(c.cutoffs),
-                                       factor=c.adaptive_factor, rngs=rngs)
-            self.head = AdaptiveSoftmax(c.vocab_size, c.d, list(c.cutoffs),
-                                        factor=c.adaptive_factor, tie_to=self.embed, rngs=rngs)
+        if self.adaptive:   # the reference's: tables U[-limit, limit], unscaled input
+            self.embed = AdaptiveInput(c.vocab_size, c.d, list(c.cutoffs), c.adaptive_factor,
+                                       d_embed=c.d_embed or None, scale_embedding=False,
+                                       dropout=c.emb_dropout, init=_uniform(limit), rngs=rngs)
+            self.head = AdaptiveSoftmax(c.vocab_size, c.d, list(c.cutoffs), tie_to=self.embed,
+                                        tie_proj=c.tie_proj, dropout=c.emb_dropout,
+                                        init=_uniform(limit), rngs=rngs)
         else:
             self.embed = nnx.Embed(c.vocab_size, c.d, embedding_init=_uniform(limit), rngs=rngs)
             self.head = linear(c.d, c.vocab_size, bias=True, init=_uniform(limit),
@@ -148,7 +166,8 @@ class SRUppLM(LanguageModel, nnx.Module):
         self.rnn = SRUpp(c.d, c.d, c.d_proj, c.num_layers, k=c.k,
                          attention_last_n=None if c.attention_last_n < 0 else c.attention_last_n,
                          num_heads=c.num_heads, dropout=c.dropout, attn_dropout=c.attn_dropout,
-                         highway_bias=c.highway_bias, layer_norm=c.layer_norm, causal=True,
+                         highway_bias=c.highway_bias, layer_norm=c.layer_norm,
+                         attn_layer_norm=c.attn_layer_norm, causal=True,
                          impl=self.backend, kernel=c.kernel, tpu_kernel=c.tpu_kernel,
                          dtype=dtype, rngs=rngs)
 
@@ -184,7 +203,8 @@ class SRUppLM(LanguageModel, nnx.Module):
         return estimate_flops_per_token(c.d, c.d_proj, c.num_layers, sum(self.rnn.has_attention),
                                         c.vocab_size, attn_len, adaptive=self.adaptive,
                                         cutoffs=list(c.cutoffs) or None,
-                                        adaptive_factor=c.adaptive_factor)
+                                        adaptive_factor=c.adaptive_factor,
+                                        d_embed=c.d_embed or None)
 
     def _head_log_probs(self, h):
         """[batch, L, d] -> float32 log-distribution [batch, L, vocab] of the output layer."""

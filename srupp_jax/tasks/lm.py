@@ -25,7 +25,7 @@ from srupp_jax.errors import require
 from srupp_jax.models import archs
 from srupp_jax.models.base import split_for_eval
 from srupp_jax.models.srupp_lm import SRUppConfig
-from srupp_jax.nn.adaptive import check_cutoffs
+from srupp_jax.nn.clusters import check_cutoffs
 from srupp_jax.nn.recurrence import describe_backend
 from srupp_jax.tasks.base import Task, measured_impl
 from srupp_jax.training import progress, sharding
