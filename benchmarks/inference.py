@@ -38,7 +38,7 @@ from flax import nnx  # noqa: E402
 from srupp_jax.inference import generate as gen  # noqa: E402
 from srupp_jax.models.base import DTYPES, split_for_eval  # noqa: E402
 from srupp_jax.models.srupp_lm import SRUppConfig, SRUppLM  # noqa: E402
-from srupp_jax.tasks.lm import make_eval_step  # noqa: E402
+from srupp_jax.tasks.lm_eval import make_eval_step  # noqa: E402
 from report import save_json  # noqa: E402
 
 

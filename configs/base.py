@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.decoder_layers = 0     # translation: layers of the decoder
     config.model.encoder_bidirectional = False  # translation, SRU++: a bidirectional encoder
     config.model.label_smoothing = 0.0  # translation: epsilon of the label-smoothed loss
+    config.model.imported_from = ""     # --mode=import records the PyTorch file (and sha256)
 
     config.data = ml_collections.ConfigDict()
     config.data.name = ""               # default (embedded) | enwik8 | wikitext103 | lm1b | text
@@ -64,6 +65,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.valid_path = ""         # 'text' only: optional separate valid / test files
     config.data.test_path = ""          #   (both or neither; else a 90/5/5 split of path)
     config.data.unit = "byte"           # 'text' only: byte | word
+    config.data.vocab_rule = ""         # from the data: the vocabulary's rule (bytes,
+                                        #   byte_values, counts, file; srupp_jax/data/vocab.py)
+    config.data.vocab_sha256 = ""       # from the data: the vocabulary's fingerprint; a run
+                                        #   never meets ids of another vocabulary
     # translation: data.name numbers_de_en (generated, offline) | iwslt14_de_en | parallel
     config.data.src = ""                # parallel: the source / target file suffixes (de, en)
     config.data.tgt = ""                # parallel: the target file suffix (en)
@@ -99,6 +104,10 @@ def get_config() -> ml_collections.ConfigDict:
                                         #   initial weights and dropout masks (srupp_jax/training/rng.py)
     config.train.profile_steps = (0, 0)  # (first, last): trace steps first+1..last to
                                          #   workdir/profile; (0, 0) = off
+    config.train.init_from = ""         # a workdir (trained or imported): a new run starts
+                                        #   from its best (else latest) params, a fresh
+                                        #   optimizer (fine-tuning); lm: its architecture
+    config.train.init_step = -1         # recorded: the step of init_from's params used
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 1          # streams evaluated at once
@@ -106,6 +115,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.mem_len = 0             # attention memory at evaluation (paper: longer than M)
     config.eval.same_length = True      # every position sees the same number of tokens
     config.eval.max_tokens = 0          # 0 = the whole split (dev evaluations during training)
+    config.eval.whole_windows = False   # score only whole eval.unroll windows (the reference's
+                                        #   Billion Word evaluation drops the last partial one)
     config.eval.batch_tokens = 0        # translation: padded tokens per evaluation batch
     config.eval.max_sentences = 0       # translation: dev BLEU during training on the first
                                         #   N sentences (0 = all)

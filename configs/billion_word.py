@@ -25,7 +25,7 @@ def get_config(variant: str = ""):
     t.steps, t.lr, t.warmup_steps = 800_000, 2e-4, 16_000
     t.compute_dtype = "bfloat16"
     t.log_every, t.eval_every, t.checkpoint_every = 200, 8_000, 8_000
-    e.batch_size, e.unroll, e.mem_len = 1, 96, 96
+    e.batch_size, e.unroll, e.mem_len, e.whole_windows = 1, 96, 96, True
     if variant == "large":
         m.d, m.k, m.dropout = 7616, 5, 0.1
         t.batch_size = 192

@@ -46,7 +46,8 @@ USAGE_EXIT, RUN_FAULT_EXIT = errors.USAGE_EXIT, errors.RUN_FAULT_EXIT
 HELP_ARGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "--helpfull", "-helpfull",
              "-?")
 OUR_FLAGS = ("config", "workdir", "mode", "prompt", "num_tokens", "temperature", "top_k",
-             "top_p", "seed", "input", "output", "force", "allow_config_change", "traceback")
+             "top_p", "seed", "input", "output", "force", "allow_config_change",
+             "torch_checkpoint", "traceback")
 
 
 def define_flags() -> None:
@@ -70,6 +71,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("top_k", 0, "--mode=generate: keep the k most likely tokens (0 = all).")
     flags.DEFINE_float("top_p", 1.0, "--mode=generate: nucleus sampling mass (1 = off).")
     flags.DEFINE_integer("seed", 0, "--mode=generate: sampling seed.")
+    flags.DEFINE_string("torch_checkpoint", "", "--mode=import: a released SRU++ model, the "
+                        "PyTorch .pt file (README: Pretrained models).")
     flags.DEFINE_bool("traceback", False, "Show the full stack of a user error instead of one "
                       "line.")
     flags.DEFINE_bool("force", False, "--mode=train: take over the workdir lock of another "

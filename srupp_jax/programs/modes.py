@@ -7,6 +7,7 @@ a notebook:
     modes.smoke(config)                               --mode=smoke: one forward and backward pass
     modes.sample_text(config, workdir, prompt, ...)   --mode=generate (language models)
     modes.translate_file(config, workdir, src, out)   --mode=translate (translation)
+    modes.import_torch(config, workdir, path)         --mode=import: a released SRU++ model
     modes.validate_config(config, num_devices)        every check, before anything is read
 
 `MODES` is the table the command line (cli.py) reads: each mode's help, its own flags, what it
@@ -35,15 +36,27 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
     trainer.validate(config)
 
 
-def train(config, workdir: str, *, force: bool = False,
-          allow_config_change: bool = False) -> dict:
+def train(config, workdir: str, *, force: bool = False, allow_config_change: bool = False,
+          given=()) -> dict:
     """Train `config`'s task in `workdir`, resuming from its checkpoints; the final metrics
-    with the run's `status` (srupp_jax.training.trainer.train_and_evaluate)."""
-    from srupp_jax.training import trainer
+    with the run's `status` (srupp_jax.training.trainer.train_and_evaluate). given: the keys
+    set on the command line (a run with train.init_from must not contradict its source)."""
+    from srupp_jax.training import run_config, trainer
 
     config_keys.check(config)
+    saved = run_config.load(workdir) if workdir else None
+    if saved is not None and saved.model.get("imported_from", ""):
+        raise ValueError(f"--workdir={workdir} holds a model imported from "
+                         f"{saved.model.imported_from} (parameters only); train from it in a "
+                         f"new workdir: --config.train.init_from={workdir}")
     return trainer.train_and_evaluate(tasks.make(config), workdir, force=force,
-                                      allow_config_change=allow_config_change)
+                                      allow_config_change=allow_config_change, given=given)
+
+
+def given_keys(flags) -> tuple:
+    """The config keys the command line sets (--config.KEY=VALUE), dotted."""
+    from ml_collections import config_flags
+    return tuple(config_flags.get_override_values(flags["config"]))
 
 
 def build_model(config, rngs):
@@ -151,6 +164,97 @@ def translate_file(config, workdir: str, input_path: str = "-", output_path: str
     return len(lines)
 
 
+def import_torch(config, workdir: str, path: str, given=()) -> dict:
+    """--mode=import: a released SRU++ language model (a PyTorch state dict of the paper's
+    experiments, srupp_jax/convert/released.py) into a new `workdir` that every other mode
+    accepts: config.json (`config` with every model key the file decides read from it, the
+    file recorded in model.imported_from, float32 compute as the official evaluation) and a
+    checkpoint of its parameters (step 0). Everything is checked before anything is written:
+    the file, its layout against the config (a key set on the command line that the file
+    contradicts is an error), the prepared data's vocabulary size. given: the keys set on the
+    command line."""
+    import hashlib
+    import json
+    import os
+
+    from flax import nnx
+
+    from srupp_jax.convert import released
+    from srupp_jax.data.datasets import unit_of
+    from srupp_jax.training import run_config
+    from srupp_jax.training.checkpoint import Checkpoints
+    from srupp_jax.training.rng import model_rngs
+    from srupp_jax.training.steps import count_params
+
+    if run_config.load(workdir) is not None or os.path.isdir(os.path.join(workdir,
+                                                                          "checkpoints")):
+        raise ValueError(f"--workdir={workdir} already holds a run; import into a new workdir")
+    state_dict = released.load_state_dict(path)
+    layout = released.read_layout(state_dict, path)
+    config = adopt_layout(config, layout, path, given)
+    unit = unit_of(config.data.name, config.data.unit)
+    if (layout["kind"] == "enwik8") != (unit == "byte"):
+        kind = "a byte model (enwik8)" if unit == "word" else "a word model (adaptive softmax)"
+        raise ValueError(f"{path} is {kind}, but the config's data ({config.data.name}) are "
+                         f"{unit}s; use the config of its dataset (README: Pretrained models)")
+    task = tasks.make(config)
+    task.validate(1)
+    task.load()
+    if task.config.model.vocab_size != layout["vocab_size"]:
+        raise ValueError(f"{path} has a vocabulary of {layout['vocab_size']:,} ids but the "
+                         f"prepared {config.data.name} data have {task.config.model.vocab_size:,}"
+                         ": prepare the dataset the model was trained on (README: Pretrained "
+                         "models)")
+    model = task.build_model(model_rngs(task.config))
+    released.load_params(model, state_dict)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    config = task.config
+    config.model.imported_from = f"{os.path.abspath(path)} (sha256 {digest.hexdigest()})"
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    with Checkpoints(f"{workdir}/checkpoints", best_metric=task.best_metric,
+                     best_mode=task.best_mode) as ckpt:
+        ckpt.save(0, {"params": params, "rest": rest},
+                  meta={"config": json.loads(config.model.to_json())})
+    run_config.save(config, workdir)
+    return {"imported": config.model.imported_from, "layout": layout["kind"],
+            "params": count_params(model), "vocab_size": layout["vocab_size"]}
+
+
+def adopt_layout(config, layout: dict, path: str, given=()):
+    """A copy of `config` with the model keys of a released file's layout (ValueError for one
+    the command line sets otherwise); float32 compute (the official evaluation's)."""
+    import ml_collections
+    from absl import logging
+
+    from srupp_jax.convert.released import config_keys as layout_keys
+
+    config = ml_collections.ConfigDict(config.to_dict())
+    m = config.model
+    if m.get("arch", "srupp") != "srupp":
+        raise ValueError(f"model.arch={m.arch!r}; a released SRU++ model imports with an SRU++ "
+                         "config (configs/enwik8.py, wiki103*.py, billion_word.py)")
+    replaced, refused = [], []
+    for key, value in layout_keys(layout).items():
+        ours = tuple(m[key]) if isinstance(m[key], (list, tuple)) else m[key]
+        if key == "vocab_size" or ours == value:
+            continue
+        if f"model.{key}" in given:
+            refused.append(f"--config.model.{key}={ours!r} but {path} has {value!r}")
+        else:
+            replaced.append(f"model.{key} {ours!r} -> {value!r}")
+            m[key] = value
+    if refused:
+        raise ValueError("; ".join(refused) + " (read from its tensors); drop the flag")
+    if replaced:
+        logging.info("from %s: %s", path, ", ".join(replaced))
+    m.vocab_size = 0                        # the data's, checked against the file's
+    config.train.compute_dtype = "float32"
+    return config
+
+
 def check_files(source: str, target: str) -> None:
     """FileNotFoundError / IsADirectoryError naming --input or --output before a model loads."""
     import os
@@ -162,6 +266,13 @@ def check_files(source: str, target: str) -> None:
                           or not os.path.isdir(os.path.dirname(os.path.abspath(target)))):
         raise IsADirectoryError(f"--output={target}: expected a file in an existing directory "
                                 "(or '-' for stdout)")
+
+
+def _check_torch_checkpoint(path: str) -> None:
+    import os
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"--torch_checkpoint={path!r}: no such file; give the released "
+                                ".pt file (README: Pretrained models)")
 
 
 def _check_num_tokens(f) -> None:
@@ -194,7 +305,8 @@ MODES = {
         "naming the keys, unless --allow_config_change (then recorded in "
         "DIR/config_changes.jsonl).",
         lambda config, workdir, f: train(config, workdir, force=f.force,
-                                         allow_config_change=f.allow_config_change),
+                                         allow_config_change=f.allow_config_change,
+                                         given=given_keys(f)),
         workdir="train", flags=("force", "allow_config_change")),
     "eval": Mode(
         "restore the best checkpoint (else the latest) and report the task's dev and test "
@@ -218,6 +330,14 @@ MODES = {
         "--output (stdout) with config.decode (beam size, length penalty, length limit).",
         lambda config, workdir, f: translate_file(config, workdir, f.input, f.output) and None,
         flags=("input", "output"), check=lambda f: check_files(f.input, f.output)),
+    "import": Mode(
+        "read a released SRU++ language model (--torch_checkpoint, a PyTorch state dict of the "
+        "paper's experiments) into DIR: config.json (the --config file with every size read "
+        "from the file) and a checkpoint, which eval, generate and train.init_from accept.",
+        lambda config, workdir, f: import_torch(config, workdir, f.torch_checkpoint,
+                                                given_keys(f)),
+        workdir="train", flags=("torch_checkpoint",),
+        check=lambda f: _check_torch_checkpoint(f.torch_checkpoint)),
     "show_config": Mode(
         "print the config (the --config file with its overrides; with only --workdir, the "
         "run's config.json) as `key = value  # meaning`, meanings from configs/base.py.",

@@ -4,8 +4,11 @@ Training reads B contiguous streams, M = train.unroll tokens a step (data/stream
 carries each model's `LMState` (recurrent state and attention memory) from step to step,
 rebuilt where the streams wrap (each epoch). Evaluation walks a whole split in eval.unroll
 segments with eval.mem_len tokens of memory (the same-length mask when eval.same_length) and
-reports the loss in nats with BPC (bytes) or perplexity (words). The best checkpoint is the
-lowest dev loss. Architectures: srupp, transformer_xl, sha_rnn (srupp_jax/models/archs.py).
+reports the loss in nats with BPC (bytes) or perplexity (words) (lm_eval.py). The best
+checkpoint is the lowest dev loss. Architectures: srupp, transformer_xl, sha_rnn
+(srupp_jax/models/archs.py). The vocabulary a run is made on is recorded (data.vocab_rule,
+data.vocab_sha256) and checked against the data (check_vocabulary); a run started from
+another workdir (train.init_from) takes its architecture (configure_from; tasks/base.py).
 """
 from __future__ import annotations
 
@@ -13,9 +16,7 @@ import math
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 from flax import nnx
@@ -23,16 +24,20 @@ from flax import nnx
 from srupp_jax.data.streams import Streams
 from srupp_jax.errors import require
 from srupp_jax.models import archs
-from srupp_jax.models.base import split_for_eval
 from srupp_jax.models.srupp_lm import SRUppConfig
 from srupp_jax.nn.clusters import check_cutoffs
 from srupp_jax.nn.recurrence import describe_backend
 from srupp_jax.tasks.base import Task, measured_impl
-from srupp_jax.training import progress, sharding
+from srupp_jax.tasks.lm_eval import make_evaluator, split_metrics
 from srupp_jax.training.rng import model_rngs
 from srupp_jax.training.steps import count_params
 
 MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
+# The `model` keys that make a language model's architecture: a run started from another
+# workdir (train.init_from) takes the source's (configure_from); dropout and impl stay its own.
+ARCHITECTURE = ("arch", "vocab_size", "d", "d_proj", "num_layers", "k", "attention_last_n",
+                "num_heads", "layer_norm", "attn_layer_norm", "cutoffs", "adaptive_factor",
+                "d_embed", "tie_proj", "d_inner", "d_head", "attention_layers")
 
 
 def fraction_cutoffs(vocab_size: int, fractions) -> tuple:
@@ -42,10 +47,31 @@ def fraction_cutoffs(vocab_size: int, fractions) -> tuple:
     return tuple(sorted({int(f * vocab_size) for f in fractions} - {0}))
 
 
+def check_vocabulary(config, vocab) -> None:
+    """Fill data.vocab_rule / vocab_sha256 from `vocab` (the data's); ValueError when the config
+    recorded another one (a run, a source or an import made on other ids). A config.json
+    written before the keys existed records the rule of its time (run_config.recorded)."""
+    from srupp_jax.training import run_config
+    d = config.data
+    rule = d.get("vocab_rule", None)
+    if rule is None:
+        rule = run_config.recorded(run_config.flat(config.to_dict()), "data.vocab_rule")
+    sha = d.get("vocab_sha256", "")
+    if (rule and rule != vocab.rule) or (sha and sha != vocab.fingerprint):
+        raise ValueError(
+            f"the model was made on token ids of another vocabulary (data.vocab_rule={rule!r},"
+            f" data.vocab_sha256={sha!r}) than the {d.name} data give ({vocab.rule!r}, "
+            f"{vocab.fingerprint!r}): the same text would meet other ids. Use the data it was "
+            "made on, or train a new run (README: Datasets)")
+    d.vocab_rule, d.vocab_sha256 = vocab.rule, vocab.fingerprint
+
+
 def resolve_config(config: ml_collections.ConfigDict, data) -> ml_collections.ConfigDict:
     """A copy of `config` with vocab_size (and cutoffs) from `data` (an LMData); ValueError
-    when the config asks for a smaller vocabulary or cutoffs the vocabulary cannot hold."""
+    when the config asks for a smaller vocabulary or cutoffs the vocabulary cannot hold, or
+    records another vocabulary (check_vocabulary)."""
     config = ml_collections.ConfigDict(config.to_dict())
+    check_vocabulary(config, data.vocab)
     m, name, size = config.model, config.data.name, data.vocab_size
     if m.vocab_size == 0:
         m.vocab_size = size
@@ -63,69 +89,6 @@ def lm_loss(model, carry, inputs, targets):
     """(summed nll of targets [B, M] given inputs [B, M], token count, new LMState)."""
     nll, carry = model.nll(inputs, targets, carry)
     return nll.sum(), nll.size, carry
-
-
-def split_metrics(mean_nll: float, unit: str, prefix: str) -> dict[str, float]:
-    """loss in nats plus BPC (bytes/characters) or perplexity (words)."""
-    out = {f"{prefix}_loss": mean_nll}
-    if unit == "word":
-        out[f"{prefix}_ppl"] = math.exp(min(mean_nll, 700.0))
-    else:
-        out[f"{prefix}_bpc"] = mean_nll / math.log(2)
-    return out
-
-
-def make_eval_step(graphdef, same_length: bool):
-    """jit-compiled (params, rest, carry, inputs, targets, weights) -> (sum of weights * nll,
-    new carry)."""
-    def step(params, rest, carry, inputs, targets, weights):
-        model = nnx.merge(graphdef, params, rest)
-        nll, carry = model.nll(inputs, targets, carry, same_length=same_length)
-        return jnp.sum(nll * weights), carry
-
-    return jax.jit(step)
-
-
-def make_evaluator(model, config, mesh):
-    """A function (params, rest, tokens, max_tokens=0, desc="") -> mean nll (nats) over
-    `tokens` (or its first `max_tokens`), every target predicted once; the step compiles once
-    per segment shape (full, the last partial one, the tail).
-
-    B_e contiguous streams, segments of eval.unroll tokens, eval.mem_len tokens of attention
-    memory carried across segments, the same-length mask when eval.same_length; the fewer
-    than B_e tokens after the last stream are predicted last, continuing it (Streams).
-    """
-    e = config.eval
-    # Streams over devices (and hosts, each reading its own) when the batch divides the mesh;
-    # otherwise (e.g. batch 1 on 8 devices) every process evaluates all streams replicated.
-    shard = e.batch_size % mesh.devices.size == 0
-    procs, index = (jax.process_count(), jax.process_index()) if shard else (1, 0)
-    graphdef, _, _ = split_for_eval(model)
-    step = make_eval_step(graphdef, e.same_length)
-
-    def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0,
-                 desc: str = "") -> float:
-        """desc: a progress bar of that name over the segments (progress.bar); "" none."""
-        if max_tokens:
-            tokens = tokens[:max_tokens + 1]
-        streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,
-                          process_index=index)
-        carry = model.init_state(e.batch_size, e.mem_len)
-        if shard:
-            carry = jax.device_put(carry, sharding.batch_shardings(mesh, carry))
-        total = 0.0
-        segments = -(-streams.stream_length // e.unroll) + bool(streams.dropped_tokens)
-        batches = streams.eval_batches()
-        if desc and jax.process_index() == 0:
-            batches = progress.bar(batches, desc, total=segments, unit="segment")
-        for batch in batches:
-            if shard:
-                batch = [sharding.global_batch(a, mesh) for a in batch]
-            s, carry = step(params, rest, carry, *batch)
-            total += float(s)
-        return total / (len(tokens) - 1)     # every target once (Streams.eval_batches)
-
-    return evaluate
 
 
 def load_data(config):
@@ -193,7 +156,7 @@ class LMTask(Task):
     """Language modelling on B contiguous streams (the module docstring)."""
 
     name = "lm"
-    modes = Task.modes + ("generate",)
+    modes = Task.modes + ("generate", "import")
 
     def validate(self, num_devices: int, num_processes: int = 1) -> None:
         from srupp_jax.data.datasets import NAMES, TEXT
@@ -250,6 +213,43 @@ class LMTask(Task):
         if isinstance(model_config, SRUppConfig):
             logging.info("recurrence: %s", describe_backend(model.backend))
         return model
+
+    def configure_from(self, source, given=()) -> None:
+        """The source's architecture: each ARCHITECTURE key of its `model` that differs
+        replaces this config's (one log line naming them), unless the command line set it
+        (`given`): then ValueError naming the key and both values. The data must give the
+        source's vocabulary (checked when they are read, check_vocabulary)."""
+        from srupp_jax import tasks
+        if tasks.task_name(source.config) != "lm":
+            raise ValueError(f"train.init_from={source.path} holds a "
+                             f"{tasks.task_name(source.config)!r} run; a language model starts "
+                             "from a language model's workdir")
+        m, theirs = self.config.model, source.config.model
+        replaced, refused = [], []
+        for key in ARCHITECTURE:
+            if key not in theirs or key not in m:
+                continue
+            ours, value = m[key], theirs[key]
+            if (tuple(ours) if isinstance(ours, (list, tuple)) else ours) == \
+                    (tuple(value) if isinstance(value, (list, tuple)) else value):
+                continue
+            note = f"model.{key}={value!r} in {source.path}, {ours!r} here"
+            if f"model.{key}" in given:
+                refused.append(note)
+            else:
+                replaced.append(f"model.{key} {ours!r} -> {value!r}")
+                m[key] = value
+        if refused:
+            raise ValueError(f"train.init_from: the command line contradicts the source's "
+                             f"architecture: {'; '.join(refused)}; drop those flags (the model "
+                             "is the source's)")
+        if replaced:
+            logging.info("train.init_from=%s: its architecture: %s", source.path,
+                         ", ".join(replaced))
+        from srupp_jax.training import run_config
+        record = run_config.flat(source.config.to_dict())
+        self.config.data.vocab_rule = run_config.recorded(record, "data.vocab_rule")
+        self.config.data.vocab_sha256 = record.get("data.vocab_sha256", "")
 
     def init_carry(self, model):
         return model.init_state(self.config.train.batch_size, self.config.train.unroll)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from typing import Any, NamedTuple
 
@@ -23,12 +22,12 @@ from absl import logging
 from flax import nnx
 
 from srupp_jax.errors import require
-from srupp_jax.training import run_config, sharding
+from srupp_jax.training import fine_tune, run_config, sharding
 from srupp_jax.training.checkpoint import Checkpoints
 from srupp_jax.training.metrics import MetricWriter, last_metrics, train_seconds
 from srupp_jax.training.mfu import mfu, peak_flops_per_device
 from srupp_jax.training.optim import SCHEDULES, lr_schedule, make_optimizer
-from srupp_jax.training.progress import Progress
+from srupp_jax.training.progress import Profile, Progress
 from srupp_jax.training.rng import model_rngs, prng_impl
 from srupp_jax.training.steps import Window, accumulate, count_params, make_train_step
 from srupp_jax.training.workdir import StopSignals, WorkdirLock, say_end
@@ -173,32 +172,18 @@ class Report:
             self.writer.close()
 
 
-class Profile:
-    """A jax.profiler trace of steps first+1..last (train.profile_steps) in workdir/profile."""
-    def __init__(self, workdir: str, steps, say):
-        (self.first, self.last), self.workdir, self.say = steps, workdir, say
-
-    def before(self, step: int) -> None:
-        if step == self.first and self.last > self.first:
-            jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
-
-    def after(self, done: int, state) -> None:
-        if done == self.last and self.last > self.first:
-            jax.block_until_ready(state.params)
-            jax.profiler.stop_trace()
-            self.say(f"profile of steps {self.first + 1}..{done} in {self.workdir}/profile")
-
-
 def train_and_evaluate(task, workdir: str, *, force: bool = False,
-                       allow_config_change: bool = False) -> dict:
+                       allow_config_change: bool = False, given=()) -> dict:
     """Train `task` in `workdir`, resuming from its checkpoints; returns the last metrics with
     `status` (finished, stopped, preempted or interrupted: srupp_jax.training.workdir) and `step`.
 
     force: take over the workdir lock of another trainer (a stale lock on another host);
     allow_config_change: go on with a config that differs from the workdir's record (the
-    changes are recorded, run_config.record_changes).
+    changes are recorded, run_config.record_changes); given: the config keys set on the
+    command line (a run with train.init_from refuses to override them: fine_tune.py).
     """
     sharding.initialize_distributed()
+    source = fine_tune.prepare(task, workdir, given)      # train.init_from
     mesh = sharding.from_config(task.config.mesh)
     task.validate(mesh.devices.size, jax.process_count())
     validate(task.config)
@@ -216,6 +201,8 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
                                                best_mode=task.best_mode))
         meta = {"config": json.loads(config.model.to_json())}   # names sizes on a mismatch
         start, state = restore(ckpt, state, meta["config"])
+        if start == 0 and source is not None:
+            state = fine_tune.start_from(task, source, state)
         if start >= t.steps * t.grad_accum_steps:
             return finished_run(workdir, start)
         if main:
