@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from srupp_jax.data import corpus, datasets
+from helpers import written_counts_rule
 from srupp_jax.data.vocab import EOS, UNK, ByteVocab, WordVocab
+
+RULE_TEXT = ["b a b", "", "c A a b <unk>", "  ", "d  b\tz", "A c", "", "x y"]
 
 SMALL = 200_000  # bytes of embedded corpus in these tests
 
@@ -32,21 +35,6 @@ def test_splits_contiguous_90_5_5():
     tr, va, te = corpus.split_contiguous(data)
     assert tr + va + te == data
     assert len(va) == len(te) == len(data) * 5 // 100
-
-
-# The written rules of the official experiments (issue 27), as plain loops: the oracles.
-RULE_TEXT = ["b a b", "", "c A a b <unk>", "  ", "d  b\tz", "A c", "", "x y"]
-
-
-def written_counts_rule(lines):
-    """`<eos>` first, then the words of train by count, descending, ties in order of first
-    occurrence; a line is its whitespace words (no lower-casing), `<eos>` not counted."""
-    counts, first = {}, {}
-    for line in lines:
-        for w in line.split():
-            counts[w] = counts.get(w, 0) + 1
-            first.setdefault(w, len(first))
-    return ["<eos>"] + sorted(counts, key=lambda w: (-counts[w], first[w]))
 
 
 def test_byte_vocab_rules():

@@ -178,3 +178,31 @@ def test_a_model_never_meets_ids_of_another_vocabulary(tmp_path):
         else:
             with pytest.raises(ValueError, match="data.vocab_rule '(bytes|counts_alpha)"):
                 run_config.record_changes(str(path), new)
+
+
+# The released files (asappresearch/sru 3.0.0-dev, experiments/srupp_experiments): their
+# parameters (tied matrices once) with the official vocabularies (205 byte values of enwik8,
+# 267,735 words of WikiText-103, 793,471 of 1b_word_vocab.txt).
+SLOW = pytest.mark.slow        # ~5 s each on 2 CPU cores: enwik8 and wiki103 base stay fast
+RELEASED = [("enwik8", "", 205, 107_566_295),
+            pytest.param("enwik8_large", "ratio8", 205, 194_993_815, marks=SLOW),
+            ("wiki103", None, 267_735, 147_676_036),
+            pytest.param("wiki103_large", "ratio8", 267_735, 233_741_476, marks=SLOW),
+            pytest.param("wiki103_large", "ratio8_k5", 267_735, 224_884_892, marks=SLOW),
+            pytest.param("billion_word", "", 793_471, 328_313_803, marks=SLOW),
+            pytest.param("billion_word", "large", 793_471, 465_318_339, marks=SLOW)]
+
+
+@pytest.mark.parametrize("name,variant,vocab_size,params", RELEASED)
+def test_paper_configs_build_the_released_architectures(name, variant, vocab_size, params):
+    """Each paper config builds the architecture of the matching released file: its
+    parameter count (nothing initialised: shapes only)."""
+    import jax
+    from flax import nnx
+
+    from srupp_jax.models import archs
+    config = _config(name, variant)
+    config.model.vocab_size = vocab_size
+    model_config = archs.model_config(config, "lm")
+    model = nnx.eval_shape(lambda: model_config.build(nnx.Rngs(0)))
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == params

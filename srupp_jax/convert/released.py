@@ -38,8 +38,11 @@ def load_state_dict(path: str) -> dict:
     """{name: torch tensor} of a saved state dict (weights_only, memory-mapped when the file
     allows); ValueError naming the file when it is not one (another format, truncated, a
     pickle of other objects)."""
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        raise ValueError("--mode=import reads PyTorch files: install torch (pip install torch; "
+                         "the CPU build is enough)") from None
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--torch_checkpoint={path}: no such file")
     try:
@@ -80,12 +83,12 @@ def _stack_layout(sd, path) -> dict:
                          "language model")
     n = layers[-1] + 1
     tm = [f"{RNN}{i}.transform_module." for i in range(n)]
-    _need(sd, [f"{RNN}{i}.weight_c" for i in range(n)] + [t + "linear1.weight" for t in tm],
-          path)
     has_attn = [t + "alpha" in sd for t in tm]
     if not any(has_attn):
         raise ValueError(f"{path} has no attention layer (no transform_module.alpha): an SRU "
                          "without attention, not an SRU++ model of the released kind")
+    _need(sd, [f"{RNN}{i}.weight_c" for i in range(n)] + [t + "linear1.weight" for t in tm],
+          path)
     k, last_n = attention_placement(has_attn)
     d_proj, d_in = _shape(sd, tm[0] + "linear1.weight")
     d = _shape(sd, f"{RNN}0.weight_c")[0] // 2

@@ -197,9 +197,7 @@ def import_torch(config, workdir: str, path: str, given=()) -> dict:
         kind = "a byte model (enwik8)" if unit == "word" else "a word model (adaptive softmax)"
         raise ValueError(f"{path} is {kind}, but the config's data ({config.data.name}) are "
                          f"{unit}s; use the config of its dataset (README: Pretrained models)")
-    task = tasks.make(config)
-    task.validate(1)
-    task.load()
+    task = tasks.prepared(config)
     if task.config.model.vocab_size != layout["vocab_size"]:
         raise ValueError(f"{path} has a vocabulary of {layout['vocab_size']:,} ids but the "
                          f"prepared {config.data.name} data have {task.config.model.vocab_size:,}"

@@ -6,7 +6,9 @@ trainer calls, in this order:
     task.validate(num_devices, num_processes)  the task's config checks (ValueError naming the
                                                key), before any data are read
     task.load()                                read the data; `task.config` gets the keys the
-                                               data decide (e.g. model.vocab_size)
+                                               data decide (e.g. model.vocab_size); with
+                                               `for_training` False (tasks.prepared: eval,
+                                               generate, import) not what only training needs
     task.build_model(rngs, measure=True)       the model (an nnx.Module); measure: may time
                                                backends at the training shape (training only)
     task.init_carry(model)                     the carry of a fresh start: a tree of
@@ -80,6 +82,7 @@ class Task:
     name = ""
     best_metric, best_mode = "dev_loss", "min"
     modes = ("train", "eval", "smoke", "show_config")    # main.py's modes that apply
+    for_training = True     # False: the data are read to evaluate or generate (tasks.prepared)
 
     def __init__(self, config):
         self.config = config

@@ -101,13 +101,14 @@ def load_data(config):
                        max_bytes=d.max_bytes or None, text_source=text)
 
 
-def check_lengths(config, data) -> None:
-    """ValueError when a split is too short for one training step (train) or one evaluation
-    segment (valid, test); for your own text naming the file and its size."""
+def check_lengths(config, data, train: bool = True) -> None:
+    """ValueError when a split is too short for one training step (train, when `train`) or one
+    evaluation segment (valid, test); for your own text naming the file and its size."""
     from srupp_jax.data import text
     d = config.data
     files = {"train": "path", "valid": "valid_path", "test": "test_path"}
-    for split, tokens in (("train", data.train), ("valid", data.valid), ("test", data.test)):
+    splits = (("train", data.train),) * train + (("valid", data.valid), ("test", data.test))
+    for split, tokens in splits:
         section = "train" if split == "train" else "eval"
         b, m = config[section].batch_size, config[section].unroll
         if len(tokens) > b * m:
@@ -189,11 +190,14 @@ class LMTask(Task):
         ])
 
     def load(self) -> None:
-        """Read the data, fill in vocab_size (and cutoffs), cut the training streams."""
+        """Read the data, fill in vocab_size (and cutoffs), cut the training streams (when
+        `for_training`)."""
         self.data = load_data(self.config)
         self.config = resolve_config(self.config, self.data)
-        check_lengths(self.config, self.data)
+        check_lengths(self.config, self.data, train=self.for_training)
         self.marks = data_marks(self.data)
+        if not self.for_training:
+            return
         t = self.config.train
         self.streams = Streams(self.data.train, t.batch_size // jax.process_count(), t.unroll,
                                num_processes=jax.process_count(),
