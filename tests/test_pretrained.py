@@ -296,12 +296,12 @@ def _edits(tmp_path):
 def test_bad_files_are_one_line_errors_and_write_nothing(tmp_path):
     """Item 7: each bad input is a ValueError naming the file and what is wrong (one line
     `error: ...` with exit 2 on the command line, test below), before anything is written."""
-    from srupp_jax.programs import modes
+    from srupp_jax.programs import importing
     for what, write, match in _edits(tmp_path):
         path, workdir = tmp_path / f"{what}.pt", tmp_path / f"run_{what}"
         config, given = write(path)
         with pytest.raises(ValueError, match=match):
-            modes.import_torch(config, str(workdir), str(path), given)
+            importing.import_torch(config, str(workdir), str(path), given)
         assert not workdir.exists(), what
 
 

@@ -157,26 +157,29 @@ def test_a_model_never_meets_ids_of_another_vocabulary(tmp_path):
     with pytest.raises(ValueError, match=r"token ids of another vocabulary \(data.vocab_sha256 "
                                          r"'f00d' -> 'beef'\).*not even with"):
         run_config.record_changes(str(tmp_path), rerun, allow=True)
-    # records from before the keys: enwik8 was 256 byte values, the default corpus still is
-    for name, rule, ok in (("enwik8", "byte_values", False), ("default", "bytes", True),
-                           ("wiki103", "counts", False)):
-        old = _config(name)
-        with old.unlocked():
-            del old.data["vocab_rule"], old.data["vocab_sha256"]
-        unit = "word" if name == "wiki103" else "byte"
-        if ok:
-            assert resolve_config(old, _data(300_000, unit, rule)).data.vocab_rule == rule
-        else:
-            with pytest.raises(ValueError, match="another vocabulary"):
-                resolve_config(old, _data(300_000, unit, rule))
+    # records from before the keys (read back completed by run_config.load): enwik8 was 256
+    # byte values, the default corpus still is, words were counted with alphabetical ties
+    import json
+    for name, rule, before, ok in (("enwik8", "byte_values", "bytes", False),
+                                   ("default", "bytes", "bytes", True),
+                                   ("wiki103", "counts", "counts_alphabetical", False)):
+        old = json.loads(_config(name).to_json())
+        del old["data"]["vocab_rule"], old["data"]["vocab_sha256"]
+        old["model"]["vocab_size"] = 300_000
         path = tmp_path / name
-        old.model.vocab_size = 300_000
-        run_config.save(old, str(path))
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps(old))
+        back = run_config.load(str(path))
+        assert back.data.vocab_rule == before and back.data.vocab_sha256 == ""
+        unit = "word" if name == "wiki103" else "byte"
         new = resolve_config(_config(name), _data(300_000, unit, rule))
         if ok:
+            assert resolve_config(back, _data(300_000, unit, rule)).data.vocab_rule == rule
             assert run_config.record_changes(str(path), new) == []
         else:
-            with pytest.raises(ValueError, match="data.vocab_rule '(bytes|counts_alpha)"):
+            with pytest.raises(ValueError, match="another vocabulary"):
+                resolve_config(back, _data(300_000, unit, rule))
+            with pytest.raises(ValueError, match=f"data.vocab_rule '{before}' -> '{rule}'"):
                 run_config.record_changes(str(path), new)
 
 
@@ -206,3 +209,24 @@ def test_paper_configs_build_the_released_architectures(name, variant, vocab_siz
     model_config = archs.model_config(config, "lm")
     model = nnx.eval_shape(lambda: model_config.build(nnx.Rngs(0)))
     assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == params
+
+
+def test_an_old_record_is_completed_with_every_key_of_base(tmp_path):
+    """A config.json written before keys existed reads back with all of base.py's keys: the
+    recorded values kept, RECORDED_BEFORE for keys it predates (prng_impl), else base.py's
+    defaults, so code reads keys directly."""
+    import json
+    config = _config("default")
+    saved = json.loads(config.to_json())
+    for section, key in (("model", "arch"), ("train", "time_budget"), ("train", "prng_impl"),
+                         ("mesh", "fsdp_size")):
+        del saved[section][key]
+    saved["model"]["d"] = 24
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    back = run_config.load(str(tmp_path))
+    base = _config("base")
+    assert back.model.d == 24 and back.model.arch == base.model.arch == "srupp"
+    assert back.train.time_budget == base.train.time_budget and back.mesh.fsdp_size == 0
+    assert back.train.prng_impl == "threefry2x32" != base.train.prng_impl
+    flat = lambda c: set(run_config.flat(c.to_dict()))
+    assert flat(back) >= flat(base)

@@ -16,7 +16,7 @@ ALLOWED = {
     "nn": {"errors", "pallas_kernels"},
     "models": {"nn", "errors", "pallas_kernels"},
     "convert": {"nn", "models", "errors"},
-    "training": {"errors"},
+    "training": {"errors", "configs"},
     "data": {"errors"},
     "inference": {"nn", "models", "training", "data", "errors"},
     "tasks": {"nn", "models", "training", "data", "inference", "convert", "errors"},

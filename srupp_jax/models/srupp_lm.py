@@ -25,7 +25,7 @@ from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.errors import require
-from srupp_jax.models.base import check_kernel_options, compute_dtype, kernel_options
+from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from
 from srupp_jax.models.flops import estimate_flops_per_token
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
 from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax
@@ -33,6 +33,7 @@ from srupp_jax.nn.clusters import check_cutoffs, cluster_dims
 from srupp_jax.nn.attention import attention_layers, check_heads
 from srupp_jax.nn.linear import linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
+from srupp_jax.nn.remat import check_remat
 from srupp_jax.nn.sru import SRUpp
 
 
@@ -56,8 +57,8 @@ class SRUppConfig:
     narrower, the first d_embed wide (0: d), projections tied unless tie_proj is False,
     emb_dropout inside both; impl: recurrence backend
     ("auto" resolves on the device that builds the model); kernel: the GPU kernel's tuning
-    options; tpu_kernel: the TPU kernel's;
-    dtype: compute dtype name ("float32" | "bfloat16"; parameters stay float32).
+    options; tpu_kernel: the TPU kernel's; remat: gradient checkpointing (nn/remat.py);
+    dtype: compute dtype name ("float32" | "bfloat16" | "float16"; parameters stay float32).
     """
     vocab_size: int
     d: int
@@ -79,10 +80,12 @@ class SRUppConfig:
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
     tpu_kernel: TPUKernelOptions = TPUKernelOptions()
+    remat: str = "none"
     dtype: str = "float32"
 
     def __post_init__(self):
         object.__setattr__(self, "cutoffs", tuple(self.cutoffs or ()))
+        check_remat(self.remat)
         checks = [
             (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0 "
                                    "(0 = the data's)"),
@@ -120,18 +123,7 @@ class SRUppConfig:
     @classmethod
     def from_config(cls, config) -> "SRUppConfig":
         """From a run's config: config.model (its SRU++ keys) and config.train.compute_dtype."""
-        m = config.model
-        kernel, tpu_kernel = kernel_options(m)
-        return cls(vocab_size=m.vocab_size, d=m.d, d_proj=m.d_proj, num_layers=m.num_layers,
-                   k=m.k, attention_last_n=m.attention_last_n, num_heads=m.num_heads,
-                   dropout=m.dropout, attn_dropout=m.attn_dropout,
-                   highway_bias=m.highway_bias, layer_norm=m.layer_norm,
-                   attn_layer_norm=m.get("attn_layer_norm", True), cutoffs=tuple(m.cutoffs),
-                   adaptive_factor=m.adaptive_factor, d_embed=m.get("d_embed", 0),
-                   tie_proj=m.get("tie_proj", True), emb_dropout=m.get("emb_dropout", 0.0),
-                   impl=m.impl,
-                   kernel=kernel, tpu_kernel=tpu_kernel, dtype=config.train.compute_dtype)
-
+        return config_from(cls, config)
 
     def build(self, rngs: nnx.Rngs) -> "SRUppLM":
         return SRUppLM(self, rngs=rngs)
@@ -169,7 +161,7 @@ class SRUppLM(LanguageModel, nnx.Module):
                          highway_bias=c.highway_bias, layer_norm=c.layer_norm,
                          attn_layer_norm=c.attn_layer_norm, causal=True,
                          impl=self.backend, kernel=c.kernel, tpu_kernel=c.tpu_kernel,
-                         dtype=dtype, rngs=rngs)
+                         remat=c.remat, dtype=dtype, rngs=rngs)
 
     def init_state(self, batch: int, mem_len: int) -> LMState:
         """Zero state and empty memory of `mem_len` slots (all marked empty)."""

@@ -5,9 +5,10 @@ a notebook:
     metrics = modes.evaluate(config, workdir)         --mode=eval: dev and test of the best checkpoint
     model, params, rest, step = modes.restore(config, workdir)
     modes.smoke(config)                               --mode=smoke: one forward and backward pass
+    modes.plan(config)                                --mode=plan: memory per device, fits or not
     modes.sample_text(config, workdir, prompt, ...)   --mode=generate (language models)
     modes.translate_file(config, workdir, src, out)   --mode=translate (translation)
-    modes.import_torch(config, workdir, path)         --mode=import: a released SRU++ model
+    importing.import_torch(config, workdir, path)     --mode=import: a released SRU++ model
     modes.validate_config(config, num_devices)        every check, before anything is read
 
 `MODES` is the table the command line (cli.py) reads: each mode's help, its own flags, what it
@@ -100,6 +101,42 @@ def smoke(config) -> float:
     return tasks.make(config).smoke()
 
 
+def resolved_task(config, num_devices: int = 1):
+    """The Task of `config` with its vocabulary known: the given or byte-level size without
+    reading data (language models), else the data's (read)."""
+    task = tasks.make(config)
+    task.validate(num_devices)
+    if config.model.vocab_size == 0 and task.name == "lm":
+        from srupp_jax.tasks.lm import smoke_config
+        resolved = smoke_config(config)
+        if resolved is not None:
+            task.config = resolved
+            return task
+    return tasks.prepared(config, num_devices) if config.model.vocab_size == 0 else task
+
+
+def plan(config, device_memory: float = 0.0) -> dict:
+    """Print the memory plan of `config`'s training step per device (tasks/plan.py):
+    parameters, gradients, optimizer state, activations with and without remat, whether it
+    fits the device (its own memory, or `device_memory` GiB) and the smallest change that
+    would (main.py --mode=plan). Returns the numbers (bytes)."""
+    import jax
+
+    from srupp_jax.tasks import plan as planning
+
+    if device_memory < 0:
+        raise ValueError(f"--device_memory={device_memory}; expected GiB >= 0 (0 = the device's)")
+    devices = config.mesh.num_devices or jax.device_count()
+    validate_config(config, devices)
+    p, fix = resolved_task(config, devices).memory_plan(devices, device_memory)
+    print(planning.describe(p, fix))
+    out = {"params_bytes": p.params, "optimizer_bytes": p.optimizer, "total_bytes": p.total(),
+           **{f"activations_bytes_{r}": b for r, b in p.activations.items()}}
+    if p.device_memory:
+        out.update(device_memory_bytes=p.device_memory, fits=int(p.total() <= p.device_memory))
+    return out
+
+
 def sample_text(config, workdir: str, prompt: str = "", num_tokens: int = 200, *,
                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                 out=None) -> None:
@@ -164,93 +201,32 @@ def translate_file(config, workdir: str, input_path: str = "-", output_path: str
     return len(lines)
 
 
-def import_torch(config, workdir: str, path: str, given=()) -> dict:
-    """--mode=import: a released SRU++ language model (a PyTorch state dict of the paper's
-    experiments, srupp_jax/convert/released.py) into a new `workdir` that every other mode
-    accepts: config.json (`config` with every model key the file decides read from it, the
-    file recorded in model.imported_from, float32 compute as the official evaluation) and a
-    checkpoint of its parameters (step 0). Everything is checked before anything is written:
-    the file, its layout against the config (a key set on the command line that the file
-    contradicts is an error), the prepared data's vocabulary size. given: the keys set on the
-    command line."""
-    import hashlib
-    import json
+def export_model(config, workdir: str, output: str) -> dict:
+    """Write the best checkpoint's model of `workdir` to `output` as jax.export artifacts a
+    server runs with jax alone (srupp_jax/inference/export.py; main.py --mode=export)."""
     import os
 
     from flax import nnx
 
-    from srupp_jax.convert import released
-    from srupp_jax.data.datasets import unit_of
-    from srupp_jax.training import run_config
-    from srupp_jax.training.checkpoint import Checkpoints
-    from srupp_jax.training.rng import model_rngs
-    from srupp_jax.training.steps import count_params
+    from srupp_jax.inference import export
+    from srupp_jax.inference import restore as restoring
 
-    if run_config.load(workdir) is not None or os.path.isdir(os.path.join(workdir,
-                                                                          "checkpoints")):
-        raise ValueError(f"--workdir={workdir} already holds a run; import into a new workdir")
-    state_dict = released.load_state_dict(path)
-    layout = released.read_layout(state_dict, path)
-    config = adopt_layout(config, layout, path, given)
-    unit = unit_of(config.data.name, config.data.unit)
-    if (layout["kind"] == "enwik8") != (unit == "byte"):
-        kind = "a byte model (enwik8)" if unit == "word" else "a word model (adaptive softmax)"
-        raise ValueError(f"{path} is {kind}, but the config's data ({config.data.name}) are "
-                         f"{unit}s; use the config of its dataset (README: Pretrained models)")
+    if not output or output == "-":
+        raise ValueError(f"--output={output!r}: --mode=export writes a folder; give "
+                         "--output=DIR")
+    config.model.impl = "scan"                  # portable and exact on any platform
     task = tasks.prepared(config)
-    if task.config.model.vocab_size != layout["vocab_size"]:
-        raise ValueError(f"{path} has a vocabulary of {layout['vocab_size']:,} ids but the "
-                         f"prepared {config.data.name} data have {task.config.model.vocab_size:,}"
-                         ": prepare the dataset the model was trained on (README: Pretrained "
-                         "models)")
-    model = task.build_model(model_rngs(task.config))
-    released.load_params(model, state_dict)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    config = task.config
-    config.model.imported_from = f"{os.path.abspath(path)} (sha256 {digest.hexdigest()})"
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-    with Checkpoints(f"{workdir}/checkpoints", best_metric=task.best_metric,
-                     best_mode=task.best_mode) as ckpt:
-        ckpt.save(0, {"params": params, "rest": rest},
-                  meta={"config": json.loads(config.model.to_json())})
-    run_config.save(config, workdir)
-    return {"imported": config.model.imported_from, "layout": layout["kind"],
-            "params": count_params(model), "vocab_size": layout["vocab_size"]}
-
-
-def adopt_layout(config, layout: dict, path: str, given=()):
-    """A copy of `config` with the model keys of a released file's layout (ValueError for one
-    the command line sets otherwise); float32 compute (the official evaluation's)."""
-    import ml_collections
-    from absl import logging
-
-    from srupp_jax.convert.released import config_keys as layout_keys
-
-    config = ml_collections.ConfigDict(config.to_dict())
-    m = config.model
-    if m.get("arch", "srupp") != "srupp":
-        raise ValueError(f"model.arch={m.arch!r}; a released SRU++ model imports with an SRU++ "
-                         "config (configs/enwik8.py, wiki103*.py, billion_word.py)")
-    replaced, refused = [], []
-    for key, value in layout_keys(layout).items():
-        ours = tuple(m[key]) if isinstance(m[key], (list, tuple)) else m[key]
-        if key == "vocab_size" or ours == value:
-            continue
-        if f"model.{key}" in given:
-            refused.append(f"--config.model.{key}={ours!r} but {path} has {value!r}")
-        else:
-            replaced.append(f"model.{key} {ours!r} -> {value!r}")
-            m[key] = value
-    if refused:
-        raise ValueError("; ".join(refused) + " (read from its tensors); drop the flag")
-    if replaced:
-        logging.info("from %s: %s", path, ", ".join(replaced))
-    m.vocab_size = 0                        # the data's, checked against the file's
-    config.train.compute_dtype = "float32"
-    return config
+    model, params, rest, step = restoring.restore(task, workdir)
+    nnx.update(model, params, rest)
+    if task.name == "lm":
+        data = task.data
+        vocab = (data.vocab.symbols.tolist() if data.unit != "word" else
+                 list(data.vocab.tokens))
+        export.export_lm(model, params, config.eval.mem_len, vocab, output)
+    else:
+        export.export_seq2seq(model, params, config.train.max_len, config.train.max_len,
+                              task.data.subwords.pieces(), output)
+    return {"step": step, "output": output, "files": len(os.listdir(output))}
 
 
 def check_files(source: str, target: str) -> None:
@@ -266,11 +242,9 @@ def check_files(source: str, target: str) -> None:
                                 "(or '-' for stdout)")
 
 
-def _check_torch_checkpoint(path: str) -> None:
-    import os
-    if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f"--torch_checkpoint={path!r}: no such file; give the released "
-                                ".pt file (README: Pretrained models)")
+def _importing():
+    from srupp_jax.programs import importing     # --mode=import (torch only there)
+    return importing
 
 
 def _check_num_tokens(f) -> None:
@@ -328,14 +302,28 @@ MODES = {
         "--output (stdout) with config.decode (beam size, length penalty, length limit).",
         lambda config, workdir, f: translate_file(config, workdir, f.input, f.output) and None,
         flags=("input", "output"), check=lambda f: check_files(f.input, f.output)),
+    "plan": Mode(
+        "print the memory of a training step per device before any run: parameters, "
+        "gradients, optimizer state, activations with each model.remat, whether it fits the "
+        "device (its own memory on a GPU/TPU, or --device_memory GiB) and the smallest change "
+        "that would (remat, batch with grad_accum_steps, mesh.fsdp_size).",
+        lambda config, workdir, f: plan(config, f.device_memory), workdir="none",
+        flags=("device_memory",)),
+    "export": Mode(
+        "write the best checkpoint's model to --output=DIR as jax.export (StableHLO) artifacts "
+        "with their parameters and export.json (shapes, vocabulary): the LM forward with its "
+        "carried state, or the translation encoder and one decoder step; a server runs them "
+        "with jax alone (README).",
+        lambda config, workdir, f: export_model(config, workdir, f.output),
+        flags=("output",)),
     "import": Mode(
         "read a released SRU++ language model (--torch_checkpoint, a PyTorch state dict of the "
         "paper's experiments) into DIR: config.json (the --config file with every size read "
         "from the file) and a checkpoint, which eval, generate and train.init_from accept.",
-        lambda config, workdir, f: import_torch(config, workdir, f.torch_checkpoint,
-                                                given_keys(f)),
+        lambda config, workdir, f: _importing().import_torch(
+            config, workdir, f.torch_checkpoint, given_keys(f)),
         workdir="train", flags=("torch_checkpoint",),
-        check=lambda f: _check_torch_checkpoint(f.torch_checkpoint)),
+        check=lambda f: _importing().check_torch_checkpoint(f.torch_checkpoint)),
     "show_config": Mode(
         "print the config (the --config file with its overrides; with only --workdir, the "
         "run's config.json) as `key = value  # meaning`, meanings from configs/base.py.",

@@ -12,14 +12,10 @@ another workdir (train.init_from) takes its architecture (configure_from; tasks/
 """
 from __future__ import annotations
 
-import math
-import time
-
 import jax
+import jax.numpy as jnp
 import ml_collections
-import optax
 from absl import logging
-from flax import nnx
 
 from srupp_jax.data.streams import Streams
 from srupp_jax.errors import require
@@ -29,8 +25,6 @@ from srupp_jax.nn.clusters import check_cutoffs
 from srupp_jax.nn.recurrence import describe_backend
 from srupp_jax.tasks.base import Task, measured_impl
 from srupp_jax.tasks.lm_eval import make_evaluator, split_metrics
-from srupp_jax.training.rng import model_rngs
-from srupp_jax.training.steps import count_params
 
 MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
 # The `model` keys that make a language model's architecture: a run started from another
@@ -50,13 +44,9 @@ def fraction_cutoffs(vocab_size: int, fractions) -> tuple:
 def check_vocabulary(config, vocab) -> None:
     """Fill data.vocab_rule / vocab_sha256 from `vocab` (the data's); ValueError when the config
     recorded another one (a run, a source or an import made on other ids). A config.json
-    written before the keys existed records the rule of its time (run_config.recorded)."""
-    from srupp_jax.training import run_config
+    written before the keys existed reads back with the rule of its time (run_config)."""
     d = config.data
-    rule = d.get("vocab_rule", None)
-    if rule is None:
-        rule = run_config.recorded(run_config.flat(config.to_dict()), "data.vocab_rule")
-    sha = d.get("vocab_sha256", "")
+    rule, sha = d.vocab_rule, d.vocab_sha256
     if (rule and rule != vocab.rule) or (sha and sha != vocab.fingerprint):
         raise ValueError(
             f"the model was made on token ids of another vocabulary (data.vocab_rule={rule!r},"
@@ -208,14 +198,14 @@ class LMTask(Task):
         if m.vocab_size < 1:
             raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its "
                              "data first (task.load)")
-        model_config = archs.model_config(self.config, "lm")
-        if measure:
-            t = self.config.train
-            model_config = measured_impl(model_config, max(1, t.batch_size // jax.device_count()),
-                                         t.unroll)
+        t = self.config.train
+        model_config, reason = measured_impl(archs.model_config(self.config, "lm"),
+                                             max(1, t.batch_size // jax.device_count()),
+                                             t.unroll, timed=measure)
         model = model_config.build(rngs)
         if isinstance(model_config, SRUppConfig):
             logging.info("recurrence: %s", describe_backend(model.backend))
+            self.setup = {"recurrence": model.backend.value, "recurrence_reason": reason}
         return model
 
     def configure_from(self, source, given=()) -> None:
@@ -287,14 +277,21 @@ class LMTask(Task):
     def tokens_per_step(self) -> int:
         return self.config.train.batch_size * self.config.train.unroll
 
+    def global_rows(self) -> int:
+        return self.config.train.batch_size
+
+    def plan_inputs(self, model, rows: int) -> tuple:
+        m = self.config.train.unroll
+        tokens = jax.ShapeDtypeStruct((rows, m), jnp.int32)
+        return jax.eval_shape(lambda: model.init_state(rows, m)), (tokens, tokens)
+
     def flops_per_token(self, model) -> float:
         """Attention over 2M keys per query: M tokens of the segment and M of memory."""
         return model.flops_per_token(2 * self.config.train.unroll)
 
-    def smoke(self) -> float:
-        """One forward and backward pass of the model on random tokens; prints the sizes and
-        returns the mean loss in nats."""
-        self.validate(1)
+    def smoke_inputs(self):
+        """(config with vocab_size known, a random batch [B, M] inputs and targets): bytes take
+        256, words the given model.vocab_size (else the prepared data's)."""
         config = smoke_config(self.config)
         if config is None:                  # words: the vocabulary's size is the data's
             try:
@@ -308,25 +305,6 @@ class LMTask(Task):
                     "the vocabulary's size; set --config.model.vocab_size=N, or prepare the data "
                     f"once: {prepare_command(self.config.data.name)}") from None
             config = self.config
-        self.config = config
-        model = self.build_model(model_rngs(config))
-        graphdef, variables = nnx.split(model)
         B, M, V = config.train.batch_size, config.train.unroll, config.model.vocab_size
         tokens = jax.random.randint(jax.random.PRNGKey(config.seed), (B, M + 1), 0, V)
-        state = model.init_state(B, M)
-
-        @jax.jit
-        def loss_and_grad(variables, state):
-            m = nnx.merge(graphdef, variables)
-            loss_fn = lambda m: m.nll(tokens[:, :-1], tokens[:, 1:], state)[0].mean()
-            return nnx.value_and_grad(loss_fn)(m)
-
-        start = time.time()
-        loss, grads = loss_and_grad(variables, state)
-        m = config.model
-        print(f"{self.arch} LM: {count_params(model):,} parameters, {m.num_layers} layers, "
-              f"d={m.d}, d'={m.d_proj}, k={m.k}, backend {jax.default_backend()}")
-        print(f"random tokens B={B} M={M}: loss {float(loss):.4f} nats (ln V = "
-              f"{math.log(V):.4f}), grad norm {float(optax.tree.norm(grads)):.4f}, "
-              f"{time.time() - start:.1f}s incl. compile")
-        return float(loss)
+        return config, (tokens[:, :-1], tokens[:, 1:])

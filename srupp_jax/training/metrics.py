@@ -9,6 +9,8 @@
   last_hours(path)             the `hours` of its last complete record.
   train_seconds(workdir, step) training seconds of a timed run up to `step` (the study).
   last_metrics(workdir, step)  the latest value of every metric up to `step`.
+  MetricWriter.note(step, info)  a "setup" line of text (the recurrence chosen and why, the
+                               memory plan, the loss scale): not a metric.
 
 Multi-host: create the MetricWriter on process 0 only (`jax.process_index() == 0`). The
 progress bar: progress.py; FLOPs and MFU: flops.py.
@@ -24,6 +26,7 @@ from typing import Any, Callable, Mapping, Optional
 
 METRICS_FILE = "metrics.jsonl"
 RESERVED_KEYS = ("step", "split", "time", "hours")    # set by the writer, not by scalars
+SETUP = "setup"     # the split of MetricWriter.note's lines: what a run chose when it started
 
 
 def _json_value(v: Any) -> Any:
@@ -130,7 +133,7 @@ def last_metrics(workdir: str, step: int) -> dict:
     last = {}
     try:
         for row in read_metrics(workdir):
-            if row["step"] <= step:
+            if row["step"] <= step and row["split"] != SETUP:
                 last.update({k: v for k, v in row.items() if k not in RESERVED_KEYS})
                 last[f"{row['split']}_step"] = row["step"]     # the step they were measured at
     except FileNotFoundError:
@@ -251,6 +254,16 @@ class MetricWriter:
                 if k not in RESERVED_KEYS and k != "devices":
                     w.add_scalar(k, _NONFINITE.get(v, v) if isinstance(v, str) else v, step)
         return record
+
+    def note(self, step: int, info: Mapping[str, Any], *, split: str = SETUP) -> None:
+        """Record `info` (text or numbers, e.g. the recurrence backend a run chose and why) as
+        one line of `split` (default "setup", the first line of each start); not a metric: no
+        TensorBoard scalars, and `last_metrics` skips it."""
+        record = {"step": int(step), "split": split, "time": self._clock(), "hours": self.hours,
+                  "devices": self.devices, **{k: v if isinstance(v, str) else _json_value(v)
+                                              for k, v in info.items()}}
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        self._file.flush()
 
     def flush(self) -> None:
         if self._file is not None:

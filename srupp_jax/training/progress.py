@@ -13,18 +13,13 @@ train.log_every steps in both cases.
 
 `bar` is a tqdm bar on a terminal; elsewhere (CI logs, nohup, SLURM) it shows no bar and logs
 one line when the loop ends ("eval dev: 120 segments in 3.1 s").
-
-`Profile` traces the steps of train.profile_steps (jax.profiler) into workdir/profile.
 """
 from __future__ import annotations
 
 import collections
-import os
 import sys
 import time
 from typing import Callable, Iterable, Iterator, Optional
-
-import jax
 
 
 def on_terminal() -> bool:
@@ -120,19 +115,3 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class Profile:
-    """A jax.profiler trace of steps first+1..last (train.profile_steps) in workdir/profile."""
-    def __init__(self, workdir: str, steps, say):
-        (self.first, self.last), self.workdir, self.say = steps, workdir, say
-
-    def before(self, step: int) -> None:
-        if step == self.first and self.last > self.first:
-            jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
-
-    def after(self, done: int, state) -> None:
-        if done == self.last and self.last > self.first:
-            jax.block_until_ready(state.params)
-            jax.profiler.stop_trace()
-            self.say(f"profile of steps {self.first + 1}..{done} in {self.workdir}/profile")

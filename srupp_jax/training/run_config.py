@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional
 
 import ml_collections
 
+from srupp_jax.configs import base
 from srupp_jax.training.rng import SAVED_BEFORE
 
 CONFIG_FILE = "config.json"
@@ -30,7 +31,8 @@ CHANGES_FILE = "config_changes.jsonl"
 CONTROL = ("train.stop_at", "train.log_every", "train.eval_every", "train.checkpoint_every",
            "train.keep_checkpoints", "train.profile_steps", "train.max_bad_steps",
            "train.time_budget", "train.eval_marks", "eval.", "decode.", "mesh.",
-           "data.data_dir", "data.cache_dir")
+           "data.data_dir", "data.cache_dir",
+           "model.remat", "cpu_variant")    # remat: the same losses, less memory
 EXTENSIBLE = ("train.steps",)
 FIXED = ("data.vocab_rule", "data.vocab_sha256")
 
@@ -47,7 +49,8 @@ def _vocab_rule_before(old: Mapping) -> str:
 
 # Keys added after runs were recorded without them: the value such a run trained with (or a
 # function of the rest of its record).
-RECORDED_BEFORE = {"train.prng_impl": SAVED_BEFORE, "data.vocab_rule": _vocab_rule_before}
+RECORDED_BEFORE = {"train.prng_impl": SAVED_BEFORE, "train.loss_scale": 2.0 ** 15,
+                   "train.loss_scale_period": 2000, "data.vocab_rule": _vocab_rule_before}
 
 
 def recorded(old: Mapping, key: str):
@@ -124,12 +127,39 @@ def save(config: ml_collections.ConfigDict, workdir: str, changes=(), step: int 
 
 
 def load(workdir: str) -> Optional[ml_collections.ConfigDict]:
-    """The config saved in `workdir`, or None when it has none."""
+    """The config saved in `workdir` with every key configs/base.py has (a key added after the
+    run was recorded takes the value such a run trained with, RECORDED_BEFORE, else base.py's
+    default), or None when it has none."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return None
     with open(path, "r", encoding="utf-8") as f:
-        return ml_collections.ConfigDict(_tuples(json.load(f)))
+        return complete(_tuples(json.load(f)))
+
+
+def complete(saved: Mapping) -> ml_collections.ConfigDict:
+    """configs/base.py's config with `saved` (a nested dict) on top, and RECORDED_BEFORE for
+    the keys `saved` lacks: the one place missing keys are filled, so code reads every key
+    directly."""
+    config = base.get_config().to_dict()
+    before = flat(saved)
+    missing = set(flat(config)) - set(before)
+    _merge(config, saved)
+    for key in missing & set(RECORDED_BEFORE):
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = recorded(before, key)
+    return ml_collections.ConfigDict(config)
+
+
+def _merge(into: dict, values: Mapping) -> None:
+    for key, value in values.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def override(config: ml_collections.ConfigDict,

@@ -24,12 +24,11 @@ from flax import nnx
 from srupp_jax.errors import require
 from srupp_jax.training import fine_tune, run_config, sharding
 from srupp_jax.training.checkpoint import Checkpoints
-from srupp_jax.training.metrics import MetricWriter, last_metrics, train_seconds
-from srupp_jax.training.mfu import mfu, peak_flops_per_device
-from srupp_jax.training.optim import SCHEDULES, lr_schedule, make_optimizer
-from srupp_jax.training.progress import Profile, Progress
+from srupp_jax.training.metrics import last_metrics, train_seconds
+from srupp_jax.training.optim import SCHEDULES, make_optimizer
+from srupp_jax.training.report import Pace, Profile, Report
 from srupp_jax.training.rng import model_rngs, prng_impl
-from srupp_jax.training.steps import Window, accumulate, count_params, make_train_step
+from srupp_jax.training.steps import count_params, initial_loss_scale, make_train_step
 from srupp_jax.training.workdir import StopSignals, WorkdirLock, say_end
 
 
@@ -39,10 +38,15 @@ class TrainState(NamedTuple):
     rest: Any         # every other model state (dropout RNG counters, ...)
     opt_state: Any    # optax state (with the step counts of the schedule)
     carry: Any        # the task's carry (batch-first arrays) or None
+    loss_scale: Any = None   # float16: the dynamic loss scale's state (steps.py), else None
 
     def trees(self) -> dict:
         """The fields that hold arrays, by name: what a checkpoint stores (no empty carry)."""
         return {k: v for k, v in self._asdict().items() if jax.tree.leaves(v)}
+
+    def args(self) -> tuple:
+        """The train step's leading arguments (the loss scale only where there is one)."""
+        return tuple(self) if self.loss_scale is not None else tuple(self)[:4]
 
 
 def validate(config) -> None:
@@ -63,10 +67,13 @@ def validate(config) -> None:
         (len(t.profile_steps) == 2 and 0 <= t.profile_steps[0] <= t.profile_steps[1],
          f"train.profile_steps={tuple(t.profile_steps)}; expected (first, last) with "
          "0 <= first <= last (steps first+1..last are traced; (0, 0) = off)"),
-        (t.get("time_budget", 0.0) >= 0,
+        (t.time_budget >= 0,
          f"train.time_budget={t.get('time_budget')}; expected >= 0 seconds (0 = none)"),
         (t.schedule in SCHEDULES,
          f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
+        (t.loss_scale >= 1 and t.loss_scale_period >= 1,
+         f"train.loss_scale={t.loss_scale}, train.loss_scale_period={t.loss_scale_period}; "
+         "expected >= 1 and >= 1"),
     ])
 
 
@@ -82,8 +89,8 @@ class StopRule:
     def __init__(self, t, start: int, seconds: float):
         self.total = t.steps * t.grad_accum_steps
         self.stop_at, self.eval_every = t.stop_at, t.eval_every
-        self.budget = t.get("time_budget", 0.0)
-        self.marks = sorted(t.get("eval_marks", ()))
+        self.budget = t.time_budget
+        self.marks = sorted(t.eval_marks)
         self.timed = bool(self.budget or self.marks)
         self.start, self.seconds = start, seconds
 
@@ -101,75 +108,6 @@ class StopRule:
 
     def stopped(self, done: int) -> bool:
         return done < self.total and (done == self.stop_at or self.out_of_time())
-
-
-class Report:
-    """What the run tells: the on-device metric window fetched every train.log_every steps
-    (the loop's only wait for the device; train.max_bad_steps non-finite steps in a row stop
-    the run), the train and dev rows of metrics.jsonl and TensorBoard (process 0), the
-    progress bar and its lines, and `last`, the latest metrics of each split."""
-
-    def __init__(self, workdir: str, task, rule: StopRule, mesh, start: int):
-        t, main = task.config.train, jax.process_index() == 0
-        self.task, self.rule, self.devices = task, rule, mesh.devices.size
-        self.writer = MetricWriter(workdir, resume_step=start) if main else None
-        self.progress = Progress(rule.total, initial=start, tokens_per_step=task.tokens_per_step,
-                                 disable=None if main else True)
-        self.say = self.progress.write if main else (lambda _: None)
-        self.window, self.max_bad, self.last = Window.empty(), t.max_bad_steps, {}
-        self.schedule = lr_schedule(t.lr, t.warmup_steps, t.steps, kind=t.schedule)
-        self.accum = t.grad_accum_steps
-        self.flops, self.peak = None, peak_flops_per_device()
-
-    def add(self, step_metrics) -> None:
-        self.window = accumulate(self.window, step_metrics)
-
-    def fetch(self, done: int):
-        """(mean loss of the applied steps since the last fetch or None, last grad norm)."""
-        w = jax.device_get(self.window)
-        self.window = Window.empty(int(w.bad_run))
-        if w.skipped:
-            logging.warning("%d step(s) up to step %d had a non-finite loss or gradient; their "
-                            "updates were skipped", w.skipped, done)
-        if w.worst_run >= self.max_bad:
-            raise FloatingPointError(
-                f"{int(w.worst_run)} consecutive steps with a non-finite loss or gradient (by "
-                f"step {done}); stopping. Lower train.lr or check the data.")
-        mean = float(w.loss_sum / w.applied) if w.applied else None
-        self.progress.update(done, mean)
-        return mean, float(w.grad_norm)
-
-    def train(self, done: int, model) -> None:
-        """The train row of a logged step (nothing when every step since the last was
-        skipped)."""
-        mean, grad_norm = self.fetch(done)
-        if mean is None:
-            return
-        if self.flops is None:
-            self.flops = self.task.flops_per_token(model)
-        tps = self.progress.tokens_per_sec
-        util = mfu(tps, self.flops, self.peak, num_devices=self.devices)
-        self.record(done, "train", dict(
-            self.task.train_metrics(mean), lr=float(self.schedule(done // self.accum)),
-            grad_norm=grad_norm, tokens_per_sec=tps, devices=self.devices,
-            **({} if util is None else {"mfu": util})))
-
-    def record(self, done: int, split: str, metrics: dict) -> None:
-        metrics = dict(metrics, **self.task.marks,
-                       **({"train_seconds": self.rule.seconds} if self.rule.timed else {}))
-        self.last.update(metrics, **{f"{split}_step": done})   # the step they were measured at
-        if self.writer:
-            self.writer.write(done, metrics, split=split)
-        self.say(f"step {done}: " + " ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-
-    def __enter__(self) -> "Report":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.close()
-        if self.writer:
-            self.writer.close()
 
 
 def train_and_evaluate(task, workdir: str, *, force: bool = False,
@@ -195,6 +133,8 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             stack.enter_context(WorkdirLock(workdir, force=force))
         model = task.build_model(model_rngs(config), measure=True)
         logging.info("model %s: %s parameters", task.arch, f"{count_params(model):,}")
+        if main:
+            say_plan(task, mesh.devices.size)
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
         ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
                                                best_metric=task.best_metric,
@@ -210,9 +150,11 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         timed = t.get("time_budget") or t.get("eval_marks")
         rule = StopRule(t, start, train_seconds(workdir, start) if timed else 0.0)
         report = stack.enter_context(Report(workdir, task, rule, mesh, start))
+        report.setup(start, task.setup)
         signals = stack.enter_context(StopSignals())
-        profile = Profile(workdir, t.profile_steps, report.say)
-        train_step = make_train_step(graphdef, tx, task.loss)
+        profile, pace = Profile(workdir, t.profile_steps, report.say), Pace(config, start, rule.total)
+        train_step = make_train_step(graphdef, tx, task.loss,
+                                     t.loss_scale_period if t.compute_dtype == "float16" else 0)
         evaluate = task.evaluator(model, mesh)
         put = lambda step: [sharding.global_batch(a, mesh) for a in task.batch(step)]
         status, done, batch = "finished", start, put(start)
@@ -224,7 +166,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             profile.before(step)
             if task.resets_carry(step):
                 state = state._replace(carry=fresh_carry())
-            *new_state, step_metrics = train_step(*state, *batch)
+            *new_state, step_metrics = train_step(*state.args(), *batch)
             state, done = TrainState(*new_state), step + 1
             report.add(step_metrics)
             if rule.timed:
@@ -233,6 +175,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             if done < rule.total:
                 batch = put(done)              # the next batch goes to the device meanwhile
             profile.after(done, state)
+            pace.after(done, state)
             ckpt.check()             # an asynchronous save that failed stops the run here
             if done % t.log_every == 0 or done == rule.total:
                 report.train(done, model)
@@ -252,6 +195,15 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         return dict(report.last, status=status, step=done)
 
 
+def say_plan(task, num_devices: int) -> None:
+    """Log the memory plan of the step (tasks/plan.py) in one line; a plan that cannot be
+    made is a warning, never the end of the run."""
+    try:
+        logging.info(task.memory_plan_line(num_devices))
+    except Exception as e:      # noqa: BLE001
+        logging.warning("no memory plan (%s: %s)", type(e).__name__, str(e).splitlines()[0])
+
+
 def initial_state(task, model, mesh):
     """(graphdef, optimizer, TrainState on the mesh, a function giving a fresh carry)."""
     t, fsdp = task.config.train, task.config.mesh.fsdp
@@ -265,7 +217,10 @@ def initial_state(task, model, mesh):
     # A fresh carry each time: on one device device_put returns its argument, and the
     # donating train step frees it, so an initial carry must never be kept for reuse.
     fresh_carry = lambda: jax.device_put(task.init_carry(model), carry_shardings)
-    return graphdef, tx, TrainState(params, rest, opt_state, fresh_carry()), fresh_carry
+    scale = (sharding.onto_mesh(initial_loss_scale(t.loss_scale), mesh)
+             if t.compute_dtype == "float16" else None)
+    return (graphdef, tx, TrainState(params, rest, opt_state, fresh_carry(), scale),
+            fresh_carry)
 
 
 def restore(ckpt: Checkpoints, state: TrainState, config: dict):
