@@ -94,7 +94,8 @@ def record_changes(workdir: str, config: ml_collections.ConfigDict, *,
     old = dict({k: recorded(old, k) for k in RECORDED_BEFORE}, **old)
     new = flat(config.to_dict())
     changes = [(k, old[k], new.get(k)) for k in sorted(old)
-               if k in new and old[k] != new[k] and not k.startswith(CONTROL)]
+               if k in new and old[k] != new[k] and not k.startswith(CONTROL)
+               and not (k in FIXED and old[k] == "")]     # "": not recorded, now filled
     fixed = [c for c in changes if c[0] in FIXED]
     if fixed:
         listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in fixed)
