@@ -4,9 +4,10 @@
     python benchmarks/inference.py --d 256 --d_proj 64 --vocab 5000 --cutoffs 1000,3000 \\
         --attn_len 512 --tokens 2048 --gen_tokens 64     # small, a minute on CPU
 
-Model: the Wiki-103 large shape of the paper (d = 4096, d' = 1024, 10 layers, adaptive input
-and softmax with cutoffs 20K/60K over 267,735 words, factor 4) with attention in every layer
-(k = 1) and its k = 5 variant (attention in layers 5 and 10).
+Model: the Wiki-103 large shape of the paper (d = 4096, d' = 1024, 10 layers, the released
+models' adaptive input and softmax: cutoffs 19997/39997/199997 over 267,735 words, first
+cluster 1024 wide, factor 4) with attention in every layer (k = 1) and its k = 5 variant
+(attention in layers 5 and 10); --ks=1 --d 3072 --d_proj 768 is wiki103_base.pt's shape.
 
 evaluation tokens/s: batch size 1, a random test stream of --tokens tokens, segments of
   --unroll tokens (default --attn_len) with --mem_len tokens of memory (default --attn_len) and
@@ -38,14 +39,15 @@ from flax import nnx  # noqa: E402
 from srupp_jax.inference import generate as gen  # noqa: E402
 from srupp_jax.models.base import DTYPES, split_for_eval  # noqa: E402
 from srupp_jax.models.srupp_lm import SRUppConfig, SRUppLM  # noqa: E402
-from srupp_jax.tasks.lm import make_eval_step  # noqa: E402
+from srupp_jax.tasks.lm_eval import make_eval_step  # noqa: E402
 from report import save_json  # noqa: E402
 
 
 def build(args, k):
     cutoffs = tuple(int(c) for c in args.cutoffs.split(",")) if args.cutoffs else ()
     model = SRUppLM(SRUppConfig(args.vocab, args.d, args.d_proj, args.layers, k=k,
-                                cutoffs=cutoffs, adaptive_factor=4.0, impl=args.impl,
+                                cutoffs=cutoffs, adaptive_factor=4.0,
+                                d_embed=args.d_embed if cutoffs else 0, impl=args.impl,
                                 dtype=args.dtype), rngs=nnx.Rngs(0))
     model.eval()
     return model
@@ -97,7 +99,8 @@ def main(argv=None):
     p.add_argument("--d_proj", type=int, default=1024)
     p.add_argument("--layers", type=int, default=10)
     p.add_argument("--vocab", type=int, default=267_735)
-    p.add_argument("--cutoffs", default="20000,60000", help="'' = full softmax")
+    p.add_argument("--cutoffs", default="19997,39997,199997", help="'' = full softmax")
+    p.add_argument("--d_embed", type=int, default=1024, help="first adaptive cluster width")
     p.add_argument("--ks", default="1,5", help="attention every k layers, one row each")
     p.add_argument("--attn_len", type=int, default=2560)
     p.add_argument("--unroll", type=int, default=0, help="0 = attn_len")

@@ -35,8 +35,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.attn_dropout = 0.0     # dropout of the attention weights
     config.model.highway_bias = -2.0    # initial reset-gate bias (the paper: -2)
     config.model.layer_norm = False     # an extra layer norm per layer (the paper: off)
+    config.model.attn_layer_norm = True  # the layer norm inside each SRU++ transform (eq. 7)
     config.model.cutoffs = ()           # () = one softmax; adaptive input/softmax otherwise
     config.model.adaptive_factor = 4.0  # each adaptive cluster this many times narrower
+    config.model.tie_proj = True        # adaptive softmax projections = the input's (tied)
+    config.model.emb_dropout = 0.0      # dropout inside the adaptive input and softmax
     config.model.cutoff_fractions = ()  # word data with cutoffs (): cutoffs at these fractions
                                         #   of the vocabulary (configs/text.py)
     config.model.impl = "auto"          # recurrence backend: auto | scan | assoc | pallas
@@ -53,7 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.d_inner = 0            # transformer_xl, sha_rnn: feed-forward / Boom width
     config.model.d_head = 0             # transformer_xl: head width (0 = d / num_heads)
     config.model.attention_layers = ()  # sha_rnn: 1-based blocks with attention
-    config.model.d_embed = 0            # translation: width of the shared embedding (SRU++)
+    config.model.d_embed = 0            # lm: width of the first adaptive cluster (0 = d);
+                                        #   translation: of the shared embedding (SRU++)
     config.model.encoder_layers = 0     # translation: layers of the encoder and the decoder
     config.model.decoder_layers = 0     # translation: layers of the decoder
     config.model.encoder_bidirectional = False  # translation, classification, SRU++: a
@@ -61,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.label_smoothing = 0.0  # translation: epsilon of the label-smoothed loss
     config.model.num_classes = 0        # classification: 0 = the number of labels in train
     config.model.pooling = "mean"       # classification: mean | max | first | last | attention
+    config.model.imported_from = ""     # --mode=import records the PyTorch file (and sha256)
 
     config.data = ml_collections.ConfigDict()
     config.data.name = ""               # default (embedded) | enwik8 | wikitext103 | lm1b | text;
@@ -73,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.valid_path = ""         # 'text' only: optional separate valid / test files
     config.data.test_path = ""          #   (both or neither; else a 90/5/5 split of path)
     config.data.unit = "byte"           # 'text': byte | word; classification: byte | word | bpe
+    config.data.vocab_rule = ""         # from the data: the vocabulary's rule (bytes,
+                                        #   byte_values, counts, file; srupp_jax/data/vocab.py)
+    config.data.vocab_sha256 = ""       # from the data: the vocabulary's fingerprint; a run
+                                        #   never meets ids of another vocabulary
     # translation: data.name numbers_de_en (generated, offline) | iwslt14_de_en | parallel
     config.data.src = ""                # parallel: the source / target file suffixes (de, en)
     config.data.tgt = ""                # parallel: the target file suffix (en)
@@ -118,11 +127,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_marks = ()        # dev evaluations at these training seconds (study)
     config.train.prng_impl = "rbg"      # threefry2x32 | rbg | unsafe_rbg: the keys of the
                                         #   initial weights and dropout masks (srupp_jax/training/rng.py)
-    config.train.init_from = ""         # a fresh run starts from this workdir's parameters
-                                        #   (classification: a language model's embedding
-                                        #   and SRU++ stack); "" = a random start
     config.train.profile_steps = (0, 0)  # (first, last): trace steps first+1..last to
                                          #   workdir/profile; (0, 0) = off
+    config.train.init_from = ""         # a workdir (trained or imported): a new run starts
+                                        #   from its best (else latest) params, a fresh
+                                        #   optimizer (fine-tuning); lm: its architecture;
+                                        #   classification: an LM's embedding and SRU++ stack
+    config.train.init_step = -1         # recorded: the step of init_from's params used
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 1          # streams evaluated at once
@@ -130,6 +141,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.mem_len = 0             # attention memory at evaluation (paper: longer than M)
     config.eval.same_length = True      # every position sees the same number of tokens
     config.eval.max_tokens = 0          # 0 = the whole split (dev evaluations during training)
+    config.eval.whole_windows = False   # score only whole eval.unroll windows (the reference's
+                                        #   Billion Word evaluation drops the last partial one)
     config.eval.batch_tokens = 0        # translation, classification: padded tokens per
                                         #   evaluation batch
     config.eval.max_sentences = 0       # translation: dev BLEU during training on the first

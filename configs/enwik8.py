@@ -2,8 +2,10 @@
 
 d = 3072, d' = 768 (ratio 4), 10 layers, attention in every layer; unroll/attention 1024 in
 training and 3072 at test; batch 4 x 8 GPUs; dropout 0.22; RAdam lr 3e-4, 16K warmup, 400K
-steps, weight decay 0.1, clipping 1.0. Variant `configs/enwik8.py:k5` is the "Base model (k=5)"
-column (attention in layers 5 and 10; 98M parameters, test BPC 0.980).
+steps, weight decay 0.1, clipping 1.0. The architecture of the released `enwik8_base.pt`
+(107,566,295 parameters with the official vocabulary of 205 byte values; srupp_jax/data/
+vocab.py). Variant `configs/enwik8.py:k5` is the "Base model (k=5)" column (attention in layers
+5 and 10; 98M parameters, test BPC 0.980; not released).
 """
 from srupp_jax.configs import base
 

@@ -178,6 +178,28 @@ def check_second_segment_gradients(model, seq, *, stop_carry=False, differs=1e-6
 
 
 # ----------------------------------------------------------------------------------------------
+# The written vocabulary rules of the official SRU++ experiments (issue 27), as plain loops.
+# ----------------------------------------------------------------------------------------------
+
+def written_counts_rule(lines):
+    """`<eos>` first, then the words of train by count, descending, ties in order of first
+    occurrence; a line is its whitespace words (no lower-casing), `<eos>` not counted."""
+    counts, first = {}, {}
+    for line in lines:
+        for w in line.split():
+            counts[w] = counts.get(w, 0) + 1
+            first.setdefault(w, len(first))
+    ranked = sorted(counts, key=lambda w: (-counts[w], first[w]))
+    return ["<eos>"] + [w for w in ranked if w != "<eos>"]     # added first, never again
+
+
+def written_byte_values_rule(data: bytes):
+    """enwik8's: id = rank of the byte value among the distinct byte values of the file."""
+    values = sorted(set(data))
+    return values, [values.index(b) for b in data]
+
+
+# ----------------------------------------------------------------------------------------------
 # Encoder-decoders (tests/test_seq2seq.py, tests/test_decode.py).
 # ----------------------------------------------------------------------------------------------
 

@@ -1,6 +1,9 @@
 """Adaptive input / adaptive softmax (srupp_jax.nn.adaptive) on a tiny vocabulary.
 
 vocab 37, d_model 16, cutoffs [5, 17], factor 2: clusters [0,5) d=16, [5,17) d=8, [17,37) d=4.
+The reference is the written form of the released models' code (NumPy below): biases on every
+output row, the cluster logits as the head's last rows applied to the projected hidden state,
+the last head column scoring cluster 1.
 """
 import functools
 
@@ -59,10 +62,39 @@ def n_params(module):
     return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
 
 
+def randomize_biases(sm, seed=3):
+    """Every bias of a softmax away from its zero init (so the reference checks them)."""
+    rng = np.random.RandomState(seed)
+    for b in [*sm.biases, sm.cluster_bias]:
+        b[...] = jnp.asarray(rng.standard_normal(b.shape), jnp.float32)
+
+
+def reference_log_probs(sm, h):
+    """log p [.., V] written out from the reference's AdaptiveLogSoftmax in float64 NumPy:
+    head = log_softmax([(h P_0) E_0^T + b_0 ; (h P_0) C^T + b_C]); word w of cluster i >= 1:
+    head[:, -i] + log_softmax((h P_i) E_i^T + b_i)[w - c_i]."""
+    h = np.asarray(h, np.float64)
+    lsm = lambda z: z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - z.max(-1, keepdims=True)
+    def proj(i):
+        k = np.asarray(sm.out_projs[i].kernel[...], np.float64)
+        return h @ (k.T if sm.tie_proj else k)
+    table = lambda i: np.asarray(sm.out_embeddings[i].embedding[...], np.float64)
+    bias = lambda i: np.asarray(sm.biases[i][...], np.float64)
+    head_w = np.concatenate([table(0), np.asarray(sm.cluster_weight[...], np.float64)])
+    head_b = np.concatenate([bias(0), np.asarray(sm.cluster_bias[...], np.float64)])
+    head = lsm(proj(0) @ head_w.T + head_b)
+    parts = [head[..., :CUTOFFS[0]]]
+    for i in range(1, len(CUTOFFS) + 1):
+        parts.append(head[..., -i, None] + lsm(proj(i) @ table(i).T + bias(i)))
+    return np.concatenate(parts, -1)
+
+
 @pytest.mark.parametrize("tied,tie_proj,d_embed", [
     (False, True, None), (True, True, None), (True, False, None), (True, True, 12)])
 def test_log_probs_normalised_and_nll_matches(tied, tie_proj, d_embed):
     sm = pair(tied, tie_proj, d_embed).out
+    randomize_biases(sm)
     h, t = hidden(), all_targets()
     # one jit for speed (eager op-by-op dispatch is slow on CPU); eager paths: other tests
     lp, nll, nll_chunked = nnx.jit(
@@ -72,13 +104,17 @@ def test_log_probs_normalised_and_nll_matches(tied, tie_proj, d_embed):
     expected = -jnp.take_along_axis(lp, t[..., None], axis=-1)[..., 0]
     assert_close(nll, expected, 1e-5, "nll")
     assert_close(nll_chunked, expected, 1e-5, "nll chunked")
+    assert_close(lp, reference_log_probs(sm, h), 1e-5, "reference")
 
 
 def test_single_cluster_is_full_softmax():
     inp = AdaptiveInput(V, D, [], FACTOR, rngs=rngs(0))
     sm = AdaptiveSoftmax(V, D, [], tie_to=inp, rngs=rngs(1))
+    assert inp.projections is None and sm.out_projs is None and sm.cluster_weight is None
+    randomize_biases_ = np.random.RandomState(4).standard_normal(V)
+    sm.biases[0][...] = jnp.asarray(randomize_biases_, jnp.float32)
     h, t = hidden(), all_targets()
-    lsm = jax.nn.log_softmax(h @ inp.embeddings[0].embedding[...].T, axis=-1)
+    lsm = jax.nn.log_softmax(h @ inp.embeddings[0].embedding[...].T + randomize_biases_, -1)
     expected = -jnp.take_along_axis(lsm, t[..., None], axis=-1)[..., 0]
     assert_close(sm.nll(h, t), expected, 1e-6, "nll")
     assert_close(sm.log_probs(h), lsm, 1e-6, "log_probs")
@@ -88,11 +124,13 @@ def test_tied_shares_params_and_has_fewer():
     tied, untied = pair(True), pair(False)
     for i in range(3):
         assert tied.out.out_embeddings[i].embedding is tied.inp.embeddings[i].embedding
-    for i in range(1, 3):
-        assert tied.out.tail_projs[i - 1].kernel is tied.inp.projections[i].kernel
-    # untied softmax: 2 own tail tables (12*8 + 20*4), own head table (5*16), own Q_i
-    assert n_params(untied) - n_params(tied) == 5 * 16 + 12 * 8 + 20 * 4 + 16 * 8 + 16 * 4
-    assert n_params(pair(True, tie_proj=False)) - n_params(tied) == 16 * 8 + 16 * 4
+        assert tied.out.out_projs[i].kernel is tied.inp.projections[i].kernel
+    # the softmax's own: biases (37), cluster rows (2 x 16) and their biases (2)
+    own = V + 2 * 16 + 2
+    tables, projs = 5 * 16 + 12 * 8 + 20 * 4, 16 * 16 + 16 * 8 + 16 * 4
+    assert n_params(tied) == tables + projs + own
+    assert n_params(untied) == 2 * (tables + projs) + own
+    assert n_params(pair(True, tie_proj=False)) == tables + 2 * projs + own
 
     h = hidden()
     before = tied.out.log_probs(h)
@@ -116,7 +154,7 @@ def test_adaptive_input_manual():
         for l in range(L):
             w = int(t[b, l])
             i = next(k for k, (lo, hi) in enumerate(bounds) if lo <= w < hi)
-            expected = tables[i][w - bounds[i][0]] @ kernels[i] * np.sqrt(D)
+            expected = tables[i][w - bounds[i][0]] @ kernels[i] * np.sqrt(D)   # scaled
             assert_close(out[b, l], expected, 1e-6, f"id {w}")
     unscaled = AdaptiveInput(V, D, CUTOFFS, FACTOR, scale_embedding=False, rngs=rngs(0))
     assert_close(unscaled(t) * np.sqrt(D), out, 1e-6, "scale")
@@ -127,13 +165,13 @@ def test_adaptive_input_manual():
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_gradients_reach_every_cluster(tied):
-    graphdef, state = nnx.split(pair(tied), nnx.Param)
+    graphdef, state, rest = nnx.split(pair(tied), nnx.Param, ...)
     ids, t = all_targets(5), all_targets(7)
 
     @functools.partial(jax.jit, static_argnums=1)
     def grads(state, vocab_chunk):
         def loss(state):
-            m = nnx.merge(graphdef, state)           # bf16 hidden: the loss is still float32
+            m = nnx.merge(graphdef, state, rest)     # bf16 hidden: the loss is still float32
             return m.out.nll(m.inp(ids).astype(jnp.bfloat16), t, vocab_chunk=vocab_chunk).mean()
         return jax.grad(loss)(state)
 

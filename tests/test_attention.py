@@ -36,7 +36,9 @@ def test_attention_mask_semantics():
     # query i sits at key position 2 + i and sees keys 0..2+i
     np.testing.assert_array_equal(m, [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
     s = np.asarray(attention_mask(3, 3, same_length=True))
-    assert np.all(s.sum(1) == 4)  # every query sees q_len + 1 keys
+    assert np.all(s.sum(1) == 4)  # every query sees mem_len + 1 keys
+    s = np.asarray(attention_mask(2, 5, same_length=True))
+    assert np.all(s.sum(1) == 6)  # a shorter segment too: the window is the memory's
     assert attention_mask(3, 2, causal=False) is None
 
 

@@ -60,7 +60,8 @@ def test_inference_benchmark_runs(tmp_path):
     """Both rows (k = 1 and k = 5) of the Table 7 measurement at a toy shape."""
     out = tmp_path / "i.json"
     rows = bench_inference.main(["--d", "16", "--d_proj", "8", "--vocab", "40",
-                                 "--cutoffs", "10,20", "--attn_len", "8", "--tokens", "32",
+                                 "--cutoffs", "10,20", "--d_embed", "16", "--attn_len", "8",
+                                 "--tokens", "32",
                                  "--gen_tokens", "4", "--repeats", "1", "--out", str(out)])
     assert [r["variant"] for r in rows] == ["k=1", "k=5"]
     assert [r["attention_layers"] for r in rows] == [10, 2]

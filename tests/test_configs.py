@@ -1,8 +1,8 @@
 """Every config file in configs/ and each of its variants, through the README's own commands.
 
-Tiny datasets in the formats the builders expect are prepared once per session: a fake
-`enwik8` file and fake `wiki.*.tokens` files through `python -m srupp_jax.data.prepare
---manual_dir`, and a tiny `lm1b` written by a TFDS builder in TFDS's array_record format. Then,
+Tiny datasets in the formats the builders expect are prepared once per session through
+`python -m srupp_jax.data.prepare --manual_dir`: a fake `enwik8` file, fake `wiki.*.tokens`
+files and a fake One Billion Word folder with its 1b_word_vocab.txt. Then,
 for each config, `main.py` runs as a subprocess with the real config file and only size
 overrides: train a few steps, `--mode=eval` and `--mode=generate` on the workdir alone (they
 read the saved config), and `python -m srupp_jax.plot`.
@@ -31,7 +31,8 @@ SIZES = ["--config.model.d=16", "--config.model.d_proj=4", "--config.model.num_l
          "--config.eval.unroll=16", "--config.eval.mem_len=16", "--config.eval.max_tokens=300"]
 K5 = ["--config.model.num_layers=5"]
 WIKI = ["--config.model.cutoffs=(8,16)"]
-LM1B = ["--config.model.cutoffs=(4,8,12)", "--config.model.d=64", "--config.model.d_proj=16"]
+LM1B = ["--config.model.cutoffs=(4,8,12)", "--config.model.d=64", "--config.model.d_proj=16",
+        "--config.model.d_embed=64"]
 TXL = ["--config.model.num_heads=2", "--config.model.d_head=8", "--config.model.d_inner=32"]
 SHA = ["--config.model.d_inner=32", "--config.model.attention_layers=(1,)"]
 
@@ -67,30 +68,6 @@ def _sentences(n, seed):
             for _ in range(n)]
 
 
-def _write_lm1b(data_dir):
-    """A tiny lm1b (train and test sentences) in TFDS's array_record format, as TFDS's own
-    `lm1b` builder would write it (features {"text": Text}, version 1.1.0)."""
-    import tensorflow_datasets as tfds
-
-    class FakeLm1b(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        name = "lm1b"
-        VERSION = tfds.core.Version("1.1.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
-                {"text": tfds.features.Text()}))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(300, 0),
-                    "test": self._generate_examples(30, 1)}
-
-        def _generate_examples(self, n, seed):
-            for i, s in enumerate(_sentences(n, seed)):
-                yield i, {"text": s}
-
-    FakeLm1b(data_dir=data_dir, file_format="array_record").download_and_prepare()
-
-
 def _prepare(name, data_dir, cache_dir, manual_dir):
     out = subprocess.run([sys.executable, "-m", "srupp_jax.data.prepare", f"--dataset={name}",
                           f"--manual_dir={manual_dir}", f"--data_dir={data_dir}",
@@ -115,7 +92,11 @@ def prepared(tmp_path_factory):
         lines = [" = Title = ", ""] + _sentences(n, seed)
         (wiki / f"wiki.{split}.tokens").write_text("\n".join(f" {l} " for l in lines) + "\n")
     _prepare("wikitext103", data_dir, cache_dir, wiki)
-    _write_lm1b(str(data_dir))
+    from test_data import write_billion_word
+    vocab = "".join(f"{w} {99 - i}\n" for i, w in enumerate(["<S>", "</S>", "<UNK>", *WORDS, "."]))
+    lm1b = write_billion_word(root / "lm1b_src", [_sentences(150, 3), _sentences(150, 4)],
+                              _sentences(30, 5), vocab)
+    _prepare("lm1b", data_dir, cache_dir, lm1b)
     return dict(data_dir=str(data_dir), cache_dir=str(cache_dir))
 
 
@@ -152,7 +133,9 @@ def test_config_trains_evaluates_generates_plots(config, dataset, overrides, pre
     assert trained["mode"] == "train" and trained[f"dev_{metric}"] > 0
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["data"]["name"] == dataset and saved["model"]["vocab_size"] > 0
-    if dataset not in WORD_LEVEL:
+    assert saved["data"]["vocab_rule"] == dict(default="bytes", enwik8="byte_values",
+                                               wikitext103="counts", lm1b="file")[dataset]
+    if dataset == "default":
         assert saved["model"]["vocab_size"] == 256
     # eval and generate on the workdir alone: the saved config brings every override back
     out = main_py(f"--workdir={workdir}", "--mode=eval", cache=jax_cache)

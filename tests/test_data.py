@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from srupp_jax.data import corpus, datasets
+from helpers import written_counts_rule
 from srupp_jax.data.vocab import EOS, UNK, ByteVocab, WordVocab
+
+RULE_TEXT = ["b a b", "", "c A a b <unk>", "  ", "d  b\tz", "A c", "", "x y"]
 
 SMALL = 200_000  # bytes of embedded corpus in these tests
 
@@ -34,38 +37,64 @@ def test_splits_contiguous_90_5_5():
     assert len(va) == len(te) == len(data) * 5 // 100
 
 
-def test_byte_vocab_roundtrip():
+def test_byte_vocab_rules():
     v = ByteVocab()
     data, _ = corpus.embedded_corpus(5000)
     ids = v.encode(data)
     assert ids.dtype == np.int32 and ids.shape == (5000,) and v.vocab_size == 256
+    assert v.rule == "bytes" and np.array_equal(ids, np.frombuffer(data, np.uint8))
     assert v.decode_bytes(ids) == data
     assert v.decode(v.encode("héllo")) == "héllo"
     with pytest.raises(ValueError, match="byte ids"):
         v.decode([256])
+    # enwik8's rule: id = rank of the byte value among the file's distinct values (np.unique)
+    text = b"zebra\n\x00\xff abc zz\n"
+    u = ByteVocab.of_bytes(text)
+    values = sorted(set(text))
+    assert u.rule == "byte_values" and u.vocab_size == len(values) == 10
+    assert u.encode(text).tolist() == [values.index(b) for b in text]
+    assert u.decode_bytes(u.encode(text)) == text
+    with pytest.raises(ValueError, match="byte 0x71 is not in this vocabulary of 10"):
+        u.encode(b"q")
+    assert u.fingerprint != ByteVocab.of_bytes(text + b"q").fingerprint != v.fingerprint
 
 
-def test_word_vocab_order_unk_eos_roundtrip(tmp_path):
-    lines = ["b a b", "c a b <unk>", "", "d"]
-    v = WordVocab.build(lines)
-    # counts: b 3, a 2, <eos> 4 (one per line), c 1, d 1, <unk> 1: count desc, token asc
-    assert v.tokens == [EOS, "b", "a", "<unk>", "c", "d"]
-    assert WordVocab.build(list(reversed(lines))).tokens == v.tokens
-    ids = v.encode(lines)
-    assert ids.dtype == np.int32
-    assert v.decode(ids) == "b a b <eos> c a b <unk> <eos> <eos> d <eos>"
-    assert v.decode(v.encode("a zzz b", add_bos=True)) == "<eos> a <unk> b <eos>"
-    # min_count folds rare words into <unk> (which is then ordered by its new count)
-    v2 = WordVocab.build(lines, min_count=2)
-    assert v2.tokens == [EOS, "<unk>", "b", "a"]
-    assert v2.decode(v2.encode("d c a")) == "<unk> <unk> a <eos>"
-    v3 = WordVocab.build(lines, max_size=3)
-    assert v3.tokens == ["<unk>", EOS, "b"]  # <unk> 1 + dropped a, c, d (4) = 5
+def test_word_vocab_counts_rule_ties_empty_lines_rare_words(tmp_path):
+    v = WordVocab.build(RULE_TEXT)
+    assert v.tokens == written_counts_rule(RULE_TEXT)
+    # b 4; a 2, A 2, c 2 (first seen in that order); <unk>, d, z, x, y once (in that order)
+    assert v.tokens == [EOS, "b", "a", "c", "A", "<unk>", "d", "z", "x", "y"]
+    assert v.rule == "counts" and v.unk == UNK        # <unk> is an ordinary word of the text
+    ids = v.encode(RULE_TEXT)
+    assert v.decode(ids) == ("b a b <eos> <eos> c A a b <unk> <eos> <eos> d b z <eos> "
+                             "A c <eos> <eos> x y <eos>")   # an empty line is <eos> alone
+    assert v.decode(v.encode("a qq b")) == "a <unk> b <eos>"
+    # a text without <unk>: none is added (WikiText-103's rule), unknown words are an error
+    plain = WordVocab.build(["q r r", "s q r"])
+    assert plain.tokens == [EOS, "r", "q", "s"] and plain.unk is None
+    with pytest.raises(ValueError, match="'t' is not in the vocabulary"):
+        plain.encode("q t")
+    # your own text (add_unk): <unk> last, for words valid and test have and train lacks
+    own = WordVocab.build(["q r r", "s q r"], add_unk=True)
+    assert own.tokens == [EOS, "r", "q", "s", UNK]
+    assert own.decode(own.encode("t q")) == "<unk> q <eos>"
+    # a literal <eos> in the text is id 0, never counted
+    assert WordVocab.build(["a <eos> a b"]).tokens == [EOS, "a", "b"]
     path = tmp_path / "vocab.txt"
     v.save(path)
     assert WordVocab.load(path).tokens == v.tokens
+    assert WordVocab.load(path).fingerprint == v.fingerprint != plain.fingerprint
     with pytest.raises(ValueError, match="<unk>"):
         WordVocab([EOS, "a"])
+
+
+def test_word_vocab_file_rule(tmp_path):
+    """Billion Word's: id = line of 1b_word_vocab.txt (`word count`), <S> the separator."""
+    path = tmp_path / "1b_word_vocab.txt"
+    path.write_text("<S> 30\n</S> 30\n<UNK> 9\nthe 5\ncat 2\n\ndog 2\n")
+    v = WordVocab.from_file(path)
+    assert v.tokens == ["<S>", "</S>", "<UNK>", "the", "cat", "dog"] and v.rule == "file"
+    assert v.encode(["the cat", "a dog"]).tolist() == [3, 4, 0, 2, 5, 0]
 
 
 def test_load_tokens_default_cached(tmp_path):
@@ -129,7 +158,9 @@ def test_builders_enwik8_wikitext103_dummy(tmp_path, monkeypatch):
     assert len(src["train"]) == 22
     assert (e.train.shape[0], e.valid.shape[0], e.test.shape[0]) == (90_000, 5_000, 5_000)
     assert e.vocab.decode_bytes(np.concatenate([e.train, e.valid, e.test])) == raw
-    assert e.unit == "byte" and e.vocab_size == 256
+    assert e.unit == "byte" and e.vocab.rule == "byte_values"
+    assert e.vocab.symbols.tolist() == sorted(set(raw))        # the file's distinct bytes
+    assert e.train[:50].tolist() == [sorted(set(raw)).index(b) for b in raw[:50]]
     # wikitext103: the extracted files, in a subdirectory of the manual_dir.
     wman = tmp_path / "wman" / "wikitext-103"
     wman.mkdir(parents=True)
@@ -141,7 +172,7 @@ def test_builders_enwik8_wikitext103_dummy(tmp_path, monkeypatch):
     assert [r["index"] for r in src["train"]] == list(range(120))
     assert b"\n".join(builders.read_split(src["validation"])) + b"\n" == \
         text["valid"].encode("utf-8")
-    assert w.unit == "word" and w.vocab.tokens[0] == EOS and UNK in w.vocab.tokens
+    assert w.unit == "word" and w.vocab.tokens == written_counts_rule(text["train"].splitlines())
     for split, arr in (("train", w.train), ("valid", w.valid), ("test", w.test)):
         assert w.vocab.decode(arr) == w.vocab.decode(w.vocab.encode(text[split].splitlines()))
         assert arr.shape[0] == sum(len(l.split()) + 1 for l in text[split].splitlines())
@@ -186,3 +217,39 @@ def test_download_checksum_is_verified(tmp_path):
     verify_sha256(str(path), hashlib.sha256(b"not the real enwik8.zip").hexdigest())
     with pytest.raises(ValueError, match="expected 547994d9"):
         verify_sha256(str(path), "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc")
+
+
+def write_billion_word(root, train=(("the cat sat", "a dog"), ("the dog ran",)),
+                       heldout=("the cat ran", "a bird"), vocab="<S> 9\n</S> 9\n<UNK> 4\n"
+                       "the 4\ncat 2\ndog 2\na 2\nsat 1\nran 1\n"):
+    """The benchmark's layout: training files news.en-0000k-of-00100, held-out file 0 (and
+    another that must not be read), 1b_word_vocab.txt; returns the folder."""
+    base = root / "1-billion-word-language-modeling-benchmark-r13output"
+    (base / "training-monolingual.tokenized.shuffled").mkdir(parents=True)
+    (base / "heldout-monolingual.tokenized.shuffled").mkdir(parents=True)
+    for k, lines in reversed(list(enumerate(train, 1))):     # written out of order
+        (base / "training-monolingual.tokenized.shuffled" / f"news.en-{k:05d}-of-00100"
+         ).write_text("".join(line + "\n" for line in lines))
+    for k, lines in ((0, heldout), (1, ("never read",))):
+        (base / "heldout-monolingual.tokenized.shuffled" / f"news.en.heldout-{k:05d}-of-00050"
+         ).write_text("".join(line + "\n" for line in lines))
+    (root / "1b_word_vocab.txt").write_text(vocab)
+    return root
+
+
+def test_billion_word_builder(tmp_path):
+    """Train = the training files in order, valid = test = held-out file 0; ids = lines of
+    1b_word_vocab.txt; the stream <S> s1 <S> s2 <S> ..., unknown words <UNK>."""
+    pytest.importorskip("tensorflow_datasets")
+    from srupp_jax.data import prepare
+    man = write_billion_word(tmp_path / "man")
+    data = prepare.prepare("lm1b", data_dir=str(tmp_path / "tfds"), manual_dir=str(man),
+                           cache_dir=str(tmp_path / "cache"))
+    assert data.vocab.rule == "file" and data.vocab_size == 9 and data.unit == "word"
+    assert data.vocab.decode(data.train) == "<S> the cat sat <S> a dog <S> the dog ran <S>"
+    assert data.vocab.decode(data.test) == "<S> the cat ran <S> a <UNK> <S>"
+    np.testing.assert_array_equal(data.valid, data.test)
+    assert "not verified" in data.info["source"]["note"]
+    with pytest.raises(FileNotFoundError, match="lacks 1b_word_vocab.txt"):
+        (man / "1b_word_vocab.txt").unlink()
+        prepare.prepare("lm1b", data_dir=str(tmp_path / "tfds2"), manual_dir=str(man))

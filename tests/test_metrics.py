@@ -147,10 +147,14 @@ def test_flops_adaptive_by_hand():
     base = F.estimate_flops_per_token(d, dp, 1, 0, 2, 0, include_elementwise=False) - 6 * d * 2
     got = F.estimate_flops_per_token(d, dp, 1, 0, 20, 0, adaptive=True, cutoffs=[4, 10],
                                      include_elementwise=False)
-    inp = 16 * d + 4 * d + 1 * d
-    head = 16 * 4 + d * 2
-    tails = (d * 4 + 4 * 6) + (d * 1 + 1 * 10)
-    assert got - base == 6 * (inp + head + tails)
+    projections = 2 * (16 * d + 4 * d + 1 * d)        # input and softmax, every cluster
+    head = 16 * (4 + 2)                                # shortlist words and 2 cluster logits
+    tails = 4 * 6 + 1 * 10
+    assert got - base == 6 * (projections + head + tails)
+    # every cluster d wide (factor 1): no projections (Transformer-XL's div_val 1)
+    square = F.estimate_flops_per_token(d, dp, 1, 0, 20, 0, adaptive=True, cutoffs=[4, 10],
+                                        adaptive_factor=1.0, include_elementwise=False)
+    assert square - base == 6 * (16 * (4 + 2) + 16 * 6 + 16 * 10)
     with pytest.warns(UserWarning, match="cutoffs"):
         F.estimate_flops_per_token(d, dp, 1, 0, 20, 0, adaptive=True)
 

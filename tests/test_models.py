@@ -133,7 +133,7 @@ def test_bad_inputs_are_named():
     ("k", 4, "model.k=4 with model.num_layers=3 leaves no attention layer"),
     ("cutoffs", (5, 40), r"model.cutoffs=\(5, 40\); expected strictly increasing values in "
                          r"1..28"),
-    ("adaptive_factor", 64.0, "model.d=16, model.adaptive_factor=64.0, 1 cutoffs"),
+    ("adaptive_factor", 64.0, "model.d_embed=16, model.adaptive_factor=64.0, 1 cutoffs"),
     ("impl", "cuda", "model.impl='cuda'"),
     ("dtype", "float16", "train.compute_dtype='float16'"),
     ("kernel", KernelOptions(block_d=1.5), r"model.kernel.block_d=1.5; expected an integer"),

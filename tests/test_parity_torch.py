@@ -113,14 +113,18 @@ def test_srupp_with_memory_padding_and_masks(causal):
 
 
 def test_same_length_mask_matches_reference_eval_mask():
-    """Our same_length mask is the reference training script's evaluation mask."""
+    """Our same_length mask is the reference training script's evaluation mask
+    (`Model.set_mask(L, same_length=True)` sliced as `Model.forward` slices it), including a
+    last segment shorter than L after a full one: its window stays L."""
     from srupp_jax.nn.attention import attention_mask
     L = 4
     ones = torch.ones(2 * L, 2 * L)
     ref = (torch.triu(ones, diagonal=1) + torch.tril(ones, diagonal=-1 - L)) * -10000.0
     for mem in (0, L):
-        ours = np.where(np.asarray(attention_mask(L, mem, same_length=True)), 0.0, -10000.0)
-        np.testing.assert_array_equal(ours, ref[mem:mem + L, :mem + L].numpy())
+        for length in (L, 3, 1):
+            ours = attention_mask(length, mem, same_length=True)
+            ours = np.where(np.asarray(ours), 0.0, -10000.0)
+            np.testing.assert_array_equal(ours, ref[mem:mem + length, :mem + length].numpy())
 
 
 @pytest.mark.parametrize("kw", [dict(bidirectional=True), dict(bidirectional=True, projection_size=3),

@@ -43,21 +43,24 @@ def test_paper_configs_inherit_nothing_from_the_toy_config(name, variant):
         assert paper[key] != toy[key], key
 
 
-def _data(vocab_size, unit):
-    return types.SimpleNamespace(vocab_size=vocab_size, unit=unit)
+def _data(vocab_size, unit, rule=None, fingerprint="f00d"):
+    rule = rule or ("counts" if unit == "word" else "bytes")
+    vocab = types.SimpleNamespace(rule=rule, fingerprint=fingerprint)
+    return types.SimpleNamespace(vocab_size=vocab_size, unit=unit, vocab=vocab)
 
 
 def test_resolve_takes_vocab_size_and_cutoffs_from_the_data():
     config = _config("wiki103")
-    resolved = resolve_config(config, _data(70_000, "word"))
-    assert resolved.model.vocab_size == 70_000 and config.model.vocab_size == 0
-    with pytest.raises(ValueError, match=r"model.cutoffs=\(20000, 60000\) but the wikitext103 "
-                                         r"vocabulary has 30000 entries"):
+    resolved = resolve_config(config, _data(270_000, "word"))
+    assert resolved.model.vocab_size == 270_000 and config.model.vocab_size == 0
+    assert (resolved.data.vocab_rule, resolved.data.vocab_sha256) == ("counts", "f00d")
+    with pytest.raises(ValueError, match=r"model.cutoffs=\(19997, 39997, 199997\) but the "
+                                         r"wikitext103 vocabulary has 30000 entries"):
         resolve_config(config, _data(30_000, "word"))
-    config.model.vocab_size = 50_000
-    with pytest.raises(ValueError, match="model.vocab_size=50000 but the wikitext103 vocabulary "
-                                         "has 70000 entries; set --config.model.vocab_size=0"):
-        resolve_config(config, _data(70_000, "word"))
+    config.model.vocab_size = 300_000
+    with pytest.raises(ValueError, match="model.vocab_size=300000 but the wikitext103 "
+                                         "vocabulary has 310000 entries; set --config."):
+        resolve_config(config, _data(310_000, "word"))
     text = _config("text")
     assert resolve_config(text, _data(256, "byte")).model.cutoffs == ()
     assert resolve_config(text, _data(1000, "word")).model.cutoffs == (50, 250)
@@ -66,6 +69,7 @@ def test_resolve_takes_vocab_size_and_cutoffs_from_the_data():
 
 def test_saved_config_round_trip_and_overrides(tmp_path):
     config = resolve_config(_config("wiki103"), _data(300_000, "word"))
+    assert config.data.vocab_sha256 == "f00d"
     run_config.save(config, str(tmp_path))
     back = run_config.load(str(tmp_path))
     assert back.to_dict() == config.to_dict()
@@ -108,7 +112,7 @@ def test_k_beyond_the_depth_is_an_error(change, match):
     ("model.d", 0, "model.d=0; expected >= 1"),
     ("train.steps", 0, "train.steps=0; expected >= 1"),
     ("model.cutoffs", (4, 8, 12),
-     r"model.d=16, model.adaptive_factor=4.0, 3 cutoffs: cluster 3 .* = 0"),
+     r"model.d_embed=16, model.adaptive_factor=4.0, 3 cutoffs: cluster 3 .* = 0"),
 ])
 def test_config_checks_name_the_value(key, value, match):
     config = _tiny()
@@ -137,6 +141,76 @@ def test_a_record_from_before_a_key_existed_names_what_it_trained_with(tmp_path)
     assert run_config.record_changes(str(tmp_path), new) == []
 
 
+def test_a_model_never_meets_ids_of_another_vocabulary(tmp_path):
+    """The vocabulary recorded in a config (a run's config.json, or a source's) must be the
+    data's: another rule or fingerprint is refused when the data are read (eval, generate), and
+    in a rerun's record even with --allow_config_change. A record from before the keys
+    existed has the rule of its time: byte values for bytes (enwik8 included), alphabetical
+    ties for words."""
+    config = resolve_config(_config("wiki103"), _data(300_000, "word"))
+    for data in (_data(300_000, "word", fingerprint="beef"),
+                 _data(300_000, "word", rule="file", fingerprint="f00d")):
+        with pytest.raises(ValueError, match="another vocabulary .*data.vocab_sha256='f00d'"):
+            resolve_config(config, data)
+    run_config.save(config, str(tmp_path))
+    rerun = resolve_config(_config("wiki103"), _data(300_000, "word", fingerprint="beef"))
+    with pytest.raises(ValueError, match=r"token ids of another vocabulary \(data.vocab_sha256 "
+                                         r"'f00d' -> 'beef'\).*not even with"):
+        run_config.record_changes(str(tmp_path), rerun, allow=True)
+    # records from before the keys (read back completed by run_config.load): enwik8 was 256
+    # byte values, the default corpus still is, words were counted with alphabetical ties
+    import json
+    for name, rule, before, ok in (("enwik8", "byte_values", "bytes", False),
+                                   ("default", "bytes", "bytes", True),
+                                   ("wiki103", "counts", "counts_alphabetical", False)):
+        old = json.loads(_config(name).to_json())
+        del old["data"]["vocab_rule"], old["data"]["vocab_sha256"]
+        old["model"]["vocab_size"] = 300_000
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps(old))
+        back = run_config.load(str(path))
+        assert back.data.vocab_rule == before and back.data.vocab_sha256 == ""
+        unit = "word" if name == "wiki103" else "byte"
+        new = resolve_config(_config(name), _data(300_000, unit, rule))
+        if ok:
+            assert resolve_config(back, _data(300_000, unit, rule)).data.vocab_rule == rule
+            assert run_config.record_changes(str(path), new) == []
+        else:
+            with pytest.raises(ValueError, match="another vocabulary"):
+                resolve_config(back, _data(300_000, unit, rule))
+            with pytest.raises(ValueError, match=f"data.vocab_rule '{before}' -> '{rule}'"):
+                run_config.record_changes(str(path), new)
+
+
+# The released files (asappresearch/sru 3.0.0-dev, experiments/srupp_experiments): their
+# parameters (tied matrices once) with the official vocabularies (205 byte values of enwik8,
+# 267,735 words of WikiText-103, 793,471 of 1b_word_vocab.txt).
+SLOW = pytest.mark.slow        # ~5 s each on 2 CPU cores: enwik8 and wiki103 base stay fast
+RELEASED = [("enwik8", "", 205, 107_566_295),
+            pytest.param("enwik8_large", "ratio8", 205, 194_993_815, marks=SLOW),
+            ("wiki103", None, 267_735, 147_676_036),
+            pytest.param("wiki103_large", "ratio8", 267_735, 233_741_476, marks=SLOW),
+            pytest.param("wiki103_large", "ratio8_k5", 267_735, 224_884_892, marks=SLOW),
+            pytest.param("billion_word", "", 793_471, 328_313_803, marks=SLOW),
+            pytest.param("billion_word", "large", 793_471, 465_318_339, marks=SLOW)]
+
+
+@pytest.mark.parametrize("name,variant,vocab_size,params", RELEASED)
+def test_paper_configs_build_the_released_architectures(name, variant, vocab_size, params):
+    """Each paper config builds the architecture of the matching released file: its
+    parameter count (nothing initialised: shapes only)."""
+    import jax
+    from flax import nnx
+
+    from srupp_jax.models import archs
+    config = _config(name, variant)
+    config.model.vocab_size = vocab_size
+    model_config = archs.model_config(config, "lm")
+    model = nnx.eval_shape(lambda: model_config.build(nnx.Rngs(0)))
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == params
+
+
 def test_an_old_record_is_completed_with_every_key_of_base(tmp_path):
     """A config.json written before keys existed reads back with all of base.py's keys: the
     recorded values kept, RECORDED_BEFORE for keys it predates (prng_impl), else base.py's
@@ -154,5 +228,5 @@ def test_an_old_record_is_completed_with_every_key_of_base(tmp_path):
     assert back.model.d == 24 and back.model.arch == base.model.arch == "srupp"
     assert back.train.time_budget == base.train.time_budget and back.mesh.fsdp_size == 0
     assert back.train.prng_impl == "threefry2x32" != base.train.prng_impl
-    flat = lambda c: set(run_config._flat(c.to_dict()))
+    flat = lambda c: set(run_config.flat(c.to_dict()))
     assert flat(back) >= flat(base)

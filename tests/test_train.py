@@ -14,7 +14,8 @@ from flax import nnx
 from srupp_jax.programs import modes
 from srupp_jax.nn.attention import attention_layers
 from srupp_jax.training.steps import make_train_step
-from srupp_jax.tasks.lm import lm_loss, make_evaluator
+from srupp_jax.tasks.lm import lm_loss
+from srupp_jax.tasks.lm_eval import make_evaluator
 from srupp_jax.training.optim import make_optimizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

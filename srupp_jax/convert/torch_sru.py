@@ -86,6 +86,19 @@ def _num_layers(sd) -> int:
     return max(idx) + 1
 
 
+def attention_placement(has_attn) -> tuple:
+    """(k, attention_last_n) of the layers with attention (a list of bools): every k-th
+    (last_n None), else only the last n; ValueError when neither."""
+    num_layers, n_attn = len(has_attn), sum(has_attn)
+    every = [k for k in range(1, num_layers + 1)
+             if [(i + 1) % k == 0 for i in range(num_layers)] == list(has_attn)]
+    if every:
+        return every[0], None
+    if list(has_attn) == [num_layers - i <= n_attn for i in range(num_layers)]:
+        return 1, n_attn
+    raise ValueError(f"attention in layers {list(has_attn)} is neither every k-th nor the last n")
+
+
 def _srupp_from_state_dict(sd: Mapping[str, Any], *, bidirectional: bool, num_heads: int,
                            dropout: float, attn_dropout: float, normalize_after: bool,
                            rescale: bool, causal: bool, impl: str) -> SRUpp:
@@ -99,15 +112,7 @@ def _srupp_from_state_dict(sd: Mapping[str, Any], *, bidirectional: bool, num_he
         raise ValueError(f"output size {out_size} is odd but bidirectional=True")
     in_to_hidden = "input_to_hidden.weight" in sd
     d_in = _np(sd["input_to_hidden.weight"]).shape[1] if in_to_hidden else first_in
-    every = [k for k in range(1, num_layers + 1)
-             if [(i + 1) % k == 0 for i in range(num_layers)] == has_attn]
-    n_attn = sum(has_attn)
-    if every:
-        k, last_n = every[0], None
-    elif has_attn == [num_layers - i <= n_attn for i in range(num_layers)]:
-        k, last_n = 1, n_attn
-    else:
-        raise ValueError(f"attention in layers {has_attn} is neither every k-th nor the last n")
+    k, last_n = attention_placement(has_attn)
     model = SRUpp(d_in, out_size // dirs, d_proj, num_layers, k=k, attention_last_n=last_n,
                   num_heads=num_heads, dropout=dropout, attn_dropout=attn_dropout,
                   bidirectional=bidirectional,

@@ -1,4 +1,4 @@
-"""TensorFlow Datasets builders for enwik8 and WikiText-103 (Billion Word is TFDS's own `lm1b`).
+"""TensorFlow Datasets builders for enwik8 and WikiText-103 (Billion Word: billion_word.py).
 
 Both are written with `file_format='array_record'` and `disable_shuffling=True` (TFDS would
 otherwise shuffle records by key hash at write time, fatal for contiguous LM streams), and read
@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import tarfile
 import zipfile
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
@@ -103,11 +104,12 @@ class Source:
         return dict(sha256=self.sha256, standard=self.standard, note=self.note)
 
 
-def _check_zip(path: str, expected_sha256: str) -> Tuple[str, str]:
-    """(sha256, problem or '') of a named zip; an invalid zip is always an error."""
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a valid zip file (a partial download?); delete it and "
-                         "download it again")
+def _check_zip_or_tar(path: str, expected_sha256: str) -> Tuple[str, str]:
+    """(sha256, problem or '') of a named zip or tar archive; an invalid one is always an
+    error."""
+    if not (zipfile.is_zipfile(path) or tarfile.is_tarfile(path)):
+        raise ValueError(f"{path} is not a valid zip or tar file (a partial download?); delete "
+                         "it and download it again")
     digest = file_sha256(path)
     problem = "" if digest == expected_sha256 else (
         f"{path} has sha256 {digest}, not the published {expected_sha256}")
@@ -119,6 +121,9 @@ def resolve_source(name: str, manual_dir: str, allow_modified: bool = False) -> 
 
     Raises FileNotFoundError naming the paths looked for, ValueError for an invalid zip or,
     unless allow_modified, for files that are not the standard ones."""
+    if name == "lm1b":
+        from srupp_jax.data import billion_word
+        return billion_word.resolve_source(manual_dir, allow_modified)
     builder = BUILDERS[name]
     if not os.path.isdir(manual_dir):
         raise FileNotFoundError(f"--manual_dir={manual_dir} does not exist (expected a folder "
@@ -130,7 +135,7 @@ def resolve_source(name: str, manual_dir: str, allow_modified: bool = False) -> 
             raise FileNotFoundError(f"--manual_dir={manual_dir} holds no file named enwik8 or "
                                     "enwik8.zip (searched recursively)")
         if path.endswith(".zip"):
-            digest, problem = _check_zip(path, builder.SHA256)
+            digest, problem = _check_zip_or_tar(path, builder.SHA256)
             files = {"all": (path, "enwik8")}
         else:
             size, digest = os.path.getsize(path), file_sha256(path)
@@ -147,7 +152,7 @@ def resolve_source(name: str, manual_dir: str, allow_modified: bool = False) -> 
             sha = {p: file_sha256(p) for p in found.values()}
             note = "extracted WikiText-103 files (no published checksums: not verified)"
         elif zip_path:
-            digest, problem = _check_zip(zip_path, builder.SHA256)
+            digest, problem = _check_zip_or_tar(zip_path, builder.SHA256)
             files = {s: (zip_path, f) for s, f in builder.FILES.items()}
             sha = {zip_path: digest}
         else:
@@ -244,30 +249,31 @@ class Wikitext103(tfds.core.GeneratorBasedBuilder):
 
 
 BUILDERS = {"enwik8": Enwik8, "wikitext103": Wikitext103}
+NAMES = (*BUILDERS, "lm1b")         # lm1b: billion_word.BillionWord
 
 
 def build(name: str, data_dir: str, manual_dir: Optional[str] = None,
           source: Optional[Source] = None) -> str:
     """Download (or read manual_dir) and prepare `name` ('enwik8', 'wikitext103', 'lm1b') as
-    array_record under data_dir, recording its source in SOURCE_FILE; returns the prepared
-    dataset directory. `source`: already resolved from manual_dir (resolve_source)."""
+    array_record under data_dir, recording its source in SOURCE_FILE (lm1b: and its
+    vocabulary file); returns the prepared dataset directory. `source`: already resolved from
+    manual_dir (resolve_source)."""
+    from srupp_jax.data import billion_word
     tfds.disable_progress_bar()
-    if name in BUILDERS:
-        builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
-        if source is None and manual_dir is not None:
-            source = resolve_source(name, manual_dir)
-        builder.source = source
-    elif name == "lm1b":
-        builder = tfds.builder("lm1b", data_dir=data_dir, file_format="array_record")
-    else:
-        raise ValueError(f"no TFDS builder for {name!r}; expected one of "
-                         f"{sorted(BUILDERS) + ['lm1b']}")
+    if name not in NAMES:
+        raise ValueError(f"no TFDS builder for {name!r}; expected one of {NAMES}")
+    cls = billion_word.BillionWord if name == "lm1b" else BUILDERS[name]
+    builder = cls(data_dir=data_dir, file_format="array_record")
+    if source is None and manual_dir is not None:
+        source = resolve_source(name, manual_dir)
+    builder.source = source
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=config)
     out = os.fspath(builder.data_dir)
-    if name in BUILDERS:
-        with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as f:
-            json.dump(builder.source.record(), f, indent=1, sort_keys=True)
+    if name == "lm1b":
+        billion_word.save_vocab(builder.source, out)
+    with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as f:
+        json.dump(builder.source.record(), f, indent=1, sort_keys=True)
     return out
 
 

@@ -1,21 +1,26 @@
 """The one entry point from a dataset name to token arrays: `load_tokens`.
 
   default      embedded corpus (Python stdlib source, `corpus.py`), bytes, 90/5/5; never TFDS.
-  enwik8       our TFDS builder, bytes, 90M/5M/5M.                          unit "byte" -> BPC
-  wikitext103  our TFDS builder, words + `<eos>` per line, vocab of train.  unit "word" -> PPL
-  lm1b         TFDS `lm1b` (sentences already shuffled), `<eos> s <eos>` per sentence
-               (Transformer-XL's add_double_eos), vocab of train with min_count 3; TFDS has no
-               validation split, so valid is the test split (held-out shard 0), as in
-               Transformer-XL.
-  text         your own text file or folder of .txt files (`text.py`), bytes or words, 90/5/5
-               unless separate valid and test files are given; never TFDS.
+  enwik8       our TFDS builder, bytes, 90M/5M/5M, ids = ranks of the file's distinct byte
+               values ("byte_values", 205 ids).                             unit "byte" -> BPC
+  wikitext103  our TFDS builder, words + `<eos>` per line, vocab of train ("counts").
+                                                                            unit "word" -> PPL
+  lm1b         our TFDS builder (billion_word.py: the benchmark's files in order, valid = test
+               = held-out file 0, as Transformer-XL and SRU++), vocab = 1b_word_vocab.txt
+               ("file"); the stream is `<S> s1 <S> s2 <S> ...` (the pairs the reference's
+               per-sentence `<S> s <S>` iterator gives).
+  text         your own text file or folder of .txt files (`text.py`), bytes or words
+               ("counts" with `<unk>`), 90/5/5 unless separate valid and test files are given;
+               never TFDS.
+The vocabulary rules are the official experiments' (vocab.py); the cache key and meta.json
+name the rule, so a cache of another rule is never read.
 
 Token arrays (int32, documents in order) are cached as .npy under
 `cache_dir/<name>-<key>/` (default `~/.cache/srupp_jax`, or $SRUPP_JAX_CACHE) and opened with
 `mmap_mode='r'`; the key hashes the dataset fingerprint (for TFDS: the prepared splits of its
 `dataset_info.json`; for default: Python version, file list and sizes, max_bytes; for text: the
-sha256 of the files' contents) and the tokenization settings. TensorFlow Datasets is imported
-only for the TFDS names.
+sha256 of the files' contents), the tokenization settings and the vocabulary rule. TensorFlow
+Datasets is imported only for the TFDS names.
 """
 from __future__ import annotations
 
@@ -34,18 +39,23 @@ from srupp_jax.data.vocab import ByteVocab, WordVocab
 
 NAMES = ("default", "enwik8", "wikitext103", "lm1b")   # prepared with srupp_jax.data.prepare
 TEXT = "text"                                         # your own files: nothing to prepare
-PIPELINE_VERSION = 1  # bump when tokenization changes, invalidates caches
+PIPELINE_VERSION = 2  # bump when tokenization changes, invalidates caches (2: official vocabs)
 SPLITS = ("train", "valid", "test")
-# TFDS name, version, our split -> TFDS split, unit, word-vocab settings
+_SPLITS = dict(train="train", valid="validation", test="test")   # ours -> TFDS's
+# TFDS builder name and version, unit, vocabulary rule (vocab.py); every name but "text"
 _TFDS = {
-    "enwik8": dict(version="1.0.0", splits=dict(train="train", valid="validation", test="test"),
-                   unit="byte"),
-    "wikitext103": dict(version="1.0.0",
-                        splits=dict(train="train", valid="validation", test="test"),
-                        unit="word", min_count=1, add_bos=False),
-    "lm1b": dict(version="1.1.0", splits=dict(train="train", valid="test", test="test"),
-                 unit="word", min_count=3, add_bos=True),
+    "enwik8": dict(tfds="enwik8", version="1.0.0", unit="byte", rule="byte_values"),
+    "wikitext103": dict(tfds="wikitext103", version="1.0.0", unit="word", rule="counts"),
+    "lm1b": dict(tfds="billion_word", version="1.0.0", unit="word", rule="file"),
 }
+
+
+def vocab_rule(name: str, text_unit: str = "byte") -> str:
+    """The vocabulary rule of dataset `name` (vocab.py), without reading it."""
+    _check_name(name)
+    if name in _TFDS:
+        return _TFDS[name]["rule"]
+    return "counts" if name == TEXT and text_unit == "word" else "bytes"
 
 
 @dataclasses.dataclass
@@ -84,8 +94,8 @@ def prepare_command(name: str, data_dir: Optional[str] = None,
         cmd += f" --data_dir={data_dir}"
     if cache_dir:
         cmd += f" --cache_dir={cache_dir}"
-    if name in ("enwik8", "wikitext103"):
-        cmd += " [--manual_dir=DIR_WITH_THE_ZIP_FOR_OFFLINE]"
+    if name in _TFDS:
+        cmd += " [--manual_dir=DIR_WITH_THE_SOURCE_FILES_FOR_OFFLINE]"
     return cmd
 
 
@@ -103,19 +113,15 @@ def _check_name(name: str) -> None:
 
 
 def _tfds_dir(name: str, data_dir: str) -> str:
-    return os.path.join(data_dir, name, _TFDS[name]["version"])
+    return os.path.join(data_dir, _TFDS[name]["tfds"], _TFDS[name]["version"])
 
 
 def _tfds_fingerprint(name: str, data_dir: str) -> str:
     path = os.path.join(_tfds_dir(name, data_dir), "dataset_info.json")
     if not os.path.exists(path):
-        extra = ""
-        if name == "lm1b":
-            extra = (" (building TFDS's lm1b needs TensorFlow at prepare time: "
-                     "pip install tensorflow; reading it afterwards does not)")
         raise FileNotFoundError(
             f"dataset {name!r} is not prepared: {path} does not exist. Prepare it once with:\n"
-            f"  {prepare_command(name, data_dir)}\n{extra}")
+            f"  {prepare_command(name, data_dir)}")
     with open(path, "r", encoding="utf-8") as f:
         info = json.load(f)
     splits = sorted((s.get("name"), s.get("numBytes"), s.get("shardLengths"))
@@ -139,15 +145,24 @@ def _key(*parts) -> str:
                                      default=str).encode()).hexdigest()[:16]
 
 
-def _load_cached(path: str):
+def _load_cached(path: str, rule: str):
     meta_path = os.path.join(path, "meta.json")
     if not os.path.exists(meta_path):
         return None
     with open(meta_path, "r", encoding="utf-8") as f:
         meta = json.load(f)
+    if meta.get("vocab_rule") != rule:
+        raise ValueError(f"the token cache {path} holds ids of the vocabulary rule "
+                         f"{meta.get('vocab_rule')!r}, not {rule!r}; delete it (it is rebuilt)")
     arrays = {s: np.load(os.path.join(path, f"{s}.npy"), mmap_mode="r") for s in SPLITS}
-    vocab = (WordVocab.load(os.path.join(path, "vocab.txt")) if meta["unit"] == "word"
-             else ByteVocab())
+    if meta["unit"] == "word":
+        vocab = WordVocab.load(os.path.join(path, "vocab.txt"), rule=rule, eos=meta["eos"],
+                               unk=meta["unk"])
+    else:
+        vocab = ByteVocab(meta["symbols"] if rule == "byte_values" else None)
+    if vocab.fingerprint != meta["vocab_sha256"]:
+        raise ValueError(f"the token cache {path} has a vocabulary other than its meta.json "
+                         "records; delete it (it is rebuilt)")
     return arrays, vocab, meta
 
 
@@ -188,23 +203,21 @@ def _build_default(max_bytes):
 
 
 def _build_tfds(name: str, data_dir: str):
-    from srupp_jax.data import builders  # imports TFDS; registers enwik8 and wikitext103
+    from srupp_jax.data import billion_word, builders  # imports TFDS; registers our builders
     spec = _TFDS[name]
-    source = builders.data_source(name, data_dir)
-    if spec["unit"] == "byte":
-        vocab = ByteVocab()
-        arrays = {s: vocab.encode(b"".join(builders.read_split(source[t])))
-                  for s, t in spec["splits"].items()}
-        return arrays, vocab
-    kw = dict(add_eos=True, add_bos=spec["add_bos"])
-    vocab = WordVocab.build(builders.read_split(source[spec["splits"]["train"]]),
-                            min_count=spec["min_count"], **kw)
-    arrays = {}
-    for s, t in spec["splits"].items():
-        reuse = [k for k, v in arrays.items() if spec["splits"][k] == t]
-        arrays[s] = arrays[reuse[0]] if reuse else vocab.encode(
-            builders.read_split(source[t]), **kw)
-    return arrays, vocab
+    source = builders.data_source(spec["tfds"], data_dir)
+    read = lambda split: builders.read_split(source[_SPLITS[split]])
+    if spec["unit"] == "byte":     # enwik8: the distinct byte values of the whole file
+        parts = {s: b"".join(read(s)) for s in SPLITS}
+        vocab = ByteVocab.of_bytes(b"".join(parts[s] for s in SPLITS))
+        return {s: vocab.encode(parts[s]) for s in SPLITS}, vocab
+    if name == "lm1b":             # the vocabulary file; one <S> before the first sentence
+        vocab = WordVocab.from_file(os.path.join(_tfds_dir(name, data_dir),
+                                                 billion_word.VOCAB_FILE))
+        return {s: np.concatenate([[vocab.eos_id], vocab.encode(read(s))]).astype(np.int32)
+                for s in SPLITS}, vocab
+    vocab = WordVocab.build(read("train"))
+    return {s: vocab.encode(read(s)) for s in SPLITS}, vocab
 
 
 def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
@@ -234,8 +247,10 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
         data_dir = default_data_dir() if data_dir is None else os.fspath(data_dir)
         key_info = dict(tfds_fingerprint=_tfds_fingerprint(name, data_dir),
                         settings={k: v for k, v in _TFDS[name].items()})
+    rule = vocab_rule(name, (text_source or {}).get("unit", "byte"))
+    key_info["vocab_rule"] = rule
     path = os.path.join(cache_dir, f"{name}-{_key(name, key_info)}")
-    cached = _load_cached(path)
+    cached = _load_cached(path, rule)
     if cached is None:
         if name == "default":
             arrays, vocab, info = _build_default(max_bytes)
@@ -247,9 +262,13 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
             info = dict(data_dir=data_dir)
         meta = dict(name=name, unit=vocab.unit, vocab_size=vocab.vocab_size,
                     pipeline_version=PIPELINE_VERSION, key=key_info, info=info,
-                    num_tokens={s: int(arrays[s].shape[0]) for s in SPLITS})
+                    num_tokens={s: int(arrays[s].shape[0]) for s in SPLITS},
+                    vocab_rule=vocab.rule, vocab_sha256=vocab.fingerprint,
+                    **(dict(eos=vocab.eos, unk=vocab.unk) if vocab.unit == "word" else
+                       dict(symbols=vocab.symbols.tolist())))
+        assert vocab.rule == rule, (vocab.rule, rule)
         _save_cache(path, arrays, vocab, meta)
-        cached = _load_cached(path)
+        cached = _load_cached(path, rule)
     arrays, vocab, meta = cached
     info = dict(meta["info"], cache_path=path, key=meta["key"])
     if name in _TFDS:

@@ -9,9 +9,9 @@ preparation unless --allow_modified_source is given (the dataset then records th
 standard one, and so does every metric of a run on it). Preparing again from different source
 files stops with a message; --overwrite rebuilds.
 
-enwik8 and wikitext103 build without TensorFlow (tensorflow-datasets 4.9.10); TFDS's own lm1b
-builder calls `tf.io.gfile`, so preparing lm1b needs `pip install tensorflow` (reading it back
-for training does not). `--dataset=default` only fills the token cache of the embedded corpus.
+Every dataset builds without TensorFlow (tensorflow-datasets 4.9.10). lm1b reads the One
+Billion Word tarball (or its extracted folder) and 1b_word_vocab.txt (srupp_jax/data/
+billion_word.py). `--dataset=default` only fills the token cache of the embedded corpus.
 
 Translation: `--dataset=iwslt14_de_en --manual_dir=DIR_WITH_de-en.tgz [--recipe=lin2020|fairseq|
 all]` builds the TFDS config(s) and the BPE cache (`translation_data.prepare`);
@@ -45,7 +45,7 @@ def prepare(name: str, data_dir: Optional[str] = None, manual_dir: Optional[str]
         data_dir = datasets.default_data_dir() if data_dir is None else os.fspath(data_dir)
         prepared = datasets._tfds_dir(name, data_dir)
         source = (builders.resolve_source(name, manual_dir, allow_modified_source)
-                  if manual_dir is not None and name in builders.BUILDERS else None)
+                  if manual_dir is not None else None)
         if os.path.exists(os.path.join(prepared, "dataset_info.json")) and not overwrite:
             _check_same_source(name, prepared, source)
         else:

@@ -5,8 +5,10 @@ sorted relative-path order, each file ending with a newline. `build(path, valid_
 test_path, unit)` tokenizes them:
   unit "byte": ids are bytes (vocab 256); a contiguous 90/5/5 split of the bytes unless separate
                valid and test files are given.
-  unit "word": whitespace words with `<eos>` after each line (WordVocab, vocabulary of the train
-               part, min_count 1); the 90/5/5 split cuts between lines.
+  unit "word": whitespace words with `<eos>` after each line (WordVocab.build: the official
+               "counts" rule over the train part, `<unk>` added last when train lacks it, for
+               the words of valid and test that train does not have); the 90/5/5 split cuts
+               between lines.
 `fingerprint(...)` hashes the files' contents (sha256) and is the token cache key, so an edited
 file is never served from an old cache; it reads the files on every load, so it is also where a
 file with NUL bytes (a binary file?) gets its one warning line.
@@ -140,5 +142,5 @@ def build(path: str, valid_path: str = "", test_path: str = "", unit: str = "byt
             (path, "data.path"), (valid_path, "data.valid_path"), (test_path, "data.test_path"))]
     else:
         parts = _split_lines(read_text(path))
-    vocab = WordVocab.build(parts[0])
+    vocab = WordVocab.build(parts[0], add_unk=True)
     return dict(zip(("train", "valid", "test"), (vocab.encode(p) for p in parts))), vocab

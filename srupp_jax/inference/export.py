@@ -15,8 +15,9 @@ and for translation (SRU++ or Transformer encoder-decoders):
 with
   params.npz       the parameters, one array per name ("a/b/0/c": the model's paths)
   export.json      the functions' argument shapes ("b", "l" symbolic), the state's arrays and
-                   their shapes, the vocabulary (tokens in id order; bytes: 256), the special
-                   ids, and the platforms (cpu, cuda)
+                   their shapes, the vocabulary (tokens in id order; bytes: the byte value of
+                   each id, 256 or enwik8's 205), the special ids, and the platforms (cpu,
+                   cuda)
 The recurrence runs as the scan (portable, exact); states are plain dicts of arrays.
 """
 from __future__ import annotations

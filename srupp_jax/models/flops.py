@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Optional, Sequence
 
-from srupp_jax.nn.adaptive import cluster_bounds, cluster_dims
+from srupp_jax.nn.clusters import matrix_weights
 
 #: Forward FLOPs per hidden unit per token of one layer's elementwise work (the SRU
 #: recurrence c_t = f*c_{t-1} + (1-f)*U, the gates with their v*c terms, the highway output,
@@ -22,8 +22,8 @@ ELEMENTWISE_FLOPS_PER_D = 30
 def estimate_flops_per_token(d: int, d_proj: int, num_layers: int, attn_layers: int,
                              vocab_size: int, attn_len: float, d_in: Optional[int] = None,
                              adaptive: bool = False, *, cutoffs: Optional[Sequence[int]] = None,
-                             adaptive_factor: float = 4.0, include_elementwise: bool = True
-                             ) -> float:
+                             adaptive_factor: float = 4.0, d_embed: Optional[int] = None,
+                             include_elementwise: bool = True) -> float:
     """Forward + backward FLOPs per training token of an SRU++ language model.
 
     Matmuls count 6 FLOPs per weight per token (2 forward, 4 backward: input and weight
@@ -37,11 +37,10 @@ def estimate_flops_per_token(d: int, d_proj: int, num_layers: int, attn_layers: 
       every layer      3 * ELEMENTWISE_FLOPS_PER_D * d   (recurrence, gates, norms; rough)
       output, char model (adaptive=False):  6 * d * vocab_size
       output, adaptive=True (adaptive input + tied adaptive softmax, cluster widths
-        d_i = int(d // factor**i), |V_i| from `cutoffs`), counted as the JAX code runs it,
-        every cluster for every token:
-          input projections sum_i 6 * d_i * d
-          softmax head  6 * (d*d_0 [only if d_0 != d] + d_0*|V_0| + d*(n-1))
-          softmax tails sum_{i>=1} 6 * (d*d_i + d_i*|V_i|)
+        d_i = int(d_embed // factor**i) (d_embed default d), |V_i| from `cutoffs`), counted
+        as the JAX code runs it, every cluster for every token (clusters.matrix_weights):
+          projections (input and softmax; none when every d_i = d)  sum_i 6 * 2 * d * d_i
+          softmax head  6 * d_0 * (|V_0| + n - 1);  tails sum_{i>=1} 6 * d_i * |V_i|
       (embedding lookups and biases are not counted.)
 
     d_in is the input width of layer 1 (the embedding size; default d); later layers take d.
@@ -82,12 +81,6 @@ def estimate_flops_per_token(d: int, d_proj: int, num_layers: int, attn_layers: 
             warnings.warn("estimate_flops_per_token(adaptive=True) without cutoffs counts a "
                           "single-cluster (full) softmax; pass cutoffs= and adaptive_factor= "
                           "for the adaptive model's real cost", stacklevel=2)
-        bounds = cluster_bounds(vocab_size, list(cutoffs or []))
-        dims = cluster_dims(d, adaptive_factor, len(bounds))
-        sizes = [hi - lo for lo, hi in bounds]
-        n = len(bounds)
-        out = sum(di * d for di in dims)                            # adaptive input proj.
-        out += (d * dims[0] if dims[0] != d else 0) + dims[0] * sizes[0] + d * (n - 1)
-        out += sum(d * dims[i] + dims[i] * sizes[i] for i in range(1, n))
-        flops += 6.0 * out
+        flops += 6.0 * matrix_weights(vocab_size, d, list(cutoffs or []), adaptive_factor,
+                                      d_embed)
     return float(flops)

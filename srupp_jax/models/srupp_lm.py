@@ -4,7 +4,9 @@ One class serves both settings of the paper:
   character level (enwik8):  an embedding table and a full softmax output layer, initialised as
       the reference training script does (U[-sqrt(3/d), sqrt(3/d)] matrices, zero bias);
   word level (Wiki-103, Billion Word): `cutoffs` given -> adaptive input embeddings and an
-      adaptive softmax with tied weights (Baevski & Auli 2019).
+      adaptive softmax with tied tables (Baevski & Auli 2019), in the form and init of the
+      released models' reference code (nn/adaptive.py): unscaled input, biased outputs,
+      projections tied (Wiki-103) or not (Billion Word, `tie_proj=False`).
 
 The model runs one segment of M tokens at a time and carries `LMState` across segments: the
 recurrent state c of every layer and, for attention layers, the layer inputs of the last
@@ -26,7 +28,8 @@ from srupp_jax.errors import require
 from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from
 from srupp_jax.models.flops import estimate_flops_per_token
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
-from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs, cluster_dims
+from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax
+from srupp_jax.nn.clusters import check_cutoffs, cluster_dims
 from srupp_jax.nn.attention import attention_layers, check_heads
 from srupp_jax.nn.linear import linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
@@ -48,8 +51,11 @@ class SRUppConfig:
     vocab_size: 0 while the data have not been read (checks against it wait; a model needs it).
     d: hidden size (also the embedding size); d_proj: d'; num_layers; k: attention every k
     layers, or attention_last_n >= 0: only in the last n; num_heads; dropout, attn_dropout;
-    highway_bias; layer_norm; cutoffs: () for one softmax, else adaptive input and a tied
-    adaptive softmax with clusters adaptive_factor times narrower; impl: recurrence backend
+    highway_bias; layer_norm: each layer's own norm (the reference's --layer_norm);
+    attn_layer_norm: the post-LN inside the transforms (eq. 7); cutoffs: () for one softmax,
+    else adaptive input and a tied adaptive softmax with clusters adaptive_factor times
+    narrower, the first d_embed wide (0: d), projections tied unless tie_proj is False,
+    emb_dropout inside both; impl: recurrence backend
     ("auto" resolves on the device that builds the model); kernel: the GPU kernel's tuning
     options; tpu_kernel: the TPU kernel's; remat: gradient checkpointing (nn/remat.py);
     dtype: compute dtype name ("float32" | "bfloat16" | "float16"; parameters stay float32).
@@ -65,8 +71,12 @@ class SRUppConfig:
     attn_dropout: float = 0.0
     highway_bias: float = -2.0
     layer_norm: bool = False
+    attn_layer_norm: bool = True
     cutoffs: tuple = ()
     adaptive_factor: float = 4.0
+    d_embed: int = 0
+    tie_proj: bool = True
+    emb_dropout: float = 0.0
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
     tpu_kernel: TPUKernelOptions = TPUKernelOptions()
@@ -85,6 +95,9 @@ class SRUppConfig:
             (0 <= self.dropout < 1, f"model.dropout={self.dropout}; expected 0 <= p < 1"),
             (0 <= self.attn_dropout < 1,
              f"model.attn_dropout={self.attn_dropout}; expected 0 <= p < 1"),
+            (0 <= self.emb_dropout < 1,
+             f"model.emb_dropout={self.emb_dropout}; expected 0 <= p < 1"),
+            (self.d_embed >= 0, f"model.d_embed={self.d_embed}; expected >= 0 (0 = model.d)"),
             (self.impl in IMPLS, f"model.impl={self.impl!r}; expected one of "
                                  f"{', '.join(IMPLS)}"),
         ]
@@ -100,9 +113,9 @@ class SRUppConfig:
         if self.cutoffs:
             check_cutoffs(self.cutoffs, self.vocab_size)
             try:
-                cluster_dims(self.d, self.adaptive_factor, len(self.cutoffs) + 1)
+                cluster_dims(self.d_embed or self.d, self.adaptive_factor, len(self.cutoffs) + 1)
             except ValueError as e:
-                raise ValueError(f"model.d={self.d}, model.adaptive_factor="
+                raise ValueError(f"model.d_embed={self.d_embed or self.d}, model.adaptive_factor="
                                  f"{self.adaptive_factor}, {len(self.cutoffs)} cutoffs: {e}"
                                  ) from None
         check_kernel_options(self.kernel, self.tpu_kernel)
@@ -111,7 +124,6 @@ class SRUppConfig:
     def from_config(cls, config) -> "SRUppConfig":
         """From a run's config: config.model (its SRU++ keys) and config.train.compute_dtype."""
         return config_from(cls, config)
-
 
     def build(self, rngs: nnx.Rngs) -> "SRUppLM":
         return SRUppLM(self, rngs=rngs)
@@ -130,11 +142,13 @@ class SRUppLM(LanguageModel, nnx.Module):
         self.adaptive = bool(c.cutoffs)
         dtype = compute_dtype(c.dtype)
         limit = math.sqrt(3.0 / c.d)
-        if self.adaptive:
-            self.embed = AdaptiveInput(c.vocab_size, c.d, list(c.cutoffs),
-                                       factor=c.adaptive_factor, rngs=rngs)
-            self.head = AdaptiveSoftmax(c.vocab_size, c.d, list(c.cutoffs),
-                                        factor=c.adaptive_factor, tie_to=self.embed, rngs=rngs)
+        if self.adaptive:   # the reference's: tables U[-limit, limit], unscaled input
+            self.embed = AdaptiveInput(c.vocab_size, c.d, list(c.cutoffs), c.adaptive_factor,
+                                       d_embed=c.d_embed or None, scale_embedding=False,
+                                       dropout=c.emb_dropout, init=_uniform(limit), rngs=rngs)
+            self.head = AdaptiveSoftmax(c.vocab_size, c.d, list(c.cutoffs), tie_to=self.embed,
+                                        tie_proj=c.tie_proj, dropout=c.emb_dropout,
+                                        init=_uniform(limit), rngs=rngs)
         else:
             self.embed = nnx.Embed(c.vocab_size, c.d, embedding_init=_uniform(limit), rngs=rngs)
             self.head = linear(c.d, c.vocab_size, bias=True, init=_uniform(limit),
@@ -144,7 +158,8 @@ class SRUppLM(LanguageModel, nnx.Module):
         self.rnn = SRUpp(c.d, c.d, c.d_proj, c.num_layers, k=c.k,
                          attention_last_n=None if c.attention_last_n < 0 else c.attention_last_n,
                          num_heads=c.num_heads, dropout=c.dropout, attn_dropout=c.attn_dropout,
-                         highway_bias=c.highway_bias, layer_norm=c.layer_norm, causal=True,
+                         highway_bias=c.highway_bias, layer_norm=c.layer_norm,
+                         attn_layer_norm=c.attn_layer_norm, causal=True,
                          impl=self.backend, kernel=c.kernel, tpu_kernel=c.tpu_kernel,
                          remat=c.remat, dtype=dtype, rngs=rngs)
 
@@ -180,7 +195,8 @@ class SRUppLM(LanguageModel, nnx.Module):
         return estimate_flops_per_token(c.d, c.d_proj, c.num_layers, sum(self.rnn.has_attention),
                                         c.vocab_size, attn_len, adaptive=self.adaptive,
                                         cutoffs=list(c.cutoffs) or None,
-                                        adaptive_factor=c.adaptive_factor)
+                                        adaptive_factor=c.adaptive_factor,
+                                        d_embed=c.d_embed or None)
 
     def _head_log_probs(self, h):
         """[batch, L, d] -> float32 log-distribution [batch, L, vocab] of the output layer."""

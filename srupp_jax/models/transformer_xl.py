@@ -37,7 +37,8 @@ from flax import nnx
 from srupp_jax.errors import require
 from srupp_jax.models.base import compute_dtype, config_from
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
-from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs
+from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax
+from srupp_jax.nn.clusters import check_cutoffs, matrix_weights
 from srupp_jax.nn.attention import memory_attention_mask
 from srupp_jax.nn.linear import PositionwiseFF, linear, norm
 
@@ -268,20 +269,10 @@ class TransformerXLLM(LanguageModel, nnx.Module):
         d_inner = layer.ff.w_1.kernel.shape[1]
         weights = self.num_layers * (4 * self.d * hd + 2 * self.d * d_inner)
         if self.adaptive:
-            weights += _adaptive_weights(self.embed, self.head)
+            e = self.embed
+            weights += matrix_weights(e.vocab_size, e.d_model, e.cutoffs, e.factor, e.d_embed)
         else:
             weights += self.d * self.vocab_size
         attn = self.num_layers * 3 * 3 * 2 * attn_len * hd
         return float(6 * weights + attn)
 
-
-def _adaptive_weights(embed: AdaptiveInput, head: AdaptiveSoftmax) -> int:
-    """Matrix weights touched per token by adaptive input + tied adaptive softmax (every
-    cluster, as the code runs it)."""
-    d, dims = embed.d_model, embed.dims
-    sizes = [hi - lo for lo, hi in embed.bounds]
-    n = len(sizes)
-    out = sum(di * d for di in dims)
-    out += (d * dims[0] if dims[0] != d else 0) + dims[0] * sizes[0] + d * (n - 1)
-    out += sum(d * dims[i] + dims[i] * sizes[i] for i in range(1, n))
-    return out

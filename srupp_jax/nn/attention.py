@@ -66,12 +66,14 @@ def attention_mask(q_len: int, mem_len: int, *, causal: bool = True,
       causal:      j <= p.
       window=N:    additionally j >= p - N: the last N positions and itself (sliding window;
                    what decoding one token at a time with N tokens of memory sees).
-      same_length: window = q_len, so every query sees q_len + 1 keys once memory is full, as
-                   in the reference's evaluation mask.
+      same_length: window = mem_len (q_len without memory), so once the memory is full every
+                   query sees mem_len + 1 keys, a shorter last segment too: the reference's
+                   evaluation mask (`set_mask(L, same_length=True)` with L = mem_len, the
+                   eval unroll; its window does not shrink with the segment).
     Returns None when nothing is masked (causal=False and no window).
     """
     if same_length and window is None:
-        window = q_len
+        window = mem_len or q_len
     if not causal and window is None:
         return None
     p = mem_len + jnp.arange(q_len)[:, None]

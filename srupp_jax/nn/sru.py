@@ -329,7 +329,8 @@ class SRUpp(nnx.Module):
           memory_mask_pad: [batch, M] bool, True where a memory slot is padding.
           attend: [L, M + L] bool, True where a query MAY ATTEND to a key (or an additive
             float bias, 0 = attend); replaces the built-in causal / same-length mask.
-          same_length: the evaluation mask in which every position sees L + 1 keys.
+          same_length: the evaluation mask in which every position sees M + 1 keys (M the
+            memory length, L + 1 without memory; attention.attention_mask).
 
         Returns:
           (h [batch, L, dirs * d], c [num_layers, batch, dirs * d] float32, memory: the layer

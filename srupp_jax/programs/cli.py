@@ -47,7 +47,7 @@ HELP_ARGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "--helpfull",
              "-?")
 OUR_FLAGS = ("config", "workdir", "mode", "prompt", "num_tokens", "temperature", "top_k",
              "top_p", "seed", "input", "output", "device_memory", "force", "allow_config_change",
-             "traceback")
+             "torch_checkpoint", "traceback")
 
 
 def define_flags() -> None:
@@ -74,6 +74,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "--mode=generate: sampling seed.")
     flags.DEFINE_float("device_memory", 0.0, "--mode=plan: the device memory to plan for, GiB "
                        "(0 = the device's own where known, e.g. 15 for a 16 GB T4).")
+    flags.DEFINE_string("torch_checkpoint", "", "--mode=import: a released SRU++ model, the "
+                        "PyTorch .pt file (README: Pretrained models).")
     flags.DEFINE_bool("traceback", False, "Show the full stack of a user error instead of one "
                       "line.")
     flags.DEFINE_bool("force", False, "--mode=train: take over the workdir lock of another "

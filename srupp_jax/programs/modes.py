@@ -9,6 +9,7 @@ a notebook:
     modes.sample_text(config, workdir, prompt, ...)   --mode=generate (language models)
     modes.translate_file(config, workdir, src, out)   --mode=translate (translation)
     modes.predict_file(config, workdir, texts, out)   --mode=predict (classification)
+    importing.import_torch(config, workdir, path)     --mode=import: a released SRU++ model
     modes.validate_config(config, num_devices)        every check, before anything is read
 
 `MODES` is the table the command line (cli.py) reads: each mode's help, its own flags, what it
@@ -37,15 +38,27 @@ def validate_config(config, num_devices: int, num_processes: int = 1) -> None:
     trainer.validate(config)
 
 
-def train(config, workdir: str, *, force: bool = False,
-          allow_config_change: bool = False) -> dict:
+def train(config, workdir: str, *, force: bool = False, allow_config_change: bool = False,
+          given=()) -> dict:
     """Train `config`'s task in `workdir`, resuming from its checkpoints; the final metrics
-    with the run's `status` (srupp_jax.training.trainer.train_and_evaluate)."""
-    from srupp_jax.training import trainer
+    with the run's `status` (srupp_jax.training.trainer.train_and_evaluate). given: the keys
+    set on the command line (a run with train.init_from must not contradict its source)."""
+    from srupp_jax.training import run_config, trainer
 
     config_keys.check(config)
+    saved = run_config.load(workdir) if workdir else None
+    if saved is not None and saved.model.get("imported_from", ""):
+        raise ValueError(f"--workdir={workdir} holds a model imported from "
+                         f"{saved.model.imported_from} (parameters only); train from it in a "
+                         f"new workdir: --config.train.init_from={workdir}")
     return trainer.train_and_evaluate(tasks.make(config), workdir, force=force,
-                                      allow_config_change=allow_config_change)
+                                      allow_config_change=allow_config_change, given=given)
+
+
+def given_keys(flags) -> tuple:
+    """The config keys the command line sets (--config.KEY=VALUE), dotted."""
+    from ml_collections import config_flags
+    return tuple(config_flags.get_override_values(flags["config"]))
 
 
 def build_model(config, rngs):
@@ -232,7 +245,8 @@ def export_model(config, workdir: str, output: str) -> dict:
     nnx.update(model, params, rest)
     if task.name == "lm":
         data = task.data
-        vocab = (list(range(256)) if data.unit != "word" else list(data.vocab.tokens))
+        vocab = (data.vocab.symbols.tolist() if data.unit != "word" else
+                 list(data.vocab.tokens))
         export.export_lm(model, params, config.eval.mem_len, vocab, output)
     else:
         export.export_seq2seq(model, params, config.train.max_len, config.train.max_len,
@@ -251,6 +265,11 @@ def check_files(source: str, target: str, what: str = "source sentences") -> Non
                           or not os.path.isdir(os.path.dirname(os.path.abspath(target)))):
         raise IsADirectoryError(f"--output={target}: expected a file in an existing directory "
                                 "(or '-' for stdout)")
+
+
+def _importing():
+    from srupp_jax.programs import importing     # --mode=import (torch only there)
+    return importing
 
 
 def _check_num_tokens(f) -> None:
@@ -283,7 +302,8 @@ MODES = {
         "naming the keys, unless --allow_config_change (then recorded in "
         "DIR/config_changes.jsonl).",
         lambda config, workdir, f: train(config, workdir, force=f.force,
-                                         allow_config_change=f.allow_config_change),
+                                         allow_config_change=f.allow_config_change,
+                                         given=given_keys(f)),
         workdir="train", flags=("force", "allow_config_change")),
     "eval": Mode(
         "restore the best checkpoint (else the latest) and report the task's dev and test "
@@ -329,6 +349,14 @@ MODES = {
         "with jax alone (README).",
         lambda config, workdir, f: export_model(config, workdir, f.output),
         flags=("output",)),
+    "import": Mode(
+        "read a released SRU++ language model (--torch_checkpoint, a PyTorch state dict of the "
+        "paper's experiments) into DIR: config.json (the --config file with every size read "
+        "from the file) and a checkpoint, which eval, generate and train.init_from accept.",
+        lambda config, workdir, f: _importing().import_torch(
+            config, workdir, f.torch_checkpoint, given_keys(f)),
+        workdir="train", flags=("torch_checkpoint",),
+        check=lambda f: _importing().check_torch_checkpoint(f.torch_checkpoint)),
     "show_config": Mode(
         "print the config (the --config file with its overrides; with only --workdir, the "
         "run's config.json) as `key = value  # meaning`, meanings from configs/base.py.",

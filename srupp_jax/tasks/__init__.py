@@ -38,10 +38,12 @@ def make(config):
 
 
 def prepared(config, num_devices: int = 1):
-    """The Task of `config`, checked and loaded (its config resolved against the data)."""
+    """The Task of `config`, checked and loaded (its config resolved against the data) to
+    evaluate, generate or import (`Task.for_training` False)."""
     import jax
 
     task = make(config)
+    task.for_training = False
     task.validate(num_devices, jax.process_count())
     task.load()
     return task

@@ -6,7 +6,9 @@ trainer calls, in this order:
     task.validate(num_devices, num_processes)  the task's config checks (ValueError naming the
                                                key), before any data are read
     task.load()                                read the data; `task.config` gets the keys the
-                                               data decide (e.g. model.vocab_size)
+                                               data decide (e.g. model.vocab_size); with
+                                               `for_training` False (tasks.prepared: eval,
+                                               generate, import) not what only training needs
     task.build_model(rngs, measure=True)       the model (an nnx.Module); measure: may time
                                                backends at the training shape (training only)
     task.init_carry(model)                     the carry of a fresh start: a tree of
@@ -21,23 +23,45 @@ trainer calls, in this order:
                                                .., ...}: split "dev" during training, "dev" or
                                                "test" with full=True for --mode=eval
     task.train_metrics(mean_loss)              {"train_loss": .., ...} of a logged window
-    task.init_params_from(params, source)      with train.init_from, on a fresh start: the
-                                               params to start from, given this run's fresh
-                                               ones and `source` (.path, .config, .params of
-                                               the workdir named); ValueError with one line
-                                               per shape or vocabulary that does not fit
 
 and reads `modes` (main.py's modes this task has; a task adds its own, e.g. generate), `arch`,
-`best_metric` / `best_mode` (the checkpoint kept as best), `init_from_best` (the best
-checkpoint of the workdir train.init_from names: a language model's), `tokens_per_step`
+`best_metric` / `best_mode` (the checkpoint kept as best), `tokens_per_step`
 (progress and tokens/s), `flops_per_token(model)` (MFU) and `marks` (added to every metric
 row, e.g. {"standard_data": 0}). `smoke()` runs one forward and backward pass of the model.
+
+Starting from another workdir (`train.init_from`: fine-tuning, or a model --mode=import
+brought in; srupp_jax/training/fine_tune.py is the trainer's side):
+
+    source = task.open_source(path)            Source(path, config): the source's config.json
+    task.configure_from(source, given)         before validate: adapt this run's config to the
+                                               source (given: the dotted keys set on the
+                                               command line, which must not be overridden;
+                                               ValueError naming them). Default: nothing.
+                                               LMTask: the source's architecture.
+    source = task.restore_source(source)       on a FRESH start only (no checkpoint in the
+                                               workdir; on a resume the workdir's own wins):
+                                               source.params, source.step of its best (else
+                                               latest) checkpoint, the source's own task
+                                               building its model's shapes
+    params = task.init_params_from(params, source)
+                                               this run's freshly initialised nnx.Param state
+                                               -> the params to start from (the trainer puts
+                                               them where `params` lives), or ValueError with
+                                               one `path: ...` per mismatch. Default (language
+                                               models, whose architecture is the source's):
+                                               the source's params, every leaf checked;
+                                               ClassificationTask: an LM's embedding and
+                                               SRU++ stack (tasks/transfer.py).
+The optimizer starts fresh; config.json records train.init_from and train.init_step.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
@@ -45,13 +69,23 @@ from jax.experimental import multihost_utils
 from srupp_jax.nn.recurrence import AUTO, Backend, fastest_backend, resolve_backend
 
 
+@dataclasses.dataclass
+class Source:
+    """The workdir a run starts from (`train.init_from`): its path, its config.json, and once
+    restored its params (an nnx.Param state) and the step they are from."""
+    path: str
+    config: ml_collections.ConfigDict
+    params: Any = None
+    step: int = -1
+
+
 class Task:
     """The base of every task; see the module docstring for the contract."""
 
     name = ""
     best_metric, best_mode = "dev_loss", "min"
-    init_from_best = ("dev_loss", "min")   # the best checkpoint of a train.init_from workdir
     modes = ("train", "eval", "smoke", "plan", "export", "show_config")  # main.py's modes
+    for_training = True     # False: the data are read to evaluate or generate (tasks.prepared)
 
     def __init__(self, config):
         self.config = config
@@ -89,10 +123,6 @@ class Task:
     def train_metrics(self, mean_loss: float) -> dict:
         return {"train_loss": mean_loss}
 
-    def init_params_from(self, params, source):
-        raise ValueError(f"train.init_from={source.path!r}: the {self.name!r} task cannot start "
-                         "from another workdir's parameters; drop train.init_from")
-
     @property
     def tokens_per_step(self) -> int:
         raise NotImplementedError
@@ -107,6 +137,61 @@ class Task:
     def plan_inputs(self, model, rows: int) -> tuple:
         """(carry, batch) of one device's step with `rows` rows, as jax.ShapeDtypeStructs."""
         raise NotImplementedError
+
+    # -- starting from another workdir (module docstring)
+    def open_source(self, path: str) -> Source:
+        """The Source of `path`: its config.json; OSError naming the key when it has none."""
+        from srupp_jax.training import run_config
+        config = run_config.load(path) if path else None
+        if config is None:
+            raise FileNotFoundError(f"train.init_from={path!r} holds no {run_config.CONFIG_FILE}"
+                                    "; expected a workdir of srupp_jax (trained, or written by "
+                                    "--mode=import)")
+        return Source(path, config)
+
+    def configure_from(self, source: Source, given=()) -> None:
+        """Adapt this run's config to the source before it is checked (default: nothing)."""
+
+    def restore_source(self, source: Source) -> Source:
+        """`source` with the params of its best (else latest) readable checkpoint; the model's
+        shapes come from the source's own task and config (nothing is initialised)."""
+        from flax import nnx
+
+        from srupp_jax import tasks
+        from srupp_jax.training.checkpoint import Checkpoints
+        from srupp_jax.training.rng import model_rngs
+        config = ml_collections.ConfigDict(source.config.to_dict())
+        config.model.impl = "scan"          # shapes only: no backend is chosen or timed
+        other = tasks.make(config)
+        model = nnx.eval_shape(lambda: other.build_model(model_rngs(config)))
+        _, params, _ = nnx.split(model, nnx.Param, ...)
+        try:
+            ckpt = Checkpoints(f"{source.path}/checkpoints", read_only=True,
+                               best_metric=other.best_metric, best_mode=other.best_mode)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"train.init_from={source.path}: {e}") from None
+        with ckpt:
+            restored = ckpt.restore({"params": params}, which="best",
+                                    config=json.loads(source.config.model.to_json()))
+        if restored is None:
+            raise FileNotFoundError(f"train.init_from={source.path} holds no checkpoint")
+        step, items = restored
+        return dataclasses.replace(source, params=items["params"], step=step)
+
+    def init_params_from(self, params, source: Source):
+        """The params to start from: the source's, whose every leaf must be this run's in
+        shape and place (ValueError with one `path: ...` per mismatch)."""
+        ours = {jax.tree_util.keystr(p): np.shape(x)
+                for p, x in jax.tree_util.tree_leaves_with_path(params)}
+        theirs = {jax.tree_util.keystr(p): np.shape(x)
+                  for p, x in jax.tree_util.tree_leaves_with_path(source.params)}
+        problems = [f"{p}: {theirs.get(p, 'absent')} in {source.path}, {ours.get(p, 'absent')} "
+                    "here" for p in dict.fromkeys([*ours, *theirs]) if ours.get(p) != theirs.get(p)]
+        if problems:
+            raise ValueError("train.init_from: the parameters differ from this model's; "
+                             + "; ".join(problems))
+        return source.params
+
 
     def memory_plan(self, num_devices: int, device_memory_gib: float = 0.0):
         """(Plan, the smallest change that fits or "") of a training step: tasks/plan.py."""

@@ -4,31 +4,34 @@ Training reads B contiguous streams, M = train.unroll tokens a step (data/stream
 carries each model's `LMState` (recurrent state and attention memory) from step to step,
 rebuilt where the streams wrap (each epoch). Evaluation walks a whole split in eval.unroll
 segments with eval.mem_len tokens of memory (the same-length mask when eval.same_length) and
-reports the loss in nats with BPC (bytes) or perplexity (words). The best checkpoint is the
-lowest dev loss. Architectures: srupp, transformer_xl, sha_rnn (srupp_jax/models/archs.py).
+reports the loss in nats with BPC (bytes) or perplexity (words) (lm_eval.py). The best
+checkpoint is the lowest dev loss. Architectures: srupp, transformer_xl, sha_rnn
+(srupp_jax/models/archs.py). The vocabulary a run is made on is recorded (data.vocab_rule,
+data.vocab_sha256) and checked against the data (check_vocabulary); a run started from
+another workdir (train.init_from) takes its architecture (configure_from; tasks/base.py).
 """
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
-from flax import nnx
 
 from srupp_jax.data.streams import Streams
 from srupp_jax.errors import require
 from srupp_jax.models import archs
-from srupp_jax.models.base import split_for_eval
 from srupp_jax.models.srupp_lm import SRUppConfig
-from srupp_jax.nn.adaptive import check_cutoffs
+from srupp_jax.nn.clusters import check_cutoffs
 from srupp_jax.nn.recurrence import describe_backend
 from srupp_jax.tasks.base import Task, measured_impl
-from srupp_jax.training import progress, sharding
+from srupp_jax.tasks.lm_eval import make_evaluator, split_metrics
 
 MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
+# The `model` keys that make a language model's architecture: a run started from another
+# workdir (train.init_from) takes the source's (configure_from); dropout and impl stay its own.
+ARCHITECTURE = ("arch", "vocab_size", "d", "d_proj", "num_layers", "k", "attention_last_n",
+                "num_heads", "layer_norm", "attn_layer_norm", "cutoffs", "adaptive_factor",
+                "d_embed", "tie_proj", "d_inner", "d_head", "attention_layers")
 
 
 def fraction_cutoffs(vocab_size: int, fractions) -> tuple:
@@ -38,10 +41,27 @@ def fraction_cutoffs(vocab_size: int, fractions) -> tuple:
     return tuple(sorted({int(f * vocab_size) for f in fractions} - {0}))
 
 
+def check_vocabulary(config, vocab) -> None:
+    """Fill data.vocab_rule / vocab_sha256 from `vocab` (the data's); ValueError when the config
+    recorded another one (a run, a source or an import made on other ids). A config.json
+    written before the keys existed reads back with the rule of its time (run_config)."""
+    d = config.data
+    rule, sha = d.vocab_rule, d.vocab_sha256
+    if (rule and rule != vocab.rule) or (sha and sha != vocab.fingerprint):
+        raise ValueError(
+            f"the model was made on token ids of another vocabulary (data.vocab_rule={rule!r},"
+            f" data.vocab_sha256={sha!r}) than the {d.name} data give ({vocab.rule!r}, "
+            f"{vocab.fingerprint!r}): the same text would meet other ids. Use the data it was "
+            "made on, or train a new run (README: Datasets)")
+    d.vocab_rule, d.vocab_sha256 = vocab.rule, vocab.fingerprint
+
+
 def resolve_config(config: ml_collections.ConfigDict, data) -> ml_collections.ConfigDict:
     """A copy of `config` with vocab_size (and cutoffs) from `data` (an LMData); ValueError
-    when the config asks for a smaller vocabulary or cutoffs the vocabulary cannot hold."""
+    when the config asks for a smaller vocabulary or cutoffs the vocabulary cannot hold, or
+    records another vocabulary (check_vocabulary)."""
     config = ml_collections.ConfigDict(config.to_dict())
+    check_vocabulary(config, data.vocab)
     m, name, size = config.model, config.data.name, data.vocab_size
     if m.vocab_size == 0:
         m.vocab_size = size
@@ -61,69 +81,6 @@ def lm_loss(model, carry, inputs, targets):
     return nll.sum(), nll.size, carry
 
 
-def split_metrics(mean_nll: float, unit: str, prefix: str) -> dict[str, float]:
-    """loss in nats plus BPC (bytes/characters) or perplexity (words)."""
-    out = {f"{prefix}_loss": mean_nll}
-    if unit == "word":
-        out[f"{prefix}_ppl"] = math.exp(min(mean_nll, 700.0))
-    else:
-        out[f"{prefix}_bpc"] = mean_nll / math.log(2)
-    return out
-
-
-def make_eval_step(graphdef, same_length: bool):
-    """jit-compiled (params, rest, carry, inputs, targets, weights) -> (sum of weights * nll,
-    new carry)."""
-    def step(params, rest, carry, inputs, targets, weights):
-        model = nnx.merge(graphdef, params, rest)
-        nll, carry = model.nll(inputs, targets, carry, same_length=same_length)
-        return jnp.sum(nll * weights), carry
-
-    return jax.jit(step)
-
-
-def make_evaluator(model, config, mesh):
-    """A function (params, rest, tokens, max_tokens=0, desc="") -> mean nll (nats) over
-    `tokens` (or its first `max_tokens`), every target predicted once; the step compiles once
-    per segment shape (full, the last partial one, the tail).
-
-    B_e contiguous streams, segments of eval.unroll tokens, eval.mem_len tokens of attention
-    memory carried across segments, the same-length mask when eval.same_length; the fewer
-    than B_e tokens after the last stream are predicted last, continuing it (Streams).
-    """
-    e = config.eval
-    # Streams over devices (and hosts, each reading its own) when the batch divides the mesh;
-    # otherwise (e.g. batch 1 on 8 devices) every process evaluates all streams replicated.
-    shard = e.batch_size % mesh.devices.size == 0
-    procs, index = (jax.process_count(), jax.process_index()) if shard else (1, 0)
-    graphdef, _, _ = split_for_eval(model)
-    step = make_eval_step(graphdef, e.same_length)
-
-    def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0,
-                 desc: str = "") -> float:
-        """desc: a progress bar of that name over the segments (progress.bar); "" none."""
-        if max_tokens:
-            tokens = tokens[:max_tokens + 1]
-        streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,
-                          process_index=index)
-        carry = model.init_state(e.batch_size, e.mem_len)
-        if shard:
-            carry = jax.device_put(carry, sharding.batch_shardings(mesh, carry))
-        total = 0.0
-        segments = -(-streams.stream_length // e.unroll) + bool(streams.dropped_tokens)
-        batches = streams.eval_batches()
-        if desc and jax.process_index() == 0:
-            batches = progress.bar(batches, desc, total=segments, unit="segment")
-        for batch in batches:
-            if shard:
-                batch = [sharding.global_batch(a, mesh) for a in batch]
-            s, carry = step(params, rest, carry, *batch)
-            total += float(s)
-        return total / (len(tokens) - 1)     # every target once (Streams.eval_batches)
-
-    return evaluate
-
-
 def load_data(config):
     """The token arrays and vocabulary `config.data` names (see srupp_jax.data.datasets)."""
     from srupp_jax.data.datasets import load_tokens
@@ -134,13 +91,14 @@ def load_data(config):
                        max_bytes=d.max_bytes or None, text_source=text)
 
 
-def check_lengths(config, data) -> None:
-    """ValueError when a split is too short for one training step (train) or one evaluation
-    segment (valid, test); for your own text naming the file and its size."""
+def check_lengths(config, data, train: bool = True) -> None:
+    """ValueError when a split is too short for one training step (train, when `train`) or one
+    evaluation segment (valid, test); for your own text naming the file and its size."""
     from srupp_jax.data import text
     d = config.data
     files = {"train": "path", "valid": "valid_path", "test": "test_path"}
-    for split, tokens in (("train", data.train), ("valid", data.valid), ("test", data.test)):
+    splits = (("train", data.train),) * train + (("valid", data.valid), ("test", data.test))
+    for split, tokens in splits:
         section = "train" if split == "train" else "eval"
         b, m = config[section].batch_size, config[section].unroll
         if len(tokens) > b * m:
@@ -189,7 +147,7 @@ class LMTask(Task):
     """Language modelling on B contiguous streams (the module docstring)."""
 
     name = "lm"
-    modes = Task.modes + ("generate",)
+    modes = Task.modes + ("generate", "import")
 
     def validate(self, num_devices: int, num_processes: int = 1) -> None:
         from srupp_jax.data.datasets import NAMES, TEXT
@@ -222,11 +180,14 @@ class LMTask(Task):
         ])
 
     def load(self) -> None:
-        """Read the data, fill in vocab_size (and cutoffs), cut the training streams."""
+        """Read the data, fill in vocab_size (and cutoffs), cut the training streams (when
+        `for_training`)."""
         self.data = load_data(self.config)
         self.config = resolve_config(self.config, self.data)
-        check_lengths(self.config, self.data)
+        check_lengths(self.config, self.data, train=self.for_training)
         self.marks = data_marks(self.data)
+        if not self.for_training:
+            return
         t = self.config.train
         self.streams = Streams(self.data.train, t.batch_size // jax.process_count(), t.unroll,
                                num_processes=jax.process_count(),
@@ -246,6 +207,43 @@ class LMTask(Task):
             logging.info("recurrence: %s", describe_backend(model.backend))
             self.setup = {"recurrence": model.backend.value, "recurrence_reason": reason}
         return model
+
+    def configure_from(self, source, given=()) -> None:
+        """The source's architecture: each ARCHITECTURE key of its `model` that differs
+        replaces this config's (one log line naming them), unless the command line set it
+        (`given`): then ValueError naming the key and both values. The data must give the
+        source's vocabulary (checked when they are read, check_vocabulary)."""
+        from srupp_jax import tasks
+        if tasks.task_name(source.config) != "lm":
+            raise ValueError(f"train.init_from={source.path} holds a "
+                             f"{tasks.task_name(source.config)!r} run; a language model starts "
+                             "from a language model's workdir")
+        m, theirs = self.config.model, source.config.model
+        replaced, refused = [], []
+        for key in ARCHITECTURE:
+            if key not in theirs or key not in m:
+                continue
+            ours, value = m[key], theirs[key]
+            if (tuple(ours) if isinstance(ours, (list, tuple)) else ours) == \
+                    (tuple(value) if isinstance(value, (list, tuple)) else value):
+                continue
+            note = f"model.{key}={value!r} in {source.path}, {ours!r} here"
+            if f"model.{key}" in given:
+                refused.append(note)
+            else:
+                replaced.append(f"model.{key} {ours!r} -> {value!r}")
+                m[key] = value
+        if refused:
+            raise ValueError(f"train.init_from: the command line contradicts the source's "
+                             f"architecture: {'; '.join(refused)}; drop those flags (the model "
+                             "is the source's)")
+        if replaced:
+            logging.info("train.init_from=%s: its architecture: %s", source.path,
+                         ", ".join(replaced))
+        from srupp_jax.training import run_config
+        record = run_config.flat(source.config.to_dict())
+        self.config.data.vocab_rule = run_config.recorded(record, "data.vocab_rule")
+        self.config.data.vocab_sha256 = record.get("data.vocab_sha256", "")
 
     def init_carry(self, model):
         return model.init_state(self.config.train.batch_size, self.config.train.unroll)

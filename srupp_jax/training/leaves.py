@@ -70,10 +70,12 @@ def describe(leaves: dict[str, Any]) -> list[list]:
 
 
 def abstract(x) -> jax.ShapeDtypeStruct:
-    """Shape, dtype and sharding of x (a host value: the first local device)."""
+    """Shape, dtype and sharding of x (a host value or a bare shape, e.g. of nnx.eval_shape:
+    the first local device)."""
     if isinstance(x, jax.Array):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-    x = np.asarray(x)
+    if not isinstance(x, jax.ShapeDtypeStruct):
+        x = np.asarray(x)
     return jax.ShapeDtypeStruct(x.shape, x.dtype,
                                 sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
 

@@ -11,7 +11,9 @@ decode.*, mesh.*, where the data live) may change freely; `train.steps` may chan
 cut short), and the change is recorded; any other difference is refused, naming the keys,
 unless the user allows it (`--allow_config_change`): then each change is appended to
 `workdir/config_changes.jsonl` as {"step", "key", "old", "new"}, so the record always says
-what trained. `save` writes config.json once the run is known to start.
+what trained. The vocabulary (FIXED: data.vocab_rule, data.vocab_sha256) never changes: the
+model would meet other ids for the same text. A record made before a key existed implies the
+value of its time (RECORDED_BEFORE). `save` writes config.json once the run is known to start.
 """
 from __future__ import annotations
 
@@ -32,9 +34,31 @@ CONTROL = ("train.stop_at", "train.log_every", "train.eval_every", "train.checkp
            "data.data_dir", "data.cache_dir",
            "model.remat", "cpu_variant")    # remat: the same losses, less memory
 EXTENSIBLE = ("train.steps",)
-# Keys added after runs were recorded without them: the value such a run trained with.
+FIXED = ("data.vocab_rule", "data.vocab_sha256")
+
+
+def _vocab_rule_before(old: Mapping) -> str:
+    """The ids of a run recorded before data.vocab_rule: byte values (256) for bytes, enwik8
+    included; words counted with ties in alphabetical order and `<unk>` added."""
+    if old.get("task", "lm") != "lm":
+        return ""                   # only language models record their vocabulary
+    name = old.get("data.name")
+    byte = name in ("default", "enwik8") or (name == "text" and old.get("data.unit") == "byte")
+    return "bytes" if byte else "counts_alphabetical"
+
+
+# Keys added after runs were recorded without them: the value such a run trained with (or a
+# function of the rest of its record).
 RECORDED_BEFORE = {"train.prng_impl": SAVED_BEFORE, "train.loss_scale": 2.0 ** 15,
-                   "train.loss_scale_period": 2000}
+                   "train.loss_scale_period": 2000, "data.vocab_rule": _vocab_rule_before}
+
+
+def recorded(old: Mapping, key: str):
+    """The value of `key` in the flat record `old`, or the one RECORDED_BEFORE implies."""
+    if key in old:
+        return old[key]
+    value = RECORDED_BEFORE[key]
+    return value(old) if callable(value) else value
 
 
 def _tuples(value: Any) -> Any:
@@ -46,12 +70,12 @@ def _tuples(value: Any) -> Any:
     return value
 
 
-def _flat(tree: Mapping, prefix: str = "") -> dict:
+def flat(tree: Mapping, prefix: str = "") -> dict:
     """{"model.d": 64, ...} of a nested dict (lists as tuples)."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat(value, f"{prefix}{key}."))
         else:
             out[prefix + key] = _tuples(value)
     return out
@@ -63,13 +87,22 @@ def record_changes(workdir: str, config: ml_collections.ConfigDict, *,
     `config` that the record must keep (see the module docstring; CONTROL keys and keys the
     record lacks are left out). ValueError naming the keys when one of them changes what
     trains and `allow` is False."""
-    recorded = load(workdir)
-    if recorded is None:
+    saved = load(workdir)
+    if saved is None:
         return []
-    old = dict(RECORDED_BEFORE, **_flat(recorded.to_dict()))
-    new = _flat(config.to_dict())
+    old = flat(saved.to_dict())
+    old = dict({k: recorded(old, k) for k in RECORDED_BEFORE}, **old)
+    new = flat(config.to_dict())
     changes = [(k, old[k], new.get(k)) for k in sorted(old)
-               if k in new and old[k] != new[k] and not k.startswith(CONTROL)]
+               if k in new and old[k] != new[k] and not k.startswith(CONTROL)
+               and not (k in FIXED and old[k] == "")]     # "": not recorded, now filled
+    fixed = [c for c in changes if c[0] in FIXED]
+    if fixed:
+        listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in fixed)
+        raise ValueError(f"{workdir} was trained on the token ids of another vocabulary "
+                         f"({listed}): the same text gives other ids now, so it cannot go on "
+                         "(not even with --allow_config_change); train in a new --workdir "
+                         "(README: Datasets)")
     refused = [c for c in changes if c[0] not in EXTENSIBLE]
     if refused and not allow:
         listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in refused)
@@ -110,14 +143,15 @@ def complete(saved: Mapping) -> ml_collections.ConfigDict:
     the keys `saved` lacks: the one place missing keys are filled, so code reads every key
     directly."""
     config = base.get_config().to_dict()
-    missing = set(_flat(config)) - set(_flat(saved))
+    before = flat(saved)
+    missing = set(flat(config)) - set(before)
     _merge(config, saved)
     for key in missing & set(RECORDED_BEFORE):
         *parents, leaf = key.split(".")
         node = config
         for p in parents:
             node = node[p]
-        node[leaf] = RECORDED_BEFORE[key]
+        node[leaf] = recorded(before, key)
     return ml_collections.ConfigDict(config)
 
 

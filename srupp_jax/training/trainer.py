@@ -22,7 +22,7 @@ from absl import logging
 from flax import nnx
 
 from srupp_jax.errors import require
-from srupp_jax.training import init_from, run_config, sharding
+from srupp_jax.training import fine_tune, run_config, sharding
 from srupp_jax.training.checkpoint import Checkpoints
 from srupp_jax.training.metrics import last_metrics, train_seconds
 from srupp_jax.training.optim import SCHEDULES, make_optimizer
@@ -111,15 +111,17 @@ class StopRule:
 
 
 def train_and_evaluate(task, workdir: str, *, force: bool = False,
-                       allow_config_change: bool = False) -> dict:
+                       allow_config_change: bool = False, given=()) -> dict:
     """Train `task` in `workdir`, resuming from its checkpoints; returns the last metrics with
     `status` (finished, stopped, preempted or interrupted: srupp_jax.training.workdir) and `step`.
 
     force: take over the workdir lock of another trainer (a stale lock on another host);
     allow_config_change: go on with a config that differs from the workdir's record (the
-    changes are recorded, run_config.record_changes).
+    changes are recorded, run_config.record_changes); given: the config keys set on the
+    command line (a run with train.init_from refuses to override them: fine_tune.py).
     """
     sharding.initialize_distributed()
+    source = fine_tune.prepare(task, workdir, given)      # train.init_from
     mesh = sharding.from_config(task.config.mesh)
     task.validate(mesh.devices.size, jax.process_count())
     validate(task.config)
@@ -134,12 +136,13 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         if main:
             say_plan(task, mesh.devices.size)
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
-        state = init_from.fresh_start(task, state, workdir)    # train.init_from: fresh runs
         ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
                                                best_metric=task.best_metric,
                                                best_mode=task.best_mode))
         meta = {"config": json.loads(config.model.to_json())}   # names sizes on a mismatch
         start, state = restore(ckpt, state, meta["config"])
+        if start == 0 and source is not None:
+            state = fine_tune.start_from(task, source, state)
         if start >= t.steps * t.grad_accum_steps:
             return finished_run(workdir, start)
         if main:
