@@ -135,7 +135,7 @@ def test_bad_inputs_are_named():
                          r"1..28"),
     ("adaptive_factor", 64.0, "model.d_embed=16, model.adaptive_factor=64.0, 1 cutoffs"),
     ("impl", "cuda", "model.impl='cuda'"),
-    ("dtype", "float16", "train.compute_dtype='float16'"),
+    ("dtype", "float64", "train.compute_dtype='float64'"),
     ("kernel", KernelOptions(block_d=1.5), r"model.kernel.block_d=1.5; expected an integer"),
 ])
 def test_every_bad_model_value_is_named_once(key, value, match):

@@ -97,3 +97,52 @@ def test_no_module_is_over_400_lines():
     for path in sorted(PACKAGE.rglob("*.py")):
         lines = len(path.read_text().splitlines())
         assert lines <= 400, f"{path.relative_to(ROOT)} has {lines} lines"
+
+
+def _requirement_names(lines) -> set:
+    """Distribution names (normalised) of requirement lines: 'orbax-checkpoint>=0.11 # x' ->
+    'orbax-checkpoint'."""
+    import re
+    names = set()
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            names.add(re.split(r"[<>=!~;\[ ]", line)[0].lower().replace("_", "-"))
+    return names
+
+
+OPTIONAL = {"torch"}
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """An import of the package, main.py or pallas_kernels that `pip install -r requirements.txt`
+    would not satisfy fails on a fresh machine (CI) only: each is declared in requirements.txt
+    and pyproject.toml, the same list in both. torch is optional (reading PyTorch files for
+    --mode=import), so imported inside the functions that read them only."""
+    import importlib.metadata
+    import tomllib
+    declared = _requirement_names((ROOT / "requirements.txt").read_text().splitlines())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert _requirement_names(project) == declared
+    distributions = importlib.metadata.packages_distributions()
+    paths = [*PACKAGE.rglob("*.py"), *(ROOT / "pallas_kernels").rglob("*.py"), ROOT / "main.py"]
+    missing = set()
+    for path in paths:
+        for module in imported_modules(path):
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or top in ("srupp_jax", "pallas_kernels",
+                                                         "configs", "__future__"):
+                continue
+            if top in OPTIONAL:
+                continue
+            dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+            if not dists & declared:
+                missing.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not missing, f"imported but not in requirements.txt: {sorted(missing)}"
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""])
+                assert not {n.split(".")[0] for n in names} & OPTIONAL, (path, names)

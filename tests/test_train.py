@@ -111,7 +111,7 @@ def test_resume_mid_accumulation_is_bit_identical(tmp_path):
     ("train.warmup_steps", 10, r"train.warmup_steps=10; expected 0 <= warmup < train.steps=6"),
     ("model.impl", "cuda", "model.impl='cuda'"),
     ("model.cutoffs", (5, 3), r"model.cutoffs=\(5, 3\)"),
-    ("train.compute_dtype", "float16", "train.compute_dtype='float16'"),
+    ("train.compute_dtype", "float64", "train.compute_dtype='float64'"),
     ("train.prng_impl", "philox", "train.prng_impl='philox'; expected one of threefry2x32"),
 ])
 def test_bad_config_values_are_named(key, value, match):

@@ -37,7 +37,8 @@ from srupp_jax.models.classifier import (
     shared_checks,
 )
 from srupp_jax.models.flops import estimate_flops_per_token
-from srupp_jax.nn.adaptive import AdaptiveInput, check_cutoffs, cluster_dims
+from srupp_jax.nn.adaptive import AdaptiveInput
+from srupp_jax.nn.clusters import check_cutoffs, cluster_dims
 from srupp_jax.nn.attention import attention_layers, check_heads
 from srupp_jax.nn.linear import linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
@@ -139,7 +140,8 @@ class SRUppClassifier(ClassifierModel, nnx.Module):
         dtype = compute_dtype(c.dtype)
         if c.cutoffs:      # a word LM's adaptive input
             self.embed = AdaptiveInput(c.vocab_size, c.d, list(c.cutoffs),
-                                       factor=c.adaptive_factor, rngs=rngs)
+                                       factor=c.adaptive_factor, scale_embedding=False,
+                                       rngs=rngs)    # as the SRU++ LM's (srupp_lm.py)
         else:              # the LM's init: U[-sqrt(3/d), sqrt(3/d)]
             self.embed = nnx.Embed(c.vocab_size, c.d, embedding_init=_uniform(math.sqrt(3 / c.d)),
                                    rngs=rngs)

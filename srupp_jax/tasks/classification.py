@@ -69,8 +69,8 @@ class ClassificationTask(Task):
             (t.max_len >= 2, f"train.max_len={t.max_len}; expected >= 2 tokens (the text "
                              "and its end)"),
             (e.batch_tokens >= 1, f"eval.batch_tokens={e.batch_tokens}; expected >= 1"),
-            (not t.get("init_from") or d.unit != "bpe",
-             f"train.init_from with data.unit='bpe': the language models of this project read "
+            (not t.init_from or d.unit != "bpe",
+             "train.init_from with data.unit='bpe': the language models of this project read "
              "bytes or words; set --config.data.unit=byte (or word)"),
         ])
 
@@ -79,7 +79,7 @@ class ClassificationTask(Task):
         config = ml_collections.ConfigDict(self.config.to_dict())
         d, m, t = config.data, config.model, config.train
         words = None
-        if t.get("init_from") and d.unit == "word":       # the language model's vocabulary
+        if t.init_from and d.unit == "word":       # the language model's vocabulary
             words = transfer.source_words(t.init_from)
             transfer.resolve(config, transfer.load_source_config(t.init_from))
         self.data = load(d, max_len=t.max_len, words=words)
