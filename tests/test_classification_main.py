@@ -171,7 +171,7 @@ def test_fine_tuning_from_a_language_models_workdir(lm_workdir, cache, tmp_path)
     out = main_py("--config=configs/classify_default.py:from_lm", *start, f"--workdir={w}",
                   cache=cache)
     assert last_json(out)["status"] == "finished"
-    assert f"starting from the parameters of {lm_workdir} (step 3)" in out.stderr
+    assert f"starting from {lm_workdir} (step 3): its parameters, a fresh optimizer" in out.stderr
     np.testing.assert_allclose(_embedding(w), _embedding(lm_workdir), atol=1e-6)
     bad = main_py("--config=configs/classify_default.py", *start,
                   f"--workdir={tmp_path / 'bad'}", cache=cache)
@@ -185,7 +185,8 @@ def test_fine_tuning_from_a_language_models_workdir(lm_workdir, cache, tmp_path)
                       f"--config.train.init_from={tmp_path / 'nowhere'}",
                       f"--workdir={tmp_path / 'none'}", cache=cache)
     assert nowhere.returncode == 2 and nowhere.stderr.strip().endswith(
-        "holds no config.json or checkpoints; expected the workdir of a trained run")
+        "holds no config.json; expected a workdir of srupp_jax (trained, or written by "
+        "--mode=import)")
 
 
 @pytest.mark.slow
@@ -244,8 +245,8 @@ def test_a_mode_of_another_task_is_one_line_naming_the_task_and_its_modes(tmp_pa
                         str(workdirs[task]))
     base = "train, eval, smoke, plan, "
     cases = [("translation", "generate", base + "export, show_config, translate"),
-             ("lm", "translate", base + "export, show_config, generate"),
-             ("lm", "predict", base + "export, show_config, generate"),
+             ("lm", "translate", base + "export, show_config, generate, import"),
+             ("lm", "predict", base + "export, show_config, generate, import"),
              ("classification", "generate", base + "show_config, predict"),
              ("classification", "export", base + "show_config, predict")]
     for task, mode, has in cases:

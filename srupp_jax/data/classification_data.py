@@ -135,7 +135,7 @@ def tokens_for(unit: str, train_texts: List[str], *, words: Optional[WordVocab] 
         raise ValueError(f"data.unit={unit!r}; expected one of {', '.join(UNITS)} for "
                          "task=classification")
     if unit == "word":
-        return Tokens(unit, words=words or WordVocab.build(train_texts, add_eos=True))
+        return Tokens(unit, words=words or WordVocab.build(train_texts, add_unk=True))
     if unit == "bpe":
         lang = lang or "en"
         recipe = TextRecipe(tokenizer or "moses", lowercase=lowercase)

@@ -11,6 +11,8 @@ run; config.json records train.init_from and train.init_step (the source's step 
 """
 from __future__ import annotations
 
+import os
+
 import jax
 from absl import logging
 
@@ -30,6 +32,12 @@ def prepare(task, workdir: str, given=()):
     if saved is not None and saved.train.get("init_from", "") == path:
         task.config.train.init_step = saved.train.get("init_step", -1)
     return source
+
+
+def saved_steps(workdir: str) -> list:
+    """The step folders of `workdir`/checkpoints (none: a fresh start, where a source applies)."""
+    folder = os.path.join(workdir, "checkpoints")
+    return [n for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
 
 
 def start_from(task, source, state):

@@ -136,12 +136,15 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         if main:
             say_plan(task, mesh.devices.size)
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
+        tuned = source is not None and not fine_tune.saved_steps(workdir)
+        if tuned:                      # a source that does not fit is refused before any file
+            state = fine_tune.start_from(task, source, state)
         ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
                                                best_metric=task.best_metric,
                                                best_mode=task.best_mode))
         meta = {"config": json.loads(config.model.to_json())}   # names sizes on a mismatch
         start, state = restore(ckpt, state, meta["config"])
-        if start == 0 and source is not None:
+        if start == 0 and source is not None and not tuned:    # every checkpoint unreadable
             state = fine_tune.start_from(task, source, state)
         if start >= t.steps * t.grad_accum_steps:
             return finished_run(workdir, start)
