@@ -33,6 +33,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from srupp_jax import files, phases
 from srupp_jax.data.corpus import split_sizes
 
 _FEATURES = dict(index=np.int64, text=tfds.features.Tensor(shape=(), dtype=np.object_))
@@ -247,10 +248,13 @@ BUILDERS = {"enwik8": Enwik8, "wikitext103": Wikitext103}
 
 
 def build(name: str, data_dir: str, manual_dir: Optional[str] = None,
-          source: Optional[Source] = None) -> str:
+          source: Optional[Source] = None, download_dir: Optional[str] = None) -> str:
     """Download (or read manual_dir) and prepare `name` ('enwik8', 'wikitext103', 'lm1b') as
-    array_record under data_dir, recording its source in SOURCE_FILE; returns the prepared
-    dataset directory. `source`: already resolved from manual_dir (resolve_source)."""
+    array_record under data_dir, recording its source and every prepared file's size and
+    sha256 in SOURCE_FILE; returns the prepared dataset directory. `source`: already resolved
+    from manual_dir (resolve_source); download_dir: where downloads are kept (default
+    data_dir/downloads)."""
+    phases.enter("prepare.build")
     tfds.disable_progress_bar()
     if name in BUILDERS:
         builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
@@ -262,12 +266,14 @@ def build(name: str, data_dir: str, manual_dir: Optional[str] = None,
     else:
         raise ValueError(f"no TFDS builder for {name!r}; expected one of "
                          f"{sorted(BUILDERS) + ['lm1b']}")
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, download_dir=download_dir)
     builder.download_and_prepare(download_config=config)
     out = os.fspath(builder.data_dir)
-    if name in BUILDERS:
-        with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as f:
-            json.dump(builder.source.record(), f, indent=1, sort_keys=True)
+    record = (builder.source.record() if name in BUILDERS else
+              dict(sha256={}, standard=True, note="TFDS's lm1b (checked by TFDS)"))
+    record["files"] = files.manifest(out, skip=(SOURCE_FILE,))
+    with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
     return out
 
 
