@@ -26,6 +26,9 @@ Never lost, never wrong:
   raises CheckpointMismatchError naming the differing sizes (a config mismatch, not corruption).
 - A `metrics` file Orbax cannot parse is moved aside before Orbax reads it (the checkpoint
   itself stays, ranked as having no metrics).
+- A checkpoint saved when a signal stopped its evaluation carries `pending_eval` in its meta
+  and no metrics: `pending_eval(step)` says so after a restore, and `set_metrics` attaches the
+  metrics once the resumed run has evaluated it.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from srupp_jax import files
 from srupp_jax.errors import RunFault
 from srupp_jax.training.leaves import abstract, array_name, describe, flatten, mismatch, unflatten
 
@@ -71,6 +75,7 @@ class Checkpoints:
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode={best_mode!r}; expected 'min' or 'max'")
         self.best_metric = best_metric
+        self.restored_meta: dict = {}     # the meta of the step `restore` returned
         self._set_aside_bad_metrics()
         sign = 1.0 if best_mode == "min" else -1.0       # Orbax ranks by the lowest value
         best_fn = lambda m: sign * float(m[best_metric]) if m and best_metric in m else math.inf
@@ -138,6 +143,22 @@ class Checkpoints:
             raise CheckpointError(f"checkpoint step {step} was not saved in {self.directory} "
                                   f"(existing steps {self.steps()})")
 
+    def pending_eval(self, step: int) -> bool:
+        """Whether the restored `step` was saved before its evaluation finished (a signal
+        stopped it) and has no metrics yet."""
+        return bool(self.restored_meta.get("pending_eval")) and not self._mngr.metrics(step)
+
+    def set_metrics(self, step: int, metrics: dict) -> None:
+        """Attach `metrics` to the saved `step` (written where Orbax keeps them, atomically)."""
+        folder = os.path.join(self.directory, str(step), "metrics")
+        if jax.process_index() == 0:
+            os.makedirs(folder, exist_ok=True)
+            files.write_atomic(os.path.join(folder, "metrics"),
+                               json.dumps({k: float(v) for k, v in metrics.items()}))
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"metrics {step}")
+        self._mngr.reload()
+
     def check(self) -> None:
         """Raise the error of an asynchronous save that failed (e.g. disk full)."""
         try:
@@ -189,6 +210,7 @@ class Checkpoints:
                 "(before checksums); restore it with that version, or train in a new workdir")
         meta = self._mngr.restore(step, args=ocp.args.Composite(
             **{META: ocp.args.JsonRestore()}))[META]
+        self.restored_meta = meta
         stored_config = meta.get("config")
         leaves = {name: flatten(tree) for name, tree in like.items()}
         for name, lv in leaves.items():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from typing import Any, NamedTuple
 
@@ -22,10 +21,12 @@ import jax
 from absl import logging
 from flax import nnx
 
+from srupp_jax import phases
 from srupp_jax.errors import require
 from srupp_jax.training import run_config, sharding
+from srupp_jax.training.cadence import Profile, StopRule
 from srupp_jax.training.checkpoint import Checkpoints
-from srupp_jax.training.metrics import MetricWriter, last_metrics, train_seconds
+from srupp_jax.training.metrics import MetricWriter, check_record, last_metrics, train_seconds
 from srupp_jax.training.mfu import mfu, peak_flops_per_device
 from srupp_jax.training.optim import SCHEDULES, lr_schedule, make_optimizer
 from srupp_jax.training.progress import Progress
@@ -69,39 +70,6 @@ def validate(config) -> None:
         (t.schedule in SCHEDULES,
          f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
     ])
-
-
-class StopRule:
-    """When the loop evaluates and when it stops, in one place: after train.steps (x the
-    accumulation) micro-steps it has finished; at train.stop_at, or once train.time_budget
-    seconds of training steps have passed, it has stopped (saved, resumable); dev evaluations
-    every train.eval_every steps, at the end, and once the training seconds pass each of
-    train.eval_marks. Training seconds count the steps only (not evaluation or saving, nor the
-    first step of each start, which compiles); timing waits for every step, so only runs with
-    a budget or marks are timed."""
-
-    def __init__(self, t, start: int, seconds: float):
-        self.total = t.steps * t.grad_accum_steps
-        self.stop_at, self.eval_every = t.stop_at, t.eval_every
-        self.budget = t.get("time_budget", 0.0)
-        self.marks = sorted(t.get("eval_marks", ()))
-        self.timed = bool(self.budget or self.marks)
-        self.start, self.seconds = start, seconds
-
-    def out_of_time(self) -> bool:
-        return bool(self.budget) and self.seconds >= self.budget
-
-    def timed_step(self, step: int, seconds: float) -> None:
-        self.seconds += seconds * (step > self.start)
-
-    def eval_due(self, done: int) -> bool:
-        passed = bool(self.marks) and self.seconds >= self.marks[0]
-        while self.marks and self.seconds >= self.marks[0]:
-            self.marks.pop(0)
-        return done % self.eval_every == 0 or done == self.total or passed or self.out_of_time()
-
-    def stopped(self, done: int) -> bool:
-        return done < self.total and (done == self.stop_at or self.out_of_time())
 
 
 class Report:
@@ -154,6 +122,18 @@ class Report:
             self.task.train_metrics(mean), lr=float(self.schedule(done // self.accum)),
             grad_norm=grad_norm, tokens_per_sec=tps, devices=self.devices,
             **({} if util is None else {"mfu": util})))
+        phases.enter("train.log")
+
+    def redo_dev(self, step: int, ckpt, dev) -> bool:
+        """Record `dev`, the evaluation of checkpoint `step` that a signal had stopped, and
+        attach its best metric to the checkpoint; False when it was stopped again (None)."""
+        if dev is None:
+            return False
+        if self.writer:
+            self.writer.forget(step, "dev")
+        self.record(step, "dev", dev)
+        ckpt.set_metrics(step, {self.task.best_metric: dev[self.task.best_metric]})
+        return True
 
     def record(self, done: int, split: str, metrics: dict) -> None:
         metrics = dict(metrics, **self.task.marks,
@@ -173,22 +153,6 @@ class Report:
             self.writer.close()
 
 
-class Profile:
-    """A jax.profiler trace of steps first+1..last (train.profile_steps) in workdir/profile."""
-    def __init__(self, workdir: str, steps, say):
-        (self.first, self.last), self.workdir, self.say = steps, workdir, say
-
-    def before(self, step: int) -> None:
-        if step == self.first and self.last > self.first:
-            jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
-
-    def after(self, done: int, state) -> None:
-        if done == self.last and self.last > self.first:
-            jax.block_until_ready(state.params)
-            jax.profiler.stop_trace()
-            self.say(f"profile of steps {self.first + 1}..{done} in {self.workdir}/profile")
-
-
 def train_and_evaluate(task, workdir: str, *, force: bool = False,
                        allow_config_change: bool = False) -> dict:
     """Train `task` in `workdir`, resuming from its checkpoints; returns the last metrics with
@@ -205,9 +169,11 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
     task.load()                               # the data; task.config gets what they decide
     config, t, main = task.config, task.config.train, jax.process_index() == 0
     changes = run_config.record_changes(workdir, config, allow=allow_config_change)
+    check_record(workdir)                     # metrics.jsonl, before anything is written
     with contextlib.ExitStack() as stack:
         if main:
             stack.enter_context(WorkdirLock(workdir, force=force))
+        phases.enter("train.start")
         model = task.build_model(model_rngs(config), measure=True)
         logging.info("model %s: %s parameters", task.arch, f"{count_params(model):,}")
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
@@ -216,7 +182,8 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
                                                best_mode=task.best_mode))
         meta = {"config": json.loads(config.model.to_json())}   # names sizes on a mismatch
         start, state = restore(ckpt, state, meta["config"])
-        if start >= t.steps * t.grad_accum_steps:
+        pending = ckpt.pending_eval(start)
+        if start >= t.steps * t.grad_accum_steps and not pending:
             return finished_run(workdir, start)
         if main:
             run_config.save(config, workdir, changes, start)     # eval and generate read it
@@ -227,8 +194,15 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         profile = Profile(workdir, t.profile_steps, report.say)
         train_step = make_train_step(graphdef, tx, task.loss)
         evaluate = task.evaluator(model, mesh)
+        if pending and not report.redo_dev(start, ckpt, signals.stoppable(
+                evaluate, state.params, state.rest, "dev")):    # stopped again
+            say_end(signals.status, start, stopped_eval=True)
+            return dict(report.last, status=signals.status, step=start)
+        if start >= rule.total:                  # its last evaluation was stopped: done now
+            return finished_run(workdir, start)
         put = lambda step: [sharding.global_batch(a, mesh) for a in task.batch(step)]
         status, done, batch = "finished", start, put(start)
+        phases.enter("train.compile")          # the first step compiles
         for step in range(start, rule.total):
             if rule.out_of_time():
                 status = "stopped"
@@ -249,19 +223,24 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             ckpt.check()             # an asynchronous save that failed stops the run here
             if done % t.log_every == 0 or done == rule.total:
                 report.train(done, model)
-            dev = evaluate(state.params, state.rest, "dev") if rule.eval_due(done) else None
+            due = rule.eval_due(done)
+            dev = signals.stoppable(evaluate, state.params, state.rest, "dev") if due else None
+            stopped_eval = due and dev is None
             if dev is not None:
                 report.record(done, "dev", dev)
             status = signals.agreed_status() or ("stopped" if rule.stopped(done) else status)
             if done % t.checkpoint_every == 0 or done == rule.total or status != "finished":
                 best = None if dev is None else dev.get(task.best_metric)
-                ckpt.save(done, state.trees(), meta=meta,
+                ckpt.save(done, state.trees(),
+                          meta=dict(meta, pending_eval=True) if stopped_eval else meta,
                           metrics=None if best is None else {task.best_metric: best})
+                phases.enter("checkpoint.save")
             if status != "finished":
                 report.fetch(done)
-                say_end(status, done, rule.out_of_time())
+                say_end(status, done, rule.out_of_time(), stopped_eval)
                 break
         ckpt.wait()
+        phases.enter("train.record")
         return dict(report.last, status=status, step=done)
 
 
