@@ -173,8 +173,9 @@ class Checkpoints:
 
     # -- restore -----------------------------------------------------------------------
     def restore(self, like: dict[str, Any], *, which: str = "latest",
-                config: dict | None = None):
-        """Restore the trees named in `like` into its structure, dtypes and shardings.
+                config: dict | None = None, optional=()):
+        """Restore the trees named in `like` into its structure, dtypes and shardings (those
+        named in `optional` only when the checkpoint has them).
 
         Tries the best step first when which == "best", then the steps newest first; a step
         that fails to load or verify is quarantined and the next one tried. Returns
@@ -191,7 +192,7 @@ class Checkpoints:
         tried = []
         for step in order:
             try:
-                return step, self._restore_step(step, like, config)
+                return step, self._restore_step(step, like, config, optional)
             except CheckpointMismatchError:
                 raise
             except Exception as e:  # unreadable, partial or corrupt
@@ -203,7 +204,8 @@ class Checkpoints:
         raise CheckpointError(f"no checkpoint in {self.directory} could be restored (steps "
                               f"{tried} moved to {os.path.join(self.directory, QUARANTINE)})")
 
-    def _restore_step(self, step: int, like: dict[str, Any], config: dict | None):
+    def _restore_step(self, step: int, like: dict[str, Any], config: dict | None,
+                      optional=()):
         if os.path.exists(os.path.join(self.directory, str(step), "treedefs_")):
             raise CheckpointMismatchError(
                 f"checkpoint step {step} in {self.directory} was written by an older srupp_jax "
@@ -212,6 +214,7 @@ class Checkpoints:
             **{META: ocp.args.JsonRestore()}))[META]
         self.restored_meta = meta
         stored_config = meta.get("config")
+        like = {k: v for k, v in like.items() if k in meta["leaves"] or k not in optional}
         leaves = {name: flatten(tree) for name, tree in like.items()}
         for name, lv in leaves.items():
             if name not in meta["leaves"]:

@@ -78,14 +78,15 @@ class Report:
     the run), the train and dev rows of metrics.jsonl and TensorBoard (process 0), the
     progress bar and its lines, and `last`, the latest metrics of each split."""
 
-    def __init__(self, workdir: str, task, rule: StopRule, mesh, start: int):
+    def __init__(self, workdir: str, task, rule: StopRule, mesh, start: int, window=None):
         t, main = task.config.train, jax.process_index() == 0
         self.task, self.rule, self.devices = task, rule, mesh.devices.size
         self.writer = MetricWriter(workdir, resume_step=start) if main else None
         self.progress = Progress(rule.total, initial=start, tokens_per_step=task.tokens_per_step,
                                  disable=None if main else True)
         self.say = self.progress.write if main else (lambda _: None)
-        self.window, self.max_bad, self.last = Window.empty(), t.max_bad_steps, {}
+        self.window = Window.empty() if window is None else window
+        self.max_bad, self.last = t.max_bad_steps, {}
         self.schedule = lr_schedule(t.lr, t.warmup_steps, t.steps, kind=t.schedule)
         self.accum = t.grad_accum_steps
         self.flops, self.peak = None, peak_flops_per_device()
@@ -181,7 +182,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
                                                best_metric=task.best_metric,
                                                best_mode=task.best_mode))
         meta = {"config": json.loads(config.model.to_json())}   # names sizes on a mismatch
-        start, state = restore(ckpt, state, meta["config"])
+        start, state, window = restore(ckpt, state, meta["config"], mesh)
         pending = ckpt.pending_eval(start)
         if start >= t.steps * t.grad_accum_steps and not pending:
             return finished_run(workdir, start)
@@ -189,7 +190,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             run_config.save(config, workdir, changes, start)     # eval and generate read it
         timed = t.get("time_budget") or t.get("eval_marks")
         rule = StopRule(t, start, train_seconds(workdir, start) if timed else 0.0)
-        report = stack.enter_context(Report(workdir, task, rule, mesh, start))
+        report = stack.enter_context(Report(workdir, task, rule, mesh, start, window))
         signals = stack.enter_context(StopSignals())
         profile = Profile(workdir, t.profile_steps, report.say)
         train_step = make_train_step(graphdef, tx, task.loss)
@@ -231,7 +232,8 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             status = signals.agreed_status() or ("stopped" if rule.stopped(done) else status)
             if done % t.checkpoint_every == 0 or done == rule.total or status != "finished":
                 best = None if dev is None else dev.get(task.best_metric)
-                ckpt.save(done, state.trees(),
+                window = sharding.onto_mesh(report.window, mesh)
+                ckpt.save(done, dict(state.trees(), window=window),
                           meta=dict(meta, pending_eval=True) if stopped_eval else meta,
                           metrics=None if best is None else {task.best_metric: best})
                 phases.enter("checkpoint.save")
@@ -260,14 +262,18 @@ def initial_state(task, model, mesh):
     return graphdef, tx, TrainState(params, rest, opt_state, fresh_carry()), fresh_carry
 
 
-def restore(ckpt: Checkpoints, state: TrainState, config: dict):
-    """(step, TrainState) from the newest readable checkpoint, or (0, state) for a new run."""
-    restored = ckpt.restore(state.trees(), config=config)
+def restore(ckpt: Checkpoints, state: TrainState, config: dict, mesh):
+    """(step, TrainState, metric window or None) from the newest readable checkpoint, or
+    (0, state, None) for a new run. The window (steps since the last logged one) makes the
+    first row logged after a resume the same as without the restart."""
+    like = dict(state.trees(), window=sharding.onto_mesh(Window.empty(), mesh))
+    restored = ckpt.restore(like, config=config, optional=("window",))
     if restored is None:
-        return 0, state
+        return 0, state, None
     step, items = restored
     logging.info("resumed from step %d", step)
-    return step, state._replace(**items)
+    window = items.pop("window", None)
+    return step, state._replace(**items), window
 
 
 def finished_run(workdir: str, step: int) -> dict:
