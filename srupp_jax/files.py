@@ -5,7 +5,9 @@ data caches, the workdir's records, evaluation outputs), like errors.py; no JAX.
                                       rename: a kill or a full disk leaves the old file or the
                                       new one, never a part; an OSError names the path
     read_json(path, fix)              a record's JSON; a truncated, empty or garbled file raises
-                                      DamagedFile naming it and `fix` (exit 2, one line)
+                                      DamagedFile naming it and `fix` (exit 2, one line); one
+                                      written by sealed(obj) carries the sha256 of its content
+                                      (SEAL), so a change that is still JSON is found too
     manifest(root) / check(root, m)   {file: [size, sha256]} of a directory / DamagedFile for
                                       the first file that differs from it
     cached_dir(path, fill, what)      a cache directory: its meta.json when every file checks
@@ -37,6 +39,7 @@ from srupp_jax import phases
 
 META = "meta.json"
 FORMAT = 1                  # meta.json's "files" manifest (caches without one are rebuilt)
+SEAL = "_sha256"            # the key of a sealed JSON record's checksum
 
 
 class DamagedFile(ValueError):
@@ -74,17 +77,33 @@ def write_atomic(path: str, data) -> None:
                 os.remove(tmp)
 
 
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def sealed(obj: dict) -> str:
+    """The JSON text of the record `obj` with the sha256 of its content under SEAL."""
+    return json.dumps(dict(obj, **{SEAL: _digest(obj)}), indent=1, sort_keys=True) + "\n"
+
+
 def read_json(path: str, fix: str):
-    """The JSON value of `path`; DamagedFile naming it and `fix` when it is not JSON (empty,
-    truncated, garbled). FileNotFoundError as open() raises it."""
+    """The JSON value of `path` (a sealed record: checked, and without its seal); DamagedFile
+    naming it and `fix` when it is not JSON (empty, truncated, garbled) or not what was
+    sealed. FileNotFoundError as open() raises it."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         raw = f.read()
     try:
-        return json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         why = "empty" if not raw.strip() else f"not JSON: {str(e).splitlines()[0]}"
         raise DamagedFile(f"{path} is damaged ({why})" + (f"; {fix}" if fix else "")) from None
+    if isinstance(value, dict) and SEAL in value:
+        seal = value.pop(SEAL)
+        if seal != _digest(value):
+            raise DamagedFile(f"{path} is damaged (its content differs from its checksum)"
+                              + (f"; {fix}" if fix else ""))
+    return value
 
 
 def sha256(path: str) -> str:
@@ -212,7 +231,7 @@ def cached_dir(path: str, fill: Callable[[str], dict], what: str) -> dict:
             meta = dict(fill(tmp))
             meta.update(files_format=FORMAT, files=manifest(tmp))
             with open(os.path.join(tmp, META), "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=1, sort_keys=True)
+                f.write(sealed(meta))
             phases.enter("cache.publish")
             move_into(tmp, path)
         except OSError as e:

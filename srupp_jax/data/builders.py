@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import zipfile
 from typing import Dict, Iterator, Optional, Sequence, Tuple
@@ -266,14 +265,14 @@ def build(name: str, data_dir: str, manual_dir: Optional[str] = None,
     else:
         raise ValueError(f"no TFDS builder for {name!r}; expected one of "
                          f"{sorted(BUILDERS) + ['lm1b']}")
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir, download_dir=download_dir)
-    builder.download_and_prepare(download_config=config)
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    builder.download_and_prepare(download_dir=download_dir, download_config=config)
     out = os.fspath(builder.data_dir)
     record = (builder.source.record() if name in BUILDERS else
               dict(sha256={}, standard=True, note="TFDS's lm1b (checked by TFDS)"))
     record["files"] = files.manifest(out, skip=(SOURCE_FILE,))
     with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
+        f.write(files.sealed(record))
     return out
 
 

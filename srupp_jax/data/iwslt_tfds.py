@@ -13,7 +13,6 @@ record (sha256 of what was read, standard, note) is written beside dataset_info.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Optional
 
@@ -85,7 +84,7 @@ def build(data_dir: str, manual_dir: str, recipe: str) -> str:
     record = dict(record, counts=counts, note="; ".join(x for x in (record["note"], note) if x),
                   files=files.manifest(out, skip=(SOURCE_FILE,)))
     with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
+        f.write(files.sealed(record))
     return out
 
 

@@ -187,7 +187,7 @@ def _keep_records(path: str, keep) -> None:
         return
     records = _records(path)
     kept = [line for line, record in records if keep(record)]
-    if len(kept) == sum(not _blank(line) for line in _lines(path)):
+    if kept == [line for line in _lines(path) if line.strip()]:
         return
     files.write_atomic(path, "".join(line + "\n" for line in kept))
 
