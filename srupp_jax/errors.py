@@ -83,14 +83,25 @@ _HINTS = {
 }
 
 
+def hint(code: int) -> str:
+    """What to do about an OSError of errno `code` (a full disk, a read-only file system,
+    permissions) as ' (...)', or ''."""
+    return f" ({_HINTS[code]})" if code in _HINTS else ""
+
+
+def reason(error: OSError) -> str:
+    """What went wrong in an OSError of the file system, with what to do: 'No space left on
+    device (free some space or use another directory)'."""
+    return (error.strerror or str(error)) + hint(error.errno)
+
+
 def os_message(error: OSError) -> str:
-    """An OSError of the file system as 'PATH: reason; hint' (its own message otherwise)."""
+    """An OSError of the file system as 'PATH: reason (hint)' (its own message otherwise)."""
     if not error.strerror:
         return str(error)
     if not error.filename:                  # a message of ours (OSError(errno, message))
         return error.strerror
-    hint = _HINTS.get(error.errno)
-    return f"{error.filename}: {error.strerror}" + (f" ({hint})" if hint else "")
+    return f"{error.filename}: {reason(error)}"
 
 
 def one_line(error: BaseException) -> str:

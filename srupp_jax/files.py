@@ -234,8 +234,8 @@ def cached_dir(path: str, fill: Callable[[str], dict], what: str) -> dict:
                 f.write(sealed(meta))
             phases.enter("cache.publish")
             move_into(tmp, path)
-        except OSError as e:
-            raise named(e, tmp) from None
+        except OSError as e:              # a full disk: the cache named (it is not kept)
+            raise named(e, path) from None
     return meta
 
 

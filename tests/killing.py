@@ -116,7 +116,9 @@ def final_json(stdout: str) -> dict:
 
 @dataclasses.dataclass
 class Straight:
-    """The uninterrupted run of a task: what every rerun must equal."""
+    """The uninterrupted run of a task (its workdir root / "w"): what every rerun must
+    equal."""
+    root: pathlib.Path
     seconds: float
     phases: dict            # phase -> how many times the run entered it
     final: dict
@@ -136,7 +138,7 @@ def straight_run(task: str, root: pathlib.Path, jax_cache: str) -> Straight:
     counts = {}
     for name in log.read_text().split():
         counts[name] = counts.get(name, 0) + 1
-    return Straight(seconds, counts, final_json(out.stdout), metric_rows(root / "w"),
+    return Straight(root, seconds, counts, final_json(out.stdout), metric_rows(root / "w"),
                     final_arrays(root / "w"), saved_steps(root / "w"))
 
 

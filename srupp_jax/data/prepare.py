@@ -53,10 +53,13 @@ def prepare(name: str, data_dir: Optional[str] = None, manual_dir: Optional[str]
             if os.path.exists(os.path.join(prepared, "dataset_info.json")) and not overwrite:
                 _check_same_source(name, prepared, source)
             else:
-                built = builders.build(name, tmp, manual_dir=manual_dir, source=source,
-                                       download_dir=os.path.join(data_dir, "downloads"))
-                phases.enter("prepare.record")
-                files.move_into(built, prepared)
+                try:
+                    built = builders.build(name, tmp, manual_dir=manual_dir, source=source,
+                                           download_dir=os.path.join(data_dir, "downloads"))
+                    phases.enter("prepare.record")
+                    files.move_into(built, prepared)
+                except OSError as e:          # a full disk: what was being prepared named
+                    raise files.named(e, prepared) from None
     return datasets.load_tokens(name, data_dir=data_dir, cache_dir=cache_dir,
                                 max_bytes=max_bytes)
 

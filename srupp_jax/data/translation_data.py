@@ -330,9 +330,12 @@ def prepare(name: str, *, data_dir: Optional[str] = None, manual_dir: Optional[s
                     raise ValueError("iwslt14_de_en is prepared from the release: pass "
                                      "--manual_dir=DIR holding de-en.tgz (IWSLT 2014, "
                                      "https://wit3.fbk.eu/2014-01)")
-                built = iwslt_tfds.build(tmp, manual_dir, recipe)
-                phases.enter("prepare.record")
-                files.move_into(built, prepared)
+                try:
+                    built = iwslt_tfds.build(tmp, manual_dir, recipe)
+                    phases.enter("prepare.record")
+                    files.move_into(built, prepared)
+                except OSError as e:          # a full disk: what was being prepared named
+                    raise files.named(e, prepared) from None
     elif name not in NAMES or name == "parallel":
         raise ValueError(f"--dataset={name!r}: prepare builds iwslt14_de_en or numbers_de_en "
                          "(your own parallel folder needs no preparation)")

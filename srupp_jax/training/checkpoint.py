@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from typing import Any
 
@@ -43,7 +44,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from srupp_jax import files
+from srupp_jax import errors, files
 from srupp_jax.errors import RunFault
 from srupp_jax.training.leaves import abstract, array_name, describe, flatten, mismatch, unflatten
 
@@ -139,7 +140,11 @@ class Checkpoints:
         described = {name: describe(lv) for name, lv in leaves.items()}
         args[META] = ocp.args.JsonSave(dict(meta or {}, format=FORMAT, leaves=described))
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
-        if not self._mngr.save(int(step), args=ocp.args.Composite(**args), metrics=metrics):
+        try:
+            saved = self._mngr.save(int(step), args=ocp.args.Composite(**args), metrics=metrics)
+        except Exception as e:       # e.g. a full disk while writing its metadata
+            raise self._failed(e) from e
+        if not saved:
             raise CheckpointError(f"checkpoint step {step} was not saved in {self.directory} "
                                   f"(existing steps {self.steps()})")
 
@@ -164,11 +169,23 @@ class Checkpoints:
         try:
             self._mngr.check_for_errors()
         except Exception as e:
-            raise CheckpointError(f"saving a checkpoint in {self.directory} failed: "
-                                  f"{type(e).__name__}: {e}") from e
+            raise self._failed(e) from e
+
+    def _failed(self, e: Exception) -> CheckpointError:
+        """The error of a save that failed; the file system's cause with what to do (a full
+        disk: also as TensorStore reports it, `os_error_code='28'`)."""
+        if isinstance(e, OSError):
+            cause = errors.reason(e)
+        else:
+            code = re.search(r"os_error_code='(\d+)'", str(e))
+            cause = f"{type(e).__name__}: {e}" + (errors.hint(int(code.group(1))) if code else "")
+        return CheckpointError(f"saving a checkpoint in {self.directory} failed: {cause}")
 
     def wait(self) -> None:
-        self._mngr.wait_until_finished()
+        try:
+            self._mngr.wait_until_finished()
+        except Exception as e:       # a save that failed in Orbax's threads (a full disk)
+            raise self._failed(e) from e
         self.check()
 
     # -- restore -----------------------------------------------------------------------
@@ -238,11 +255,18 @@ class Checkpoints:
         return out
 
     def close(self) -> None:
-        self.wait()
-        self._mngr.close()
+        """Wait for the pending save (raising its error), then stop Orbax's threads."""
+        try:
+            self.wait()
+        finally:
+            self._mngr.close()
 
     def __enter__(self) -> "Checkpoints":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            self.close()
+        except Exception:
+            if exc_type is None:      # else the error already on its way is the one to tell
+                raise

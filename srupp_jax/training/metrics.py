@@ -192,6 +192,34 @@ def _keep_records(path: str, keep) -> None:
     files.write_atomic(path, "".join(line + "\n" for line in kept))
 
 
+class Events:
+    """A TensorBoard event file (tensorboardX's EventsWriter) written in the caller's thread:
+    a full disk raises at the write, where tensorboardX's SummaryWriter would lose its writer
+    thread and then wait forever on its full queue (the run hung). purge_step: TensorBoard
+    hides the events of that step and later ones written before (a resumed run)."""
+
+    def __init__(self, logdir: str, purge_step: Optional[int] = None):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        os.makedirs(logdir, exist_ok=True)
+        self._writer = EventsWriter(os.path.join(logdir, "events"))
+        if purge_step is not None:
+            self._writer.write_event(Event(step=purge_step, wall_time=time.time(),
+                                           session_log=SessionLog(status=SessionLog.START)))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+        self._writer.write_event(Event(step=step, wall_time=time.time(),
+                                       summary=scalar(tag, value)))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 class MetricWriter:
     """Append metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard.
 
@@ -254,9 +282,8 @@ class MetricWriter:
 
     def _tb_writer(self, split: str):
         if split not in self._tb:
-            from tensorboardX import SummaryWriter
-            self._tb[split] = SummaryWriter(os.path.join(self.workdir, "tensorboard", split),
-                                            purge_step=self._purge)
+            self._tb[split] = Events(os.path.join(self.workdir, "tensorboard", split),
+                                     self._purge)
         return self._tb[split]
 
     def write(self, step: int, scalars: Mapping[str, Any], *, split: str = "train") -> dict:
@@ -287,10 +314,13 @@ class MetricWriter:
         except OSError as e:                     # a full disk: the error names the file
             raise files.named(e, self.path) from None
         if self._tensorboard:
-            w = self._tb_writer(split)
-            for k, v in record.items():
-                if k not in RESERVED_KEYS and k != "devices":
-                    w.add_scalar(k, _NONFINITE.get(v, v) if isinstance(v, str) else v, step)
+            try:
+                w = self._tb_writer(split)
+                for k, v in record.items():
+                    if k not in RESERVED_KEYS and k != "devices":
+                        w.add_scalar(k, _NONFINITE.get(v, v) if isinstance(v, str) else v, step)
+            except OSError as e:
+                raise files.named(e, os.path.join(self.workdir, "tensorboard", split)) from None
         return record
 
     def forget(self, step: int, split: str) -> None:
@@ -300,21 +330,30 @@ class MetricWriter:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def flush(self) -> None:
+        """Everything written so far onto the disk (an OSError names metrics.jsonl)."""
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        for w in self._tb.values():
-            w.flush()
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as e:
+                raise files.named(e, self.path) from None
+        for split, w in self._tb.items():
+            try:
+                w.flush()
+            except OSError as e:
+                raise files.named(e, os.path.join(self.workdir, "tensorboard", split)) from None
 
     def close(self) -> None:
         if self._file is None:
             return
-        self.flush()
-        self._file.close()
-        self._file = None
-        for w in self._tb.values():
-            w.close()
-        self._tb = {}
+        try:
+            self.flush()
+        finally:
+            f, self._file = self._file, None
+            tb, self._tb = self._tb, {}
+            for w in tb.values():
+                w.close()
+            f.close()
 
     def __enter__(self) -> "MetricWriter":
         return self

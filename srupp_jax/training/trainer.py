@@ -148,10 +148,14 @@ class Report:
     def __enter__(self) -> "Report":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.progress.close()
-        if self.writer:
-            self.writer.close()
+        try:
+            if self.writer:
+                self.writer.close()
+        except OSError:
+            if exc_type is None:      # else the error on its way (e.g. a full disk) is told
+                raise
 
 
 def train_and_evaluate(task, workdir: str, *, force: bool = False,
