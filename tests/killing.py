@@ -189,7 +189,7 @@ def kill_and_rerun(task: str, point, straight: Straight, root: pathlib.Path,
     outcome.update(resumed=int(resumed.group(1)) if resumed else 0,
                    quarantined=sorted(os.listdir(quarantine)) if quarantine.is_dir() else [],
                    cache_rebuilt="building the" in rerun.stderr,
-                   eval_redone="a signal stopped it" in rerun.stderr)
+                   eval_redone="which a signal stopped" in rerun.stderr)
     report = os.environ.get("SRUPP_KILL_REPORT")
     if report:
         with open(report, "a") as f:

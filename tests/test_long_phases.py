@@ -44,8 +44,9 @@ def test_an_early_translation_checkpoint_evaluates_bounded_and_visibly(tmp_path,
     for split in ("dev", "test"):
         shown = progress_lines(out.stderr, f"eval {split}")
         assert shown and shown == sorted(shown) and max(shown) < 100, out.stderr[-3000:]
-    # bounded: at most floor(1.5 n + 4) subwords for a source of n, and the untrained model's
-    # beams run to that limit (they do not end by themselves)
+    # bounded: at most floor(1.5 n + 4) subwords for a source of n tokens (its subwords and
+    # the EOS the batches end it with), and the untrained model's beams run to that limit
+    # (they do not end by themselves)
     from srupp_jax.data.translation_data import from_config
     from srupp_jax.inference.translate import translate_ids
     from srupp_jax.programs import modes
@@ -56,7 +57,7 @@ def test_an_early_translation_checkpoint_evaluates_bounded_and_visibly(tmp_path,
     nnx.update(model, params, rest)
     sources = from_config(config.data, cache_dir=str(cache)).valid.src
     hyps = translate_ids(model, sources, config)
-    limits = np.floor(1.5 * sources.lengths.astype(np.float32) + 4).astype(int)
+    limits = np.floor(1.5 * (sources.lengths + 1).astype(np.float32) + 4).astype(int)
     lengths = np.array([len(h) for h in hyps])
     assert np.all(lengths <= limits) and np.any(lengths == limits)
 
@@ -102,7 +103,8 @@ def test_a_signal_during_a_dev_evaluation_stops_it_and_the_rerun_does_it_first(
     rows = [json.loads(r) for r in open(w / "metrics.jsonl")]
     assert not [r for r in rows if r["split"] == "dev"]      # stopped before its end
     rerun = killing.run("lm", w, cache, jax_cache)
-    assert "step 6: evaluating on dev first (a signal stopped it)" in rerun.stderr
+    assert ("resumed from step 6; its dev evaluation, which a signal stopped, comes first"
+            in rerun.stderr)
     assert killing.problems(rerun, w, cache, straight) == []
 
 

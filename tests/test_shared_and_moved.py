@@ -73,7 +73,7 @@ def test_two_runs_building_one_token_cache_at_once(tmp_path, jax_cache):
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
     assert "waiting for another process building the token cache of text" in second.stderr
-    assert "building the token cache" not in second.stderr.split("waiting for")[-1]
+    assert "tokenizing" not in second.stderr and "tokenizing" in err    # built once
     volatile = lambda r: {k: v for k, v in r.items() if k not in killing.VOLATILE}
     assert volatile(killing.final_json(out)) == volatile(killing.final_json(second.stdout))
     caches = [p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
@@ -97,7 +97,10 @@ def test_a_moved_workdir_resumes_and_a_copy_evaluates_elsewhere(straight, jax_ca
     rerun = killing.run("lm", moved, cache, jax_cache)
     assert "resumed from step 6" in rerun.stderr
     assert killing.problems(rerun, moved, cache, straight) == []
-    held = [p for p in moved.rglob("*") if p.is_file() and str(first).encode() in p.read_bytes()]
+    # (Orbax's commit_success.txt markers say where they were written: only their presence
+    # is read, atomicity.py)
+    held = [p for p in moved.rglob("*") if p.is_file() and p.name != "commit_success.txt"
+            and str(first).encode() in p.read_bytes()]
     assert not held, held
     # another machine: a copy at another path, without the data cache it was trained with
     copy = tmp_path / "machine2" / "run"

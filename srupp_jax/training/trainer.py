@@ -186,8 +186,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
                                                best_metric=task.best_metric,
                                                best_mode=task.best_mode))
         meta = {"config": json.loads(config.model.to_json())}   # names sizes on a mismatch
-        start, state, window = restore(ckpt, state, meta["config"], mesh)
-        pending = ckpt.pending_eval(start)
+        start, state, window, pending = restore(ckpt, state, meta["config"], mesh)
         if start >= t.steps * t.grad_accum_steps and not pending:
             return finished_run(workdir, start)
         if main:
@@ -267,17 +266,20 @@ def initial_state(task, model, mesh):
 
 
 def restore(ckpt: Checkpoints, state: TrainState, config: dict, mesh):
-    """(step, TrainState, metric window or None) from the newest readable checkpoint, or
-    (0, state, None) for a new run. The window (steps since the last logged one) makes the
-    first row logged after a resume the same as without the restart."""
+    """(step, TrainState, metric window or None, pending) from the newest readable
+    checkpoint, or (0, state, None, False) for a new run. The window (steps since the last
+    logged one) makes the first row logged after a resume the same as without the restart;
+    pending: the checkpoint's dev evaluation was stopped by a signal (done first)."""
     like = dict(state.trees(), window=sharding.onto_mesh(Window.empty(), mesh))
     restored = ckpt.restore(like, config=config, optional=("window",))
     if restored is None:
-        return 0, state, None
+        return 0, state, None, False
     step, items = restored
-    logging.info("resumed from step %d", step)
+    pending = ckpt.pending_eval(step)
+    logging.info("resumed from step %d%s", step, "; its dev evaluation, which a signal "
+                 "stopped, comes first" if pending else "")
     window = items.pop("window", None)
-    return step, state._replace(**items), window
+    return step, state._replace(**items), window, pending
 
 
 def finished_run(workdir: str, step: int) -> dict:
