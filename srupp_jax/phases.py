@@ -114,7 +114,9 @@ def _amount(x: float) -> str:
 
 
 def _units(unit: str, n: float) -> str:
-    return unit if n == 1 or unit.endswith(("s", "B")) else unit + "s"
+    if n == 1 or unit.endswith(("s", "B")):
+        return unit
+    return unit + ("es" if unit.endswith(("ch", "sh", "x")) else "s")
 
 
 def progress(items: Iterable, desc: str, *, total: Optional[float] = None, unit: str = "it",

@@ -220,9 +220,10 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
     def fill(tmp: str) -> dict:
         if name == TEXT:
             source = text_source["path"]
-            logging.info("tokenizing %s (%s MB) into %ss, once: the tokens are cached in %s",
-                         source, f"{text.source_size(source) / 1e6:,.1f}",
-                         text_source["unit"], path)
+            size = text.source_size(source)
+            if size >= text.LARGE:
+                logging.info("tokenizing %s (%s MB) into %ss, once: the tokens are cached in "
+                             "%s", source, f"{size / 1e6:,.1f}", text_source["unit"], path)
         else:
             logging.info("building the token cache of %s, once: %s", name, path)
         if name == "default":

@@ -72,10 +72,10 @@ def build(data_dir: str, manual_dir: str, recipe: str) -> str:
     phases.enter("prepare.build")
     if recipe not in iwslt.RECIPES:
         raise ValueError(f"recipe={recipe!r}; expected one of {', '.join(iwslt.RECIPES)}")
-    files, record = iwslt.read_release(manual_dir)
+    release, record = iwslt.read_release(manual_dir)
     tfds.disable_progress_bar()
     builder = Iwslt14DeEn(config=recipe, data_dir=data_dir, file_format="array_record")
-    builder.files = files
+    builder.files = release
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     out = os.fspath(builder.data_dir)

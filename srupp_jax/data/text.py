@@ -125,11 +125,17 @@ def _split_lines(text: str):
     return list(tr), list(va), list(te)
 
 
+LARGE = 1_000_000      # characters (bytes) from which tokenizing says what it does
+
+
 def _shown(lines: List[str], what: str):
-    """`lines` with progress lines (srupp_jax.phases.progress) in millions of characters."""
-    total = sum(len(line) + 1 for line in lines) / 1e6
-    return phases.progress(lines, what, total=total, unit="M chars", phase="data.tokenize",
-                           size=lambda line: (len(line) + 1) / 1e6)
+    """`lines`, with progress lines (srupp_jax.phases.progress) in millions of characters when
+    they are LARGE."""
+    total = sum(len(line) + 1 for line in lines)
+    if total < LARGE:
+        return lines
+    return phases.progress(lines, what, total=total / 1e6, unit="M chars",
+                           phase="data.tokenize", size=lambda line: (len(line) + 1) / 1e6)
 
 
 def build(path: str, valid_path: str = "", test_path: str = "", unit: str = "byte"):

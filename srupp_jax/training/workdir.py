@@ -168,7 +168,8 @@ class WorkdirLock:
         """Create the lock whole: written to a file of our own, then linked to `lock` (fails
         when it exists). Where hard links are not supported, created exclusively."""
         tmp = f"{self.path}.{self.owner['pid']}.tmp"
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
             json.dump(self.owner, f)
             f.flush()
             os.fsync(f.fileno())
