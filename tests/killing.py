@@ -74,8 +74,12 @@ def points(task: str) -> list:
 
 
 def env(jax_cache: str, **extra) -> dict:
-    e = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax_cache,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **extra)
+    """The environment of a run: CPU, the JAX compilation cache `jax_cache` (if any), `extra`
+    (SRUPP_JAX_AT and SRUPP_JAX_PHASES only when given)."""
+    e = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
+    if jax_cache:
+        e.update(JAX_COMPILATION_CACHE_DIR=jax_cache,
+                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     for name in ("SRUPP_JAX_AT", "SRUPP_JAX_PHASES"):
         if name not in extra:
             e.pop(name, None)
@@ -224,6 +228,77 @@ def problems(rerun, w, cache, straight: Straight) -> list:
     if left:
         out.append(f"left behind: {left}")
     return out
+
+
+# ------------------------------------------------------------- preparing a dataset
+PREPARE_PHASES = ("prepare.build", "prepare.record", "cache.build", "cache.write",
+                  "cache.publish")
+CI_PREPARE = ("prepare.build", "prepare.record")
+
+
+def prepare_points() -> list:
+    """Kill points of `python -m srupp_jax.data.prepare` (the CI's, or SRUPP_KILLS of them)."""
+    n = scale()
+    if not n:
+        return [("phase", p, 0) for p in CI_PREPARE]
+    return ([("phase", PREPARE_PHASES[i % len(PREPARE_PHASES)], 0) for i in range(n - n // 3)]
+            + [("time", n // 3, j) for j in range(n // 3)])
+
+
+def prepare(root: pathlib.Path, **extra):
+    """Prepare a tiny enwik8 (modified source) in root/tfds and root/cache."""
+    source = root.parent / "enwik8_source"
+    if not source.exists():
+        from srupp_jax.data import corpus
+        source.mkdir(exist_ok=True)
+        (source / "enwik8").write_bytes(corpus.embedded_corpus(60_000)[0])
+    cmd = [sys.executable, "-m", "srupp_jax.data.prepare", "--dataset=enwik8",
+           f"--manual_dir={source}", f"--data_dir={root / 'tfds'}",
+           f"--cache_dir={root / 'cache'}", "--allow_modified_source"]
+    if extra.pop("popen", False):
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env("", **extra))
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=env("", **extra))
+
+
+def prepared(root: pathlib.Path) -> dict:
+    """What a preparation leaves: the token arrays and the source record of root's enwik8."""
+    from srupp_jax.data import datasets
+    data = datasets.load_tokens("enwik8", data_dir=str(root / "tfds"),
+                                cache_dir=str(root / "cache"))
+    return dict(train=np.asarray(data.train), valid=np.asarray(data.valid),
+                test=np.asarray(data.test), source=data.info["source"])
+
+
+def kill_preparing(point, root: pathlib.Path, seconds: float) -> dict:
+    """Kill a preparation at `point` (a phase, or a moment of `seconds`), prepare again with
+    the same command; what it left (prepared), with `problems`."""
+    kind, what, i = point
+    log = root / "killed_phases.log"
+    if kind == "phase":
+        died = prepare(root, SRUPP_JAX_PHASES=str(log), SRUPP_JAX_AT=f"{what}=kill"
+                       ).returncode == -9
+    else:
+        proc = prepare(root, popen=True, SRUPP_JAX_PHASES=str(log))
+        try:
+            proc.wait(timeout=seconds * (i + 0.5) / what)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        died = proc.wait() == -9
+    again = prepare(root)
+    left = [str(p) for p in root.rglob("*") if "tmp" in p.name]
+    problems = ([f"prepare again: exit {again.returncode}: {again.stderr[-1500:]}"]
+                if again.returncode else []) + ([f"left behind: {left}"] if left else [])
+    entered = log.read_text().split() if log.exists() else []
+    outcome = dict(task="prepare", kind=kind, at=what if kind == "phase" else i, killed=died,
+                   died_in=entered[-1] if entered else "start", problems=problems,
+                   resumed=0, quarantined=[], cache_rebuilt=True, eval_redone=False)
+    report = os.environ.get("SRUPP_KILL_REPORT")
+    if report:
+        with open(report, "a") as f:
+            f.write(json.dumps(outcome) + "\n")
+    return outcome
 
 
 def table(report: str) -> str:

@@ -34,14 +34,14 @@ def one_error_line(out) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
+@pytest.fixture
+def jax_cache(jax_runs):
+    return jax_runs
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory, jax_cache):
-    return killing.straight_run("lm", tmp_path_factory.mktemp("straight"), jax_cache)
+@pytest.fixture
+def straight(straight_runs):
+    return straight_runs("lm")
 
 
 # (what fills up, the files whose writes fail, after how many writes, errno, exit status, the

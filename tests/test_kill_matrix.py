@@ -8,23 +8,6 @@ import pytest
 import killing
 
 
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory, jax_cache):
-    """The uninterrupted run of each task, made when first needed."""
-    runs = {}
-
-    def get(task):
-        if task not in runs:
-            runs[task] = killing.straight_run(task, tmp_path_factory.mktemp(task), jax_cache)
-        return runs[task]
-    return get
-
-
 CASES = [(task, point) for task in killing.TASKS for point in killing.points(task)]
 
 
@@ -32,11 +15,47 @@ CASES = [(task, point) for task in killing.TASKS for point in killing.points(tas
 @pytest.mark.parametrize("task,point", CASES,
                          ids=[f"{t}-{p[1] if p[0] == 'phase' else 'time'}-{p[2]}"
                               for t, p in CASES])
-def test_a_kill_anywhere_then_the_same_command_finishes_the_same_run(task, point, straight,
-                                                                     jax_cache, tmp_path):
-    reference = straight(task)
+def test_a_kill_anywhere_then_the_same_command_finishes_the_same_run(task, point,
+                                                                     straight_runs, jax_runs,
+                                                                     tmp_path):
+    reference = straight_runs(task)
     if point[0] == "phase" and point[1] is not None:
         assert point[1] in reference.phases, f"the run never entered {point[1]}"
-    outcome = killing.kill_and_rerun(task, point, reference, tmp_path, jax_cache)
+    outcome = killing.kill_and_rerun(task, point, reference, tmp_path, jax_runs)
     assert outcome["killed"] or point[0] == "time", outcome
     assert not outcome["problems"], outcome
+
+
+@pytest.fixture(scope="module")
+def straight_prepare(tmp_path_factory):
+    """(what an uninterrupted preparation leaves, its seconds)."""
+    import time
+    root = tmp_path_factory.mktemp("prepare")
+    start = time.perf_counter()
+    out = killing.prepare(root / "straight")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return killing.prepared(root / "straight"), time.perf_counter() - start
+
+
+PREPARE = killing.prepare_points()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", PREPARE, ids=[f"{p[1] if p[0] == 'phase' else 'time'}-{p[2]}"
+                                                for p in PREPARE])
+def test_a_kill_while_preparing_then_the_same_command_prepares_the_same(point,
+                                                                        straight_prepare,
+                                                                        tmp_path):
+    import numpy as np
+    reference, seconds = straight_prepare
+    outcome = killing.kill_preparing(point, tmp_path / "run", seconds)
+    assert outcome["killed"] or point[0] == "time", outcome
+    assert not outcome["problems"], outcome
+    again = killing.prepared(tmp_path / "run")
+    # the same prepared files (names, sizes: array_record files differ in bytes from one
+    # build to the next) holding the same tokens
+    sizes = lambda source: {name: size for name, (size, _) in source["files"].items()}
+    assert sizes(again["source"]) == sizes(reference["source"])
+    assert again["source"]["standard"] == reference["source"]["standard"]
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(again[split], reference[split])

@@ -19,9 +19,9 @@ from test_faults import TINY_TRANSLATION
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
+@pytest.fixture
+def jax_cache(jax_runs):
+    return jax_runs
 
 
 def progress_lines(stderr: str, what: str) -> list:
@@ -82,9 +82,9 @@ def test_tokenizing_a_large_text_says_what_it_does_and_how_far_it_is(tmp_path, j
 
 
 # ----------------------------------------------------------------- stopped, then finished
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory, jax_cache):
-    return killing.straight_run("lm", tmp_path_factory.mktemp("straight"), jax_cache)
+@pytest.fixture
+def straight(straight_runs):
+    return straight_runs("lm")
 
 
 @pytest.mark.slow

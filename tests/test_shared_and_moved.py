@@ -16,9 +16,9 @@ from test_configs import SIZES, WORDS, last_json, main_py
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
+@pytest.fixture
+def jax_cache(jax_runs):
+    return jax_runs
 
 
 def start_paused(cmd, log, phase, jax_cache):
@@ -80,9 +80,9 @@ def test_two_runs_building_one_token_cache_at_once(tmp_path, jax_cache):
     assert len(caches) == 1 and not list((tmp_path / "cache").glob(".*tmp*"))
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory, jax_cache):
-    return killing.straight_run("lm", tmp_path_factory.mktemp("straight"), jax_cache)
+@pytest.fixture
+def straight(straight_runs):
+    return straight_runs("lm")
 
 
 @pytest.mark.slow
