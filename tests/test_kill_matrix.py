@@ -59,3 +59,19 @@ def test_a_kill_while_preparing_then_the_same_command_prepares_the_same(point,
     assert again["source"]["standard"] == reference["source"]["standard"]
     for split in ("train", "valid", "test"):
         np.testing.assert_array_equal(again[split], reference[split])
+
+
+def test_the_readme_table_from_a_report(tmp_path):
+    """`python tests/killing.py REPORT` prints the README's table: per task and phase where
+    the kills landed, how many, how many reruns equalled the run never killed."""
+    import json
+    import subprocess
+    import sys
+    rows = [dict(task="lm", kind="phase", died_in="train.log", problems=[], resumed=3,
+                 cache_rebuilt=False),
+            dict(task="lm", kind="time", died_in="train.log", problems=["x"], resumed=6,
+                 cache_rebuilt=True)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = subprocess.run([sys.executable, "tests/killing.py", str(tmp_path / "r.jsonl")],
+                         cwd=killing.ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[2] == "| lm | train.log | 2 (1 / 1) | 1 | 3-6 | 1 |"
