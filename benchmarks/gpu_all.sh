@@ -8,18 +8,22 @@
 #                                     -> recurrence_gpu_bfloat16.json, recurrence_gpu_float32.json
 #   training  benchmarks/training.py: enwik8 base k=1 at B=8 and 32, k=5 at B=8, ours (pallas)
 #             and the official sru.SRUpp in the same run                    -> training_gpu.json
+#   precision benchmarks/training.py: enwik8 base k=1 at B=8, ours in bfloat16 and in float16
+#             (dynamic loss scaling), each with model.remat none and layer: tokens/s and peak
+#             memory                                               -> training_precision_gpu.json
 #   main      main.py, 100 steps of enwik8 base k=1 at B=8 on the embedded corpus, steps 11-20
 #             profiled; its logged tokens/s and ops by time                 -> main_train.json
 #   summary   parts, numbers and issue 22's targets (benchmarks/gpu_summary.py) -> summary.json
 # plus gpu_all.log (the whole output). Each part runs under its own time limit (T_TESTS, T_TUNE,
-# T_TABLE, T_TRAIN, T_MAIN seconds; with the rest 540 s in all) and prints its JSON path when it
+# T_TABLE, T_TRAIN, T_PRECISION, T_MAIN seconds; with the rest 540 s in all) and prints its JSON path when it
 # finishes; a part that fails or runs out of time leaves the others to run (the benchmarks save
 # each row as they go); the exit status is 1 when any part failed.
 #
 # Device call (repository root; .whl from `bash benchmarks/gpu_wheels.sh`):
 #   run(command="bash benchmarks/gpu_all.sh $OUT", carry=[".whl"], timeout_s=600)
 # then copy $OUT's recurrence_gpu_bfloat16.json and training_gpu.json to benchmarks/results/.
-# Usage: [SIZES=full|toy] [PARTS="tests tune table training main"] bash benchmarks/gpu_all.sh [DIR]
+# Usage: [SIZES=full|toy] [PARTS="tests tune table training precision main"]
+#        bash benchmarks/gpu_all.sh [DIR]
 # DIR defaults to $OUT, else benchmarks/results. SIZES=toy is the rehearsal on a CPU
 # (tests/test_benchmarks.py): toy shapes, the kernels interpreted, one kernel test, the training
 # benchmark with the scan backend. OFFICIAL=auto (default) times the official code where torch
@@ -27,12 +31,12 @@
 set -uo pipefail
 DIR=${1:-${OUT:-benchmarks/results}}
 SIZES=${SIZES:-full}
-PARTS=" ${PARTS:-tests tune table training main} "
+PARTS=" ${PARTS:-tests tune table training precision main} "
 OFFICIAL=${OFFICIAL:-auto}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_all.XXXXXX")
 DIR=$(mkdir -p "$DIR" && cd "$DIR" && pwd)
 for name in recurrence_tune recurrence_gpu_bfloat16 recurrence_gpu_float32 training_gpu \
-            main_train summary; do
+            training_precision_gpu main_train summary; do
   rm -f "$DIR/$name.json"      # no stale result may pass for this run's
 done
 exec > >(tee "$DIR/gpu_all.log") 2>&1
@@ -51,9 +55,10 @@ case $SIZES in
     COPY_MIB=0; IMPL=pallas
     TEST_SELECT=(-m "not slow")
     TRAIN_ARGS=(--runs base:8,base:32,k5:8 --warmup 2 --steps 10)
+    PRECISION_ARGS=(--runs base:8 --warmup 2 --steps 6)
     MAIN_ARGS=(--config.train.batch_size=8 --config.train.steps=100
                --config.eval.unroll=1024 --config.eval.mem_len=1024 --config.eval.max_tokens=8192)
-    LIMITS=(60 80 80 170 110) ;;
+    LIMITS=(60 80 80 140 60 100) ;;
   toy)
     KERNEL_SIZES=2x8x12; F32_SIZES=2x8x12; TUNE_SIZE=2x8x12; VARIANTS="8:1:2"; REPEATS=2
     COPY_MIB=8; IMPL=scan        # a whole train step of interpreted kernels compiles for minutes
@@ -61,15 +66,17 @@ case $SIZES in
     TEST_SELECT=(-k "test_default_options_per_shape")
     TRAIN_ARGS=(--runs base:2,k5:2 --warmup 1 --steps 2
                 --d 16 --d_proj 4 --layers 5 --unroll 8)
+    PRECISION_ARGS=(--runs base:2 --warmup 1 --steps 2 --d 16 --d_proj 4 --layers 2 --unroll 8)
     MAIN_ARGS=(--config.train.batch_size=2 --config.train.steps=24
                --config.model.d=16 --config.model.d_proj=4 --config.model.num_layers=2
                --config.train.unroll=8 --config.data.max_bytes=60000
                --config.eval.unroll=16 --config.eval.mem_len=16 --config.eval.max_tokens=100)
-    LIMITS=(120 120 120 120 120) ;;
+    LIMITS=(120 120 120 120 120 120) ;;
   *) echo "error: SIZES=$SIZES; expected full or toy"; exit 2 ;;
 esac
 T_TESTS=${T_TESTS:-${LIMITS[0]}} T_TUNE=${T_TUNE:-${LIMITS[1]}} T_TABLE=${T_TABLE:-${LIMITS[2]}}
-T_TRAIN=${T_TRAIN:-${LIMITS[3]}} T_MAIN=${T_MAIN:-${LIMITS[4]}}
+T_TRAIN=${T_TRAIN:-${LIMITS[3]}} T_PRECISION=${T_PRECISION:-${LIMITS[4]}}
+T_MAIN=${T_MAIN:-${LIMITS[5]}}
 FAILED=0
 
 part() {   # part NAME SECONDS JSON COMMAND...: run COMMAND under a time limit, record the outcome
@@ -139,6 +146,11 @@ if [[ $PARTS == *" training "* ]]; then
   [ "$OFFICIAL" = 1 ] || official_arg=--no-official
   part training "$T_TRAIN" "$DIR/training_gpu.json" "$PY" benchmarks/training.py \
     --impls "$IMPL" "${TRAIN_ARGS[@]}" "$official_arg" --out "$DIR/training_gpu.json"
+fi
+if [[ $PARTS == *" precision "* ]]; then
+  part precision "$T_PRECISION" "$DIR/training_precision_gpu.json" "$PY" benchmarks/training.py \
+    --impls "$IMPL" "${PRECISION_ARGS[@]}" --dtypes bfloat16,float16 --remats none,layer \
+    --no-official --out "$DIR/training_precision_gpu.json"
 fi
 if [[ $PARTS == *" main "* ]]; then
   # log every 4 steps: the logged tokens/s (a window of 20 logs) then spans steps 21-100,

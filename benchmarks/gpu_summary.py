@@ -146,6 +146,13 @@ def summary(folder: str, parts_file: str = "") -> dict:
             _check(checks, f"MFU k={k} B=32 >= 0.40", ours["mfu"],
                    ours["mfu"] is not None and ours["mfu"] >= 0.40,
                    "-" if ours["mfu"] is None else f"{ours['mfu']:.3f}")
+    precision = _load(os.path.join(folder, "training_precision_gpu.json"))
+    if precision:
+        print("precision and remat (enwik8 base k=1):")
+        for r in precision["rows"]:
+            peak = "-" if r["peak_memory_gb"] is None else f"{r['peak_memory_gb']:.1f} GB"
+            print(f"  B={r['batch']} {r['dtype']:9s} remat {r['remat']:6s} "
+                  f"{r['tokens_per_sec']:,.0f} tok/s, peak {peak}")
     main = _load(os.path.join(folder, "main_train.json"))
     ref = min((r for (k, b), impls in bench.items() for name, r in impls.items()
                if name != "official" and k == 1 and r["variant"] == "base"),

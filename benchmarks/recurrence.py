@@ -44,7 +44,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from srupp_jax.nn.recurrence import newton_info, sru_recurrence  # noqa: E402
+from srupp_jax.nn.recurrence import interpret_kernels, newton_info, sru_recurrence  # noqa: E402
 from report import save_json  # noqa: E402
 
 NAMES = ("U", "v", "b", "x", "c0")
@@ -125,8 +125,9 @@ def jax_variant(name, opts, kw):
         def run(*a):
             return kernel(**dict(zip(NAMES, a)), **opts)
     else:
-        def run(*a):
-            return sru_recurrence(**dict(zip(NAMES, a)), impl=name)
+        def run(*a):      # a kernel off its accelerator: interpreted (the CPU rehearsal)
+            with interpret_kernels():
+                return sru_recurrence(**dict(zip(NAMES, a)), impl=name)
 
     def loss(*a):
         h, c = run(*a)

@@ -22,6 +22,9 @@ allocator's peak (JAX memory_stats, torch.cuda.max_memory_allocated), None on CP
 
 --runs VARIANT:BATCH,... picks the (variant, batch) pairs instead of every --variants x
 --batches pair ('base' names the config without a variant), e.g. `--runs base:8,base:32,k5:8`.
+--dtypes (train.compute_dtype: float32, bfloat16, float16 with dynamic loss scaling) and
+--remats (model.remat: none, layer, attention) add a row of ours for each value, e.g.
+`--dtypes bfloat16,float16 --remats none,layer`; the official rows stay its fp16 recipe.
 
 Prints a table and writes JSON (rows: impl, k, batch, tokens_per_sec, step_ms, mfu,
 peak_memory_gb; device and versions), rewritten after every row so that a run stopped by a
@@ -47,7 +50,7 @@ from srupp_jax.models.flops import estimate_flops_per_token  # noqa: E402
 from srupp_jax.training.mfu import mfu, peak_flops_per_device  # noqa: E402
 from srupp_jax.training.optim import make_optimizer  # noqa: E402
 from srupp_jax.training.rng import model_rngs  # noqa: E402
-from srupp_jax.training.steps import make_train_step  # noqa: E402
+from srupp_jax.training.steps import initial_loss_scale, make_train_step  # noqa: E402
 from srupp_jax.tasks.lm import lm_loss  # noqa: E402
 from report import save_json  # noqa: E402
 
@@ -84,18 +87,20 @@ def time_ours(config, args):
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
                         clip_norm=t.clip_norm)
     opt_state = tx.init(params)
-    step = make_train_step(graphdef, tx, lm_loss)
+    period = t.loss_scale_period if t.compute_dtype == "float16" else 0
+    step = make_train_step(graphdef, tx, lm_loss, period)
     carry = model.init_state(t.batch_size, t.unroll)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (t.batch_size, t.unroll + 1), 0,
                                 config.model.vocab_size, jnp.int32)
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    for _ in range(args.warmup):
-        params, rest, opt_state, carry, sm = step(params, rest, opt_state, carry, inputs, targets)
-    jax.block_until_ready(sm)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        params, rest, opt_state, carry, sm = step(params, rest, opt_state, carry, inputs, targets)
-    jax.block_until_ready((params, sm))
+    batch = (tokens[:, :-1], tokens[:, 1:])
+    state = (params, rest, opt_state, carry) + ((initial_loss_scale(t.loss_scale),)
+                                                if period else ())
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            jax.block_until_ready(state)
+            start = time.perf_counter()
+        *state, sm = step(*state, *batch)
+    jax.block_until_ready((state, sm))
     seconds = (time.perf_counter() - start) / args.steps
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
@@ -127,7 +132,7 @@ def time_official(config, args):
     def step(memory):
         with torch.autocast(device, dtype=torch.float16, enabled=cuda):
             x = embed(tokens[:-1])
-            h, _, state = rnn(x, attend=mask if memory else mask[:, M:], memory=memory)
+            h, _, state = rnn(x, attn_mask=mask if memory else mask[:, M:], memory=memory)
             logits = out(h)
             loss = torch.nn.functional.cross_entropy(logits.float().view(-1, m.vocab_size),
                                                      tokens[1:].reshape(-1))
@@ -174,6 +179,9 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=0)
     p.add_argument("--unroll", type=int, default=0)
     p.add_argument("--dtype", default="", help="'' = the config's train.compute_dtype")
+    p.add_argument("--dtypes", default="", help="train.compute_dtype values, a row of ours "
+                   "each ('' = --dtype)")
+    p.add_argument("--remats", default="none", help="model.remat values, a row of ours each")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
@@ -190,28 +198,37 @@ def main(argv=None):
         import torch
         versions.update(torch=torch.__version__, sru=getattr(sru, "__version__", "?"))
     prngs = args.prng_impls.split(",") if args.prng_impls else [""]
-    impls = [(i, p) for i in args.impls.split(",") for p in prngs] + (
-        [("official", "")] if args.official else [])
+    dtypes = args.dtypes.split(",") if args.dtypes else [args.dtype]
+    impls = [(i, p, d, r) for i in args.impls.split(",") for p in prngs for d in dtypes
+             for r in args.remats.split(",")] + (
+        [("official", "", "", "none")] if args.official else [])
     rows = []
-    print("| impl | PRNG | variant | k | B | tokens/s | step ms | MFU | peak GB |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| impl | PRNG | dtype | remat | variant | k | B | tokens/s | step ms | MFU | peak GB |")
+    print("| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for variant, batch in pairs:
-        for impl, prng in impls:
+        for impl, prng, dtype, remat in impls:
             config = paper_config(args, variant, batch, "auto" if impl == "official" else impl)
             if prng:
                 config.train.prng_impl = prng
+            if dtype:
+                config.train.compute_dtype = dtype
+            config.model.remat = remat
             timer = time_official if impl == "official" else time_ours
             seconds, peak_gb, attn = timer(config, args)
             tps = batch * config.train.unroll / seconds
+            official = impl == "official"
             rows.append(dict(impl=impl, k=config.model.k, variant=variant or "base",
-                             prng_impl=None if impl == "official" else config.train.prng_impl,
+                             prng_impl=None if official else config.train.prng_impl,
+                             dtype="float16 (autocast)" if official else
+                             config.train.compute_dtype, remat=remat,
                              batch=batch, length=config.train.unroll,
                              attention_layers=int(attn), tokens_per_sec=tps,
                              step_ms=1000 * seconds, peak_memory_gb=peak_gb,
                              mfu=mfu(tps, flops_per_token(config, attn), peak_flops),
                              flops_per_token=flops_per_token(config, attn)))
             r, fmt = rows[-1], lambda v, f: "-" if v is None else format(v, f)
-            print(f"| {r['impl']} | {r['prng_impl'] or '-'} | {r['variant']} | {r['k']} | "
+            print(f"| {r['impl']} | {r['prng_impl'] or '-'} | {r['dtype']} | {r['remat']} | "
+                  f"{r['variant']} | {r['k']} | "
                   f"{r['batch']} | {r['tokens_per_sec']:,.0f} | {r['step_ms']:.1f} | "
                   f"{fmt(r['mfu'], '.3f')} | {fmt(r['peak_memory_gb'], '.1f')} |", flush=True)
             save_json(args.out, settings={**vars(args), "out": os.path.basename(args.out)},

@@ -15,6 +15,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "lm"                  # lm | translation (srupp_jax/tasks)
+    config.cpu_variant = ""             # the variant of this config sized for a CPU, which
+                                        #   training on a CPU names when the run would be long
     config.seed = 0                     # initial parameters, dropout (translation: batch order)
 
     config.model = ml_collections.ConfigDict()
@@ -42,6 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
         block_d=0, num_warps=0, prefetch=0))  # GPU (Triton) kernel tuning (0: its default)
     config.model.tpu_kernel = ml_collections.ConfigDict(dict(
         block_b=0, block_d=0, chunk=0))  # TPU (Mosaic) kernel tuning (0: its default)
+    config.model.remat = "none"         # gradient checkpointing (SRU++): none | layer (keep each
+                                        #   layer's input only, recompute the layer in the
+                                        #   backward pass) | attention (recompute the attention
+                                        #   weights only); trades compute for memory
     config.model.d_inner = 0            # transformer_xl, sha_rnn: feed-forward / Boom width
     config.model.d_head = 0             # transformer_xl: head width (0 = d / num_heads)
     config.model.attention_layers = ()  # sha_rnn: 1-based blocks with attention
@@ -83,7 +89,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.weight_decay = 0.1     # decoupled; not on 1-D parameters (biases, norms)
     config.train.clip_norm = 1.0        # gradient clipping by global norm
     config.train.grad_accum_steps = 1   # micro-batches per optimizer update
-    config.train.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
+    config.train.compute_dtype = "float32"  # float32 | bfloat16 | float16 (params and optimizer
+                                        #   state stay float32; gates and the recurrent state
+                                        #   too); float16 for GPUs without fast bfloat16 (T4,
+                                        #   V100), with dynamic loss scaling:
+    config.train.loss_scale = 2.0 ** 15  # float16: the initial loss scale (halved at each
+                                        #   step with non-finite gradients, which is skipped)
+    config.train.loss_scale_period = 2000  # float16: doubled after this many finite steps
     config.train.max_bad_steps = 5      # consecutive NaN/inf losses before stopping
     config.train.log_every = 100        # a train line and metrics row every N steps
     config.train.eval_every = 1000      # a dev evaluation every N steps (and at the end)

@@ -69,6 +69,7 @@ def get_config(variant: str = ""):
 
     config.study = ml_collections.ConfigDict()
     config.study.order = tuple(RUNS)    # which runs, in this order
+    config.study.metric = "dev_bpc"     # the dev metric the study compares (lower is better)
     config.study.marks = 8              # dev evaluations at budget * i / marks, i = 1..marks
     config.study.runs = ml_collections.ConfigDict()
     for name, (label, paper, model) in RUNS.items():

@@ -96,10 +96,13 @@ def run(task: str, workdir, cache, jax_cache: str, timeout=600, **extra):
                           text=True, timeout=timeout, env=env(jax_cache, **extra))
 
 
-def metric_rows(workdir) -> list:
+def metric_rows(workdir, setup: bool = False) -> list:
+    """The rows of workdir's metrics.jsonl without clock readings; the "setup" rows (what
+    each start chose: one more for every restart) only with `setup`."""
     rows = [json.loads(line) for line in open(pathlib.Path(workdir) / "metrics.jsonl")
             if line.strip()]
-    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows
+            if setup or r["split"] != "setup"]
 
 
 def final_arrays(workdir) -> dict:
@@ -212,7 +215,7 @@ def problems(rerun, w, cache, straight: Straight) -> list:
     if changed:
         out.append(f"final metrics differ: {[(k, straight.final[k], final.get(k)) for k in changed]}")
     rows = metric_rows(w)
-    keys = [(r["step"], r["split"]) for r in rows]
+    keys = [(r["step"], r["split"]) for r in metric_rows(w, setup=True)]
     if len(keys) != len(set(keys)):
         out.append(f"metrics.jsonl repeats steps: {keys}")
     if rows != straight.rows:

@@ -108,9 +108,11 @@ def test_gpu_all_rehearsal(tmp_path):
     assert run.returncode == 0, log[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     parts = {p["part"]: p for p in summary["parts"]}
-    assert list(parts) == ["tests", "tune", "table", "training", "main", "main_json"]
+    assert list(parts) == ["tests", "tune", "table", "training", "precision", "main",
+                           "main_json"]
     assert all(p["rc"] == 0 for p in parts.values()), parts
-    for name in ("recurrence_tune", "recurrence_gpu_bfloat16", "training_gpu", "main_train"):
+    for name in ("recurrence_tune", "recurrence_gpu_bfloat16", "training_gpu",
+                 "training_precision_gpu", "main_train"):
         assert f"done: {out / name}.json" in log, name
     assert (out / "recurrence_gpu_float32.json").exists()
     kernel = json.loads((out / "recurrence_gpu_bfloat16.json").read_text())
@@ -123,6 +125,9 @@ def test_gpu_all_rehearsal(tmp_path):
                                                                             ("scan", 5, 2)]
     for r in training["rows"]:
         assert {"tokens_per_sec", "step_ms", "mfu", "peak_memory_gb"} <= set(r)
+    precision = json.loads((out / "training_precision_gpu.json").read_text())
+    assert [(r["dtype"], r["remat"]) for r in precision["rows"]] == [
+        ("bfloat16", "none"), ("bfloat16", "layer"), ("float16", "none"), ("float16", "layer")]
     main = json.loads((out / "main_train.json").read_text())
     assert main["tokens_per_sec"] > 0 and main["train"][-1]["step"] == 24
     assert main["profile"]["cpu_ops"]["ops"], main["profile"]

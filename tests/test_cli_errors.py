@@ -132,6 +132,10 @@ CASES = {
         ["--output={d}/workdir: expected a file in an existing directory"], "{d}/workdir"),
     "unknown mode": (["--mode=bogus"], ["--mode=bogus: value should be one of"], None),
     # jax is imported for these (the trainer's and the tasks' checks), nothing compiles
+    "the GPU kernel on a CPU": (
+        ["--workdir={w}", *TINY, "--config.model.impl=pallas"],
+        ["model.impl='pallas' is the GPU kernel and cannot run on CPU; use one of auto (here "
+         "scan), scan, assoc"], "{w}"),
     "negative learning rate": (
         ["--workdir={w}", *TINY, "--config.train.lr=-1"],
         ["train.lr=-1.0; expected > 0"], "{w}"),

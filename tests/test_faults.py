@@ -321,6 +321,7 @@ def test_signal_saves_reports_exits_with_its_code_and_resumes(tmp_path, signum, 
     assert result["status"] == status and saved_steps(w) == [result["step"]]
     assert 1 <= result["train_step"] <= result["step"]     # the step the train_* were measured
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert err.count("stopping after the current step: saving") == 1      # acknowledged
     assert not (w / "lock").exists()
     reached = result["step"]
     rerun = main_py(w, *args, f"--config.train.stop_at={reached + 2}")

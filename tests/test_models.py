@@ -162,11 +162,12 @@ def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
 
     monkeypatch.setattr(recurrence, "sru_recurrence_pallas", spy)
     options = KernelOptions(block_d=8, num_warps=1, prefetch=2)
-    model = SRUppLM(SRUppConfig(VOCAB, 16, 4, num_layers=2, impl="pallas", kernel=options),
-                    rngs=nnx.Rngs(0))
-    assert model.backend is Backend.PALLAS
-    tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 5), 0, VOCAB)
-    nll, _ = model.nll(tokens, tokens)
+    with recurrence.interpret_kernels():
+        model = SRUppLM(SRUppConfig(VOCAB, 16, 4, num_layers=2, impl="pallas", kernel=options),
+                        rngs=nnx.Rngs(0))
+        assert model.backend is Backend.PALLAS
+        tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 5), 0, VOCAB)
+        nll, _ = model.nll(tokens, tokens)
     assert seen and all(s == options.as_kwargs() for s in seen) and bool(jnp.isfinite(nll).all())
 
 
@@ -174,7 +175,8 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
     """Training on a GPU: impl="auto" becomes the backend `fastest_backend` measured at
     (per-device batch, unroll, d, 3 slices of U) and the compute dtype, with the kernel options
     (tasks.base.measured_impl, by build_model(measure=True)); with several processes, the one
-    process 0 measured. build_model alone (eval, generate) times nothing."""
+    process 0 measured. build_model alone (eval, generate) times nothing: it takes the first
+    backend that works."""
     import dataclasses
     import importlib
     from srupp_jax import tasks
@@ -184,22 +186,27 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
     config.model.vocab_size = VOCAB
     asked = []
 
-    def fastest(*shape, dtype, kernel):
-        asked.append((shape, dtype, kernel))
-        return Backend.ASSOC, {"pallas": 2.0, "assoc": 1.0, "scan": 3.0}
+    def fastest(*shape, dtype, kernel, timed):
+        asked.append((shape, dtype, kernel, timed))
+        if not timed:       # the first backend that works, untimed
+            return Backend.PALLAS, {}, {}
+        return Backend.ASSOC, {"pallas": 2.0, "assoc": 1.0, "scan": 3.0}, {}
 
     monkeypatch.setattr(base, "fastest_backend", fastest)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     task = tasks.make(config)
-    assert task.build_model(nnx.Rngs(0)).backend is Backend.PALLAS and not asked
-    model = task.build_model(nnx.Rngs(0), measure=True)
     t, m = config.train, config.model
-    assert model.backend is Backend.ASSOC
-    assert asked == [((t.batch_size // jax.device_count(), t.unroll, m.d, 3),
-                      t.compute_dtype, model.config.kernel)]
     shape = (t.batch_size // jax.device_count(), t.unroll)
+    assert task.build_model(nnx.Rngs(0)).backend is Backend.PALLAS
+    assert [a[3] for a in asked] == [False]
+    model = task.build_model(nnx.Rngs(0), measure=True)
+    assert model.backend is Backend.ASSOC
+    assert asked[1] == ((*shape, m.d, 3), t.compute_dtype, model.config.kernel, True)
+    assert task.setup == {"recurrence": "assoc", "recurrence_reason": (
+        f"model.impl=auto on GPU at {shape[0]}x{shape[1]}x{m.d} {t.compute_dtype}: assoc "
+        "(timed pallas 2.00 ms, assoc 1.00 ms, scan 3.00 ms)")}
     scan = dataclasses.replace(model.config, impl="scan")
-    assert base.measured_impl(scan, *shape) is scan and len(asked) == 1
+    assert base.measured_impl(scan, *shape) == (scan, "model.impl=scan") and len(asked) == 2
     auto = dataclasses.replace(model.config, impl="auto")
     # Several processes: process 0's choice, broadcast, so that all compile the same program.
     sent = []
@@ -210,5 +217,5 @@ def test_auto_on_a_gpu_builds_the_fastest_backend_at_the_training_shape(monkeypa
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(base.multihost_utils, "broadcast_one_to_all", broadcast)
-    assert base.measured_impl(auto, *shape).impl == "scan"
+    assert base.measured_impl(auto, *shape)[0].impl == "scan"
     assert sent == [list(Backend).index(Backend.ASSOC)]

@@ -45,6 +45,7 @@ def test_quickstart_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
     text = _text(nb)
     assert "runtime: cpu; jax" in text and "warning:" not in text
     assert "impl='auto' runs the recurrence here as scan (CPU)" in text
+    assert "train.compute_dtype = float32: CPU: float32" in text    # float16 on a T4 / V100
     tokens_per_sec = text.split("recurrence backend: scan (CPU), ")[1].split(" tokens/s")[0]
     assert float(tokens_per_sec.replace(",", "")) > 0
     assert "max |h_scan - h_assoc| =" in text

@@ -13,7 +13,7 @@ from helpers import assert_close, random_recurrence_inputs
 from pallas_kernels import sru_recurrence_pallas
 from pallas_kernels import KernelOptions
 from pallas_kernels.sru_recurrence import SM_COUNT, default_options
-from srupp_jax.nn.recurrence import sru_recurrence
+from srupp_jax.nn.recurrence import interpret_kernels, sru_recurrence
 
 # (batch, length, k, d, skip, pad, dropout, reverse, kernel options)
 CASES = [
@@ -106,9 +106,15 @@ def test_matches_scan_bf16(case):
 
 
 def test_dispatch_from_sru_recurrence():
-    """sru_recurrence(impl="pallas") runs this kernel (same numbers) and matches the scan."""
+    """sru_recurrence(impl="pallas") runs this kernel (same numbers) and matches the scan; on
+    a CPU only inside interpret_kernels() (else one clear error: a script's GPU call on a
+    laptop would run interpreted, about 100x slower)."""
     kw = _inputs(2, 6, 3, 5, True, True, True, True, jnp.float32)
-    h, c = sru_recurrence(**kw, impl="pallas")
+    with pytest.raises(ValueError, match="model.impl='pallas' is the GPU kernel and cannot run "
+                       "on CPU; use one of auto \\(here scan\\), scan, assoc"):
+        sru_recurrence(**kw, impl="pallas")
+    with interpret_kernels():               # the explicit option the tests use
+        h, c = sru_recurrence(**kw, impl="pallas")
     h_direct, c_direct = sru_recurrence_pallas(**kw)
     np.testing.assert_array_equal(h, h_direct)
     np.testing.assert_array_equal(c, c_direct)

@@ -15,7 +15,7 @@ from jax.experimental.pallas import tpu as pltpu
 from helpers import assert_close, random_recurrence_inputs
 from pallas_kernels import TPUKernelOptions, sru_recurrence_tpu
 from pallas_kernels.tpu_options import VMEM_LIMIT, VMEM_TARGET, default_tpu_options
-from srupp_jax.nn.recurrence import Backend, resolve_backend, sru_recurrence
+from srupp_jax.nn.recurrence import Backend, interpret_kernels, resolve_backend, sru_recurrence
 
 INTERPRET = pltpu.InterpretParams(uninitialized_memory="nan")
 
@@ -107,7 +107,8 @@ def test_dispatch_from_sru_recurrence():
     """sru_recurrence(impl="pallas_tpu") runs this kernel with its options (interpreted on
     CPU: interpret=None) and matches the scan."""
     kw = _inputs(2, 6, 3, 5, True, True, True, True, jnp.float32)
-    h, c = sru_recurrence(**kw, impl="pallas_tpu", tpu_kernel=TPUKernelOptions(chunk=4))
+    with interpret_kernels():
+        h, c = sru_recurrence(**kw, impl="pallas_tpu", tpu_kernel=TPUKernelOptions(chunk=4))
     h_direct, c_direct = sru_recurrence_tpu(**kw, chunk=4)
     np.testing.assert_array_equal(h, h_direct)
     np.testing.assert_array_equal(c, c_direct)
@@ -197,18 +198,26 @@ def test_bad_options_are_named(opts, match):
 @pytest.mark.parametrize("impl, platform, backend", [
     ("auto", "tpu", Backend.PALLAS_TPU), ("auto", "gpu", Backend.PALLAS),
     ("auto", "cpu", Backend.SCAN), ("pallas_tpu", "tpu", Backend.PALLAS_TPU),
-    ("pallas_tpu", "cpu", Backend.PALLAS_TPU), ("pallas", "cpu", Backend.PALLAS),
     ("assoc", "tpu", Backend.ASSOC), (Backend.SCAN, "gpu", Backend.SCAN),
 ])
 def test_resolve_backend_per_platform(impl, platform, backend):
     assert resolve_backend(impl, platform) is backend
 
 
+@pytest.mark.parametrize("impl, backend", [("pallas_tpu", Backend.PALLAS_TPU),
+                                           ("pallas", Backend.PALLAS)])
+def test_a_kernel_on_a_cpu_runs_interpreted_only_when_asked(impl, backend):
+    with pytest.raises(ValueError, match=f"model.impl='{impl}' .* cannot run on CPU"):
+        resolve_backend(impl, "cpu")
+    with interpret_kernels():
+        assert resolve_backend(impl, "cpu") is backend
+
+
 @pytest.mark.parametrize("impl, platform, match", [
-    ("pallas", "tpu", r"model.impl='pallas' is the GPU kernel and cannot run on TPU; use "
-                      r"model.impl=auto \(here pallas_tpu\) or scan"),
+    ("pallas", "tpu", r"model.impl='pallas' is the GPU kernel and cannot run on TPU; use one "
+                      r"of auto \(here pallas_tpu\), scan, assoc, pallas_tpu$"),
     ("pallas_tpu", "gpu", r"model.impl='pallas_tpu' is the TPU kernel and cannot run on GPU; "
-                          r"use model.impl=auto \(here pallas\) or scan"),
+                          r"use one of auto \(here pallas\), scan, assoc, pallas$"),
     (Backend.PALLAS_TPU, "gpu", r"model.impl='pallas_tpu' is the TPU kernel"),
 ])
 def test_a_kernel_the_platform_cannot_run_is_one_clear_error(impl, platform, match):
@@ -235,9 +244,10 @@ def test_models_take_the_tpu_kernel_on_a_tpu_with_the_configs_options(monkeypatc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(recurrence, "sru_recurrence_tpu", spy)
-    model = SRUppLM(model_config, rngs=nnx.Rngs(0))
-    tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 5), 0, 29)
-    nll, _ = model.nll(tokens, tokens)
+    with recurrence.interpret_kernels():
+        model = SRUppLM(model_config, rngs=nnx.Rngs(0))
+        tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 5), 0, 29)
+        nll, _ = model.nll(tokens, tokens)
     assert model.backend is Backend.PALLAS_TPU and bool(jnp.isfinite(nll).all())
     assert seen and all(s == dict(block_b=None, block_d=None, chunk=3) for s in seen)
     with pytest.raises(ValueError, match="model.tpu_kernel.chunk=1.5; expected an integer"):

@@ -1,5 +1,6 @@
 """The README's quick start stays what CI runs, and the main command works."""
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -38,3 +39,18 @@ def test_main_command_runs(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["mode"] == "train" and 0 < result["dev_bpc"] < 9
     assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "checkpoints").exists()
+
+
+def test_your_own_model_example_runs_as_written_from_another_directory(tmp_path):
+    """The README's "SRU++ in your own model" block, run as a script outside the checkout
+    (the quick start installs the package, so `import srupp_jax` works anywhere)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### SRU++ in your own model", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)\n```", section, re.S)
+    assert len(blocks) == 1 and "import srupp_jax" in blocks[0]
+    script = tmp_path / "own_model.py"
+    script.write_text(blocks[0])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]

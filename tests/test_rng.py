@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srupp_jax.training import leaves
+from srupp_jax.training import leaves, run_config
 from srupp_jax.training.rng import PRNG_IMPLS, model_rngs, prng_impl
 
 
@@ -45,8 +45,12 @@ def test_threefry_is_what_nnx_rngs_of_the_seed_gives():
                                       jax.random.key_data(before.params()))
 
 
-def test_a_saved_config_without_the_key_is_threefry():
-    assert prng_impl(_config(None)) == "threefry2x32"
+def test_a_saved_config_without_the_key_is_threefry(tmp_path):
+    """config.json of a run recorded before the key existed, read back (run_config.load
+    completes it): threefry, not today's default."""
+    (tmp_path / "config.json").write_text('{"seed": 3, "train": {"steps": 5}}')
+    saved = run_config.load(str(tmp_path))
+    assert prng_impl(saved) == "threefry2x32" and saved.train.steps == 5
 
 
 def test_bad_value_is_named():

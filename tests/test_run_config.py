@@ -135,3 +135,24 @@ def test_a_record_from_before_a_key_existed_names_what_it_trained_with(tmp_path)
         run_config.record_changes(str(tmp_path), new)
     new.train.prng_impl = "threefry2x32"
     assert run_config.record_changes(str(tmp_path), new) == []
+
+
+def test_an_old_record_is_completed_with_every_key_of_base(tmp_path):
+    """A config.json written before keys existed reads back with all of base.py's keys: the
+    recorded values kept, RECORDED_BEFORE for keys it predates (prng_impl), else base.py's
+    defaults, so code reads keys directly."""
+    import json
+    config = _config("default")
+    saved = json.loads(config.to_json())
+    for section, key in (("model", "arch"), ("train", "time_budget"), ("train", "prng_impl"),
+                         ("mesh", "fsdp_size")):
+        del saved[section][key]
+    saved["model"]["d"] = 24
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    back = run_config.load(str(tmp_path))
+    base = _config("base")
+    assert back.model.d == 24 and back.model.arch == base.model.arch == "srupp"
+    assert back.train.time_budget == base.train.time_budget and back.mesh.fsdp_size == 0
+    assert back.train.prng_impl == "threefry2x32" != base.train.prng_impl
+    flat = lambda c: set(run_config._flat(c.to_dict()))
+    assert flat(back) >= flat(base)

@@ -1,15 +1,17 @@
 """The encoder-decoders (seq2seq.SRUppSeq2Seq, transformer_seq2seq.TransformerSeq2Seq): masks,
 padding, incremental decoding against the full forward, the loss, gradients, backends, configs,
 parameter counts at Table 8's sizes and the FLOP counts."""
+import importlib
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
 from helpers import BOS, PAD, assert_close, random_pairs, step_by_step, tiny_seq2seq
 from srupp_jax.nn.attention import SRUppAttention
+from srupp_jax.nn.recurrence import interpret_kernels
 from srupp_jax.models.srupp_seq2seq import Seq2SeqConfig
 from srupp_jax.models.transformer_seq2seq import TransformerSeq2SeqConfig
 
@@ -130,8 +132,9 @@ def scan_forward():
 @pytest.mark.parametrize("impl", ["assoc", "pallas"])    # pallas: interpret mode on CPU
 def test_every_recurrence_backend_gives_the_same_forward(impl, scan_forward):
     src, tgt_in, _ = _batch(4)
-    other = Compiled(tiny_seq2seq(vocab_size=V, **{**KINDS["srupp_k2_bi"], "impl": impl}))
-    assert_close(other.log_probs(src, tgt_in), scan_forward, 1e-5, impl)
+    with interpret_kernels():
+        other = Compiled(tiny_seq2seq(vocab_size=V, **{**KINDS["srupp_k2_bi"], "impl": impl}))
+        assert_close(other.log_probs(src, tgt_in), scan_forward, 1e-5, impl)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,24 +142,28 @@ def test_every_recurrence_backend_gives_the_same_forward(impl, scan_forward):
 # ----------------------------------------------------------------------------------------------
 
 def _run_config(**model):
-    c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict(model)
-    c.train = ml_collections.ConfigDict({"compute_dtype": "float32"})
+    """configs/base.py's config (every key) with these model keys."""
+    c = importlib.import_module("configs.base").get_config()
+    c.model.update(model)
     return c
 
 
 def test_from_config_reads_the_model_keys():
-    c = Seq2SeqConfig.from_config(_run_config(vocab_size=100, d=64, d_proj=16, k=2,
-                                              encoder_bidirectional=True,
-                                              kernel={"block_d": 0}), eos_id=3)
-    assert (c.vocab_size, c.d, c.d_proj, c.k, c.encoder_bidirectional, c.eos_id) == (
-        100, 64, 16, 2, True, 3)
-    assert c.encoder_layers == 6 and c.label_smoothing == 0.1         # defaults: Table 8's
-    t = TransformerSeq2SeqConfig.from_config(_run_config(vocab_size=100, label_smoothing=0.0))
-    assert (t.encoder_layers, t.d_model, t.num_heads, t.d_ff, t.label_smoothing) == (
-        8, 256, 4, 1024, 0.0)
-    with pytest.raises(ValueError, match="model.vocab_size is not set"):
-        Seq2SeqConfig.from_config(_run_config(d=64))
+    sizes = dict(vocab_size=100, d=64, d_proj=16, d_embed=32, encoder_layers=2,
+                 decoder_layers=3, d_inner=128, num_heads=4)
+    ids = dict(pad_id=0, bos_id=1, eos_id=3)                          # the data's
+    c = Seq2SeqConfig.from_config(_run_config(k=2, encoder_bidirectional=True,
+                                              label_smoothing=0.2, **sizes), **ids)
+    assert (c.vocab_size, c.d, c.d_proj, c.d_embed, c.k, c.encoder_layers, c.decoder_layers,
+            c.encoder_bidirectional, c.label_smoothing, c.eos_id) == (
+        100, 64, 16, 32, 2, 2, 3, True, 0.2, 3)
+    t = TransformerSeq2SeqConfig.from_config(_run_config(**sizes), **ids)  # d_model, d_ff: d, d_inner
+    assert (t.encoder_layers, t.decoder_layers, t.d_model, t.num_heads, t.d_ff) == (
+        2, 3, 64, 4, 128)
+    incomplete = _run_config(**sizes)
+    del incomplete.model["d_embed"]        # a config without a base.py key is a program error
+    with pytest.raises(KeyError):
+        Seq2SeqConfig.from_config(incomplete, **ids)
 
 
 @pytest.mark.parametrize("cls,bad,message", [

@@ -22,7 +22,7 @@ ALLOWED = {
     "nn": SHARED | {"pallas_kernels"},
     "models": SHARED | {"nn", "pallas_kernels"},
     "convert": SHARED | {"nn", "models"},
-    "training": SHARED,
+    "training": SHARED | {"configs"},
     "data": SHARED,
     "inference": SHARED | {"nn", "models", "training", "data"},
     "tasks": SHARED | {"nn", "models", "training", "data", "inference", "convert"},

@@ -61,7 +61,7 @@ def test_unknown_run_is_named():
     import importlib
     config = importlib.import_module("configs.study_enwik8").get_config("cpu")
     with pytest.raises(ValueError, match="'lstm', which is not in study.runs"):
-        study.run_config(config, "lstm", 10)
+        study.config_of_run(config, "lstm", 10)
 
 
 def test_training_seconds_continue_across_a_restart(tmp_path):

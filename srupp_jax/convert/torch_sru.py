@@ -10,7 +10,7 @@ In eval mode the converted module gives the PyTorch output: for x float32 [batch
 time-major and we are batch-major: transpose inputs, masks ([L, batch] -> [batch, L]) and
 memories ([M, batch, d] -> [batch, M, d]) accordingly. The reference applies no attention mask
 unless one is passed, so converted SRU++ stacks have causal=False; pass causal=True (or an
-attend) for language modelling. torch is needed for conversion only.
+`attend` mask) for language modelling. torch is needed for conversion only.
 
 Layout: the reference's U has features ordered (direction, unit, k); ours are (k, direction,
 unit), so the last matrix of each transform is permuted once here.

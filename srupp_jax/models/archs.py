@@ -28,7 +28,7 @@ TABLES = {"lm": LANGUAGE_MODELS, "translation": TRANSLATION_MODELS}
 
 def arch_name(config) -> str:
     """`config.model.arch` ("srupp" when absent)."""
-    return config.model.get("arch", "srupp")
+    return config.model.arch
 
 
 def config_class(task: str, arch: str):
@@ -43,5 +43,17 @@ def config_class(task: str, arch: str):
 
 def model_config(config, task: str):
     """The validated, frozen model config of `config` (its `model` section and
-    `train.compute_dtype`) for `task`."""
-    return config_class(task, arch_name(config)).from_config(config)
+    `train.compute_dtype`) for `task`; a recurrence backend the platform cannot run (the GPU
+    kernel on a CPU) and model.remat on a model without SRU++ layers are ValueErrors here,
+    before anything is built or written."""
+    from srupp_jax.nn.recurrence import resolve_backend
+
+    arch = arch_name(config)
+    remat = config.model.get("remat", "none")
+    if remat != "none" and arch != "srupp":
+        raise ValueError(f"model.remat={remat!r} applies to SRU++ models (model.arch='srupp'), "
+                         f"not model.arch={arch!r}; drop it")
+    model = config_class(task, arch).from_config(config)
+    if getattr(model, "impl", None) is not None:
+        resolve_backend(model.impl)
+    return model

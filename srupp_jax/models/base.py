@@ -9,7 +9,7 @@ from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 
@@ -25,7 +25,7 @@ def compute_dtype(name: str):
 def kernel_options(m) -> tuple:
     """(KernelOptions, TPUKernelOptions) of a config's `model` section (0: the kernel's
     default for the shape)."""
-    options = lambda key: {k: v or None for k, v in (m.get(key, None) or {}).items()}
+    options = lambda key: {k: v or None for k, v in m[key].items()}
     return KernelOptions(**options("kernel")), TPUKernelOptions(**options("tpu_kernel"))
 
 
@@ -51,14 +51,26 @@ def split_for_eval(model):
 
 
 def config_from(cls, config, names=None, **values):
-    """A `cls` (a frozen config dataclass) from a run's config: each field read from
-    config.model under its name (or `names[field]`, the config's name for it; missing keys:
-    the field's default), dtype from config.train.compute_dtype, then `values` on top."""
+    """The one way a model's frozen config class `cls` is read from a run's config: `values`
+    (what the data decide, e.g. special ids) first, then each field from config.model under
+    its name (or `names[field]`, the config's name for it; lists as tuples), the kernels'
+    options (`kernel_options`) and dtype from config.train.compute_dtype. A run's config has
+    every key of configs/base.py (a workdir's config.json is completed when read), so a field
+    the config lacks is a programming error (KeyError)."""
     names, m = names or {}, config.model
-    fields = {f.name: m.get(names.get(f.name, f.name), f.default)
-              for f in dataclasses.fields(cls) if f.name != "dtype"}
-    fields.update(dtype=config.train.compute_dtype, **values)
-    for name, value in fields.items():
-        if value is dataclasses.MISSING:
-            raise ValueError(f"model.{name} is not set; expected it in the config")
+    kernel, tpu_kernel = kernel_options(m)
+    given = dict(dtype=config.train.compute_dtype, kernel=kernel, tpu_kernel=tpu_kernel,
+                 **values)
+    fields = {}
+    for f in dataclasses.fields(cls):
+        value = given[f.name] if f.name in given else m[names.get(f.name, f.name)]
+        fields[f.name] = tuple(value) if isinstance(value, list) else value
     return cls(**fields)
+
+
+def describe(model_config) -> str:
+    """"d=64, d_proj=16, num_layers=4, ..." of a frozen model config: its size and setting
+    fields (the kernels' options left out), for a log line."""
+    return ", ".join(f"{f.name}={getattr(model_config, f.name)}"
+                     for f in dataclasses.fields(model_config)
+                     if f.name not in ("kernel", "tpu_kernel"))

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srupp_jax.errors import require
-from srupp_jax.models.base import compute_dtype
+from srupp_jax.models.base import compute_dtype, config_from
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
 from srupp_jax.nn.attention import memory_attention_mask
 from srupp_jax.nn.linear import linear, norm
@@ -199,10 +199,7 @@ class SHARNNConfig:
 
     @classmethod
     def from_config(cls, config) -> "SHARNNConfig":
-        m = config.model
-        return cls(vocab_size=m.vocab_size, d=m.d, num_layers=m.num_layers, d_inner=m.d_inner,
-                   attention_layers=tuple(m.attention_layers), dropout=m.dropout,
-                   attn_dropout=m.attn_dropout, dtype=config.train.compute_dtype)
+        return config_from(cls, config)
 
     def build(self, rngs: nnx.Rngs) -> "SHARNNLM":
         return SHARNNLM(self.vocab_size, self.d, self.num_layers, self.d_inner,

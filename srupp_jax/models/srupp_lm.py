@@ -23,13 +23,14 @@ from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.errors import require
-from srupp_jax.models.base import check_kernel_options, compute_dtype, kernel_options
+from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from
 from srupp_jax.models.flops import estimate_flops_per_token
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
 from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs, cluster_dims
 from srupp_jax.nn.attention import attention_layers, check_heads
 from srupp_jax.nn.linear import linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
+from srupp_jax.nn.remat import check_remat
 from srupp_jax.nn.sru import SRUpp
 
 
@@ -50,8 +51,8 @@ class SRUppConfig:
     highway_bias; layer_norm; cutoffs: () for one softmax, else adaptive input and a tied
     adaptive softmax with clusters adaptive_factor times narrower; impl: recurrence backend
     ("auto" resolves on the device that builds the model); kernel: the GPU kernel's tuning
-    options; tpu_kernel: the TPU kernel's;
-    dtype: compute dtype name ("float32" | "bfloat16"; parameters stay float32).
+    options; tpu_kernel: the TPU kernel's; remat: gradient checkpointing (nn/remat.py);
+    dtype: compute dtype name ("float32" | "bfloat16" | "float16"; parameters stay float32).
     """
     vocab_size: int
     d: int
@@ -69,10 +70,12 @@ class SRUppConfig:
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
     tpu_kernel: TPUKernelOptions = TPUKernelOptions()
+    remat: str = "none"
     dtype: str = "float32"
 
     def __post_init__(self):
         object.__setattr__(self, "cutoffs", tuple(self.cutoffs or ()))
+        check_remat(self.remat)
         checks = [
             (self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}; expected >= 0 "
                                    "(0 = the data's)"),
@@ -107,14 +110,7 @@ class SRUppConfig:
     @classmethod
     def from_config(cls, config) -> "SRUppConfig":
         """From a run's config: config.model (its SRU++ keys) and config.train.compute_dtype."""
-        m = config.model
-        kernel, tpu_kernel = kernel_options(m)
-        return cls(vocab_size=m.vocab_size, d=m.d, d_proj=m.d_proj, num_layers=m.num_layers,
-                   k=m.k, attention_last_n=m.attention_last_n, num_heads=m.num_heads,
-                   dropout=m.dropout, attn_dropout=m.attn_dropout,
-                   highway_bias=m.highway_bias, layer_norm=m.layer_norm,
-                   cutoffs=tuple(m.cutoffs), adaptive_factor=m.adaptive_factor, impl=m.impl,
-                   kernel=kernel, tpu_kernel=tpu_kernel, dtype=config.train.compute_dtype)
+        return config_from(cls, config)
 
 
     def build(self, rngs: nnx.Rngs) -> "SRUppLM":
@@ -150,7 +146,7 @@ class SRUppLM(LanguageModel, nnx.Module):
                          num_heads=c.num_heads, dropout=c.dropout, attn_dropout=c.attn_dropout,
                          highway_bias=c.highway_bias, layer_norm=c.layer_norm, causal=True,
                          impl=self.backend, kernel=c.kernel, tpu_kernel=c.tpu_kernel,
-                         dtype=dtype, rngs=rngs)
+                         remat=c.remat, dtype=dtype, rngs=rngs)
 
     def init_state(self, batch: int, mem_len: int) -> LMState:
         """Zero state and empty memory of `mem_len` slots (all marked empty)."""

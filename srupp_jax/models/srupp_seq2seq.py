@@ -43,7 +43,7 @@ from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
 from srupp_jax.errors import require
-from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from, kernel_options
+from srupp_jax.models.base import check_kernel_options, compute_dtype, config_from
 from srupp_jax.models.flops import ELEMENTWISE_FLOPS_PER_D
 from srupp_jax.models.seq2seq import (
     Encoded,
@@ -54,6 +54,7 @@ from srupp_jax.models.seq2seq import (
 )
 from srupp_jax.nn.attention import attention_layers, check_heads, linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
+from srupp_jax.nn.remat import check_remat
 from srupp_jax.nn.sru import SRUpp
 
 
@@ -76,7 +77,7 @@ class Seq2SeqConfig:
     encoder_bidirectional: a bidirectional encoder of d / 2 per direction (the paper says
     nothing; sru.SRUpp's default and ours: forward); label_smoothing; pad_id, bos_id, eos_id
     (the data's); impl: recurrence backend; kernel, tpu_kernel: the GPU and TPU kernels'
-    options; dtype: compute dtype.
+    options; remat: gradient checkpointing (nn/remat.py); dtype: compute dtype.
     Every bad value raises ValueError naming its config key (model.<name>).
     """
     vocab_size: int
@@ -98,6 +99,7 @@ class Seq2SeqConfig:
     impl: str = "auto"
     kernel: KernelOptions = KernelOptions()
     tpu_kernel: TPUKernelOptions = TPUKernelOptions()
+    remat: str = "none"
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -111,6 +113,7 @@ class Seq2SeqConfig:
                                  f"{', '.join(IMPLS)}"),
         ])
         check_special_ids(self)
+        check_remat(self.remat)
         compute_dtype(self.dtype)
         check_heads(self.d_proj, self.num_heads, prefix="model.")
         for side in ("encoder", "decoder"):
@@ -122,11 +125,10 @@ class Seq2SeqConfig:
 
     @classmethod
     def from_config(cls, config, **overrides) -> "Seq2SeqConfig":
-        """From a run's config: the keys of config.model named as the fields (missing ones
-        take the defaults), config.train.compute_dtype; `overrides` (e.g. vocab_size and the
-        special ids from the data) replace any of them."""
-        kernel, tpu_kernel = kernel_options(config.model)
-        return config_from(cls, config, kernel=kernel, tpu_kernel=tpu_kernel, **overrides)
+        """From a run's config (`base.config_from`): the keys of config.model named as the
+        fields, config.train.compute_dtype; `overrides` (e.g. vocab_size and the special ids
+        from the data) replace any of them."""
+        return config_from(cls, config, **overrides)
 
     def build(self, rngs: nnx.Rngs) -> "SRUppSeq2Seq":
         return SRUppSeq2Seq(self, rngs=rngs)
@@ -174,7 +176,7 @@ class SRUppSeq2Seq(Seq2SeqModel, nnx.Module):
         common = dict(k=c.k, num_heads=c.num_heads, dropout=c.dropout,
                       attn_dropout=c.attn_dropout, highway_bias=c.highway_bias,
                       proj_input_to_hidden_first=True, impl=self.backend, kernel=c.kernel,
-                      tpu_kernel=c.tpu_kernel, dtype=dtype, rngs=rngs)
+                      tpu_kernel=c.tpu_kernel, remat=c.remat, dtype=dtype, rngs=rngs)
         bi = c.encoder_bidirectional
         self.encoder = SRUpp(c.d_embed, c.d // 2 if bi else c.d, c.d_proj, c.encoder_layers,
                              bidirectional=bi, causal=False, **common)

@@ -166,8 +166,8 @@ class TransformerSeq2SeqConfig:
 
     @classmethod
     def from_config(cls, config, **overrides) -> "TransformerSeq2SeqConfig":
-        """From config.model (d_model from model.d, d_ff from model.d_inner as for
-        Transformer-XL, the other fields by name; missing keys take the defaults) and
+        """From config.model (`base.config_from`: d_model from model.d, d_ff from
+        model.d_inner as for Transformer-XL, the other fields by name) and
         config.train.compute_dtype; `overrides` replace any of them."""
         return config_from(cls, config, {"d_model": "d", "d_ff": "d_inner"}, **overrides)
 

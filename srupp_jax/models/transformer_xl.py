@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srupp_jax.errors import require
-from srupp_jax.models.base import compute_dtype
+from srupp_jax.models.base import compute_dtype, config_from
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
 from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax, check_cutoffs
 from srupp_jax.nn.attention import memory_attention_mask
@@ -164,11 +164,7 @@ class TransformerXLConfig:
 
     @classmethod
     def from_config(cls, config) -> "TransformerXLConfig":
-        m = config.model
-        return cls(vocab_size=m.vocab_size, d=m.d, num_layers=m.num_layers,
-                   num_heads=m.num_heads, d_inner=m.d_inner, d_head=m.d_head,
-                   dropout=m.dropout, attn_dropout=m.attn_dropout, cutoffs=tuple(m.cutoffs),
-                   adaptive_factor=m.adaptive_factor, dtype=config.train.compute_dtype)
+        return config_from(cls, config)
 
     def build(self, rngs: nnx.Rngs) -> "TransformerXLLM":
         return TransformerXLLM(self.vocab_size, self.d, self.num_layers, self.num_heads,

@@ -14,10 +14,13 @@ alpha = 0, and the last matrix scaled by sqrt(1 - dropout).
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from srupp_jax.nn.linear import linear, norm
@@ -102,8 +105,10 @@ def attention_reference(q, k, v, mask=None, bias=None, *, dropout_rate=0.0, drop
 def multihead_attention(q, k, v, mask=None, bias=None, *, dropout_rate=0.0, dropout_rng=None):
     """Softmax attention (shapes as `attention_reference`): the fused
     `jax.nn.dot_product_attention`, or the reference when attention dropout applies
-    (dropout_rate > 0, with dropout_rng), which the fused path does not do."""
-    if dropout_rate > 0.0:
+    (dropout_rate > 0, with dropout_rng), which the fused path does not do, and for float16
+    on a CPU (whose dot_general lacks the float16 x float16 -> float32 product it uses)."""
+    cpu_f16 = q.dtype == jnp.float16 and jax.default_backend() == "cpu"
+    if dropout_rate > 0.0 or cpu_f16:
         return attention_reference(q, k, v, mask, bias, dropout_rate=dropout_rate,
                                    dropout_rng=dropout_rng)
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
@@ -124,6 +129,18 @@ class KVCache:
     v: jax.Array
     valid: jax.Array
     mem_len: int = struct.field(pytree_node=False, default=0)
+
+
+def warn_if_all_padding(mask_pad) -> None:
+    """A warning for a concrete mask_pad whose rows are all padding, the sign of an inverted
+    mask (True = a real token): those rows' outputs are zeros. Traced masks are not seen."""
+    if mask_pad is None or isinstance(mask_pad, jax.core.Tracer):
+        return
+    rows = np.flatnonzero(np.asarray(mask_pad).all(axis=1))
+    if rows.size:
+        warnings.warn(f"mask_pad marks every position of batch row(s) {rows.tolist()[:8]} as "
+                      "padding (True = padding), so their outputs are zeros; if True meant "
+                      "a real token, pass ~mask_pad", stacklevel=3)
 
 
 def _combine_masks(attend, mask_pad, memory_mask_pad, batch, q_len, mem_len):
@@ -153,12 +170,15 @@ class SRUppAttention(nnx.Module):
     """Single- or multi-head attention transform of an SRU++ layer.
 
     Args:
-      d_in: input features; out_features: size of U (k * d per direction);
-      d_proj: attention size d'; num_heads: heads (d' must divide); dropout: applied before W_o;
-      attn_dropout: on the attention weights; layer_norm: use the layer norm at all;
-      normalize_after: post-LN (paper) on Q + alpha A, else pre-LN on Q before K, V.
+      d_in: input features; out_features: size of U (k * d per direction).
+      d_proj: attention size d'; num_heads: heads (d' must divide by them; default 1).
+      dropout: before W_o; attn_dropout: on the attention weights.
+      layer_norm: use the layer norm at all (default True); normalize_after: post-LN (the
+        paper's, default) on Q + alpha A, else pre-LN on Q before K, V.
+      dtype, rngs: as SRUpp. alpha starts at 0, so a fresh layer's U ignores attention.
+    `remat` (set by SRUpp(remat="attention")): compute the attention weights again in the
+    backward pass instead of keeping them.
     """
-
     def __init__(self, d_in: int, out_features: int, d_proj: int, *, num_heads: int = 1,
                  dropout: float = 0.0, attn_dropout: float = 0.0, layer_norm: bool = True,
                  normalize_after: bool = True, dtype=None, rngs: nnx.Rngs):
@@ -176,12 +196,21 @@ class SRUppAttention(nnx.Module):
                            if layer_norm else None)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.rngs = rngs["dropout"].fork() if attn_dropout > 0 else None
+        self.remat = False
 
     def __call__(self, x, *, memory=None, mask_pad=None, memory_mask_pad=None,
                  attend=None):
-        """x: [batch, L, d_in]; memory: [batch, M, d_in] or None; mask_pad: [batch, L] bool
-        (True = pad; padded keys are ignored); memory_mask_pad: [batch, M];
-        attend: [L, M + L], bool (True = attend) or additive float. Returns U [batch, L, out].
+        """U for a segment.
+
+        Args:
+          x: [batch, L, d_in]; memory: [batch, M, d_in] keys/values before the segment, or None.
+          mask_pad: [batch, L] bool, True where a position is padding (no key for anyone);
+            memory_mask_pad: [batch, M] bool, likewise for the memory.
+          attend: [L, M + L] bool, True where a query may attend to a key, or an additive
+            float bias; None: every query attends to every key (SRUpp adds the causal mask).
+
+        Returns:
+          U [batch, L, out_features].
         """
         batch, q_len, _ = x.shape
         mem_len = 0 if memory is None else memory.shape[1]
@@ -205,12 +234,17 @@ class SRUppAttention(nnx.Module):
         return z, z
 
     def _attend(self, q, k, v, mask, bias):
-        """A [batch, L, d'] from Q [batch, L, d'] and K, V [batch, S, d'] (split into heads)."""
+        """A [batch, L, d'] from Q [batch, L, d'] and K, V [batch, S, d'] (split into heads).
+        With `remat` (model.remat = "attention") the scores and weights [batch, L, S] are not
+        kept for the backward pass but computed again there (jax.checkpoint)."""
         heads = lambda a: a.reshape(a.shape[0], a.shape[1], self.num_heads, -1)
         training = self.attn_dropout > 0 and not self.deterministic
-        a = multihead_attention(heads(q), heads(k), heads(v), mask, bias,
-                                dropout_rate=self.attn_dropout if training else 0.0,
-                                dropout_rng=self.rngs() if training else None)
+        attend = functools.partial(multihead_attention,
+                                   dropout_rate=self.attn_dropout if training else 0.0)
+        if self.remat:
+            attend = jax.checkpoint(attend)
+        a = attend(heads(q), heads(k), heads(v), mask, bias,
+                   dropout_rng=self.rngs() if training else None)
         return a.reshape(q.shape[0], q.shape[1], self.d_proj)
 
     def _output(self, residual, a):
@@ -261,7 +295,13 @@ class SRUppAttention(nnx.Module):
 
 
 class ProjectedLinear(nnx.Module):
-    """U = W_2 dropout(layernorm(W_1 x)): the SRU++ layer without attention (Figure 2b)."""
+    """U = W_2 dropout(layernorm(W_1 x)): the SRU++ layer without attention (Figure 2b).
+
+    Args:
+      d_in: input features; out_features: size of U (k * d per direction); d_proj: the inner
+        size d'; dropout: before W_2 (W_2 is initialised scaled by sqrt(1 - dropout), as the
+        reference); layer_norm: the norm on W_1 x (default True); dtype, rngs: as SRUpp.
+    """
 
     def __init__(self, d_in: int, out_features: int, d_proj: int, *, dropout: float = 0.0,
                  layer_norm: bool = True, dtype=None, rngs: nnx.Rngs):

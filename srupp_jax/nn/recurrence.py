@@ -32,16 +32,15 @@ State, gates and the solve run in float32 whatever the input dtype; `h` comes ba
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import functools
 import time
-import warnings
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from pallas_kernels import (
     KernelOptions,
@@ -50,169 +49,20 @@ from pallas_kernels import (
     sru_recurrence_tpu,
 )
 from pallas_kernels.inputs import check_inputs
+from srupp_jax.nn.solvers import (  # noqa: F401  (re-exported: the recurrence's public names)
+    JACOBIAN_CLIP,
+    NEWTON_MAX_ITERS,
+    NEWTON_TOL,
+    NewtonInfo,
+    _h_from_c,
+    _newton,
+    _shift,
+    _solve_assoc,
+    _solve_scan,
+    linear_recurrence,
+)
 
 IMPLS = ("auto", "scan", "assoc", "pallas", "pallas_tpu")
-
-# Newton stopping rule: stop once max |c_new - c_old| / (1 + |c_new|) <= NEWTON_TOL.
-# Newton converges quadratically near the solution, so the iterate returned after an update of
-# 1e-5 is at float32 rounding; tests hold it to the scan reference.
-# Whatever the Jacobian, iteration i makes at least the first i steps exact, so the solve is
-# exact after L iterations in exact arithmetic.
-#
-# JACOBIAN_CLIP: the update uses the derivative a[t] = dc[t]/dc[t-1] clipped to [-1, 1]
-# (a quasi-Newton step). Any a gives the same fixed point, c[t] = F_t(c[t-1]), and keeps the
-# first-i-steps-exact property; what clipping buys is that no product of a's in the associative
-# scan can overflow. The exact a = f (1 + v (1 - f) (c[t-1] - U_c[t])) reaches about 1.9 far
-# from the solution (the first iterate is c0 everywhere), and over a thousand steps its products
-# overflowed to inf and then NaN in the columns where |a| > 1 persisted. Measured on the
-# reference-init inputs of the benchmark (L = 1024-2048, 16K-4M columns): 290 to over 400
-# iterations with the exact a (the NaN front recedes two steps per iteration), 11-14 clipped;
-# unchanged (9-10, 112-136) on the inputs of tests/test_recurrence.py. Measured iteration counts
-# are in BENCHMARKS.md; past the cap the solve falls back to the sequential scan with a warning.
-NEWTON_TOL = 1e-5
-NEWTON_MAX_ITERS = 128
-JACOBIAN_CLIP = 1.0
-
-
-class NewtonInfo(NamedTuple):
-    """Diagnostics of one Newton solve: iterations used, last relative update, converged flag."""
-    iterations: jax.Array
-    error: jax.Array
-    converged: jax.Array
-
-
-# ----------------------------------------------------------------------------------------------
-# One step, shared by every backend.
-# ----------------------------------------------------------------------------------------------
-
-def _c_step(c_prev, u_c, u_f, v_f, b_f, keep):
-    """c[t] from c[t-1] (eq. 2 and 4); where `keep` is False (padding) c[t] = c[t-1]."""
-    f = jax.nn.sigmoid(u_f + v_f * c_prev + b_f)
-    c = u_c + (c_prev - u_c) * f
-    return c if keep is None else jnp.where(keep, c, c_prev)
-
-
-def _h_from_c(c, c_prev, u_r, v_r, b_r, x_skip, mask_c, keep):
-    """h[t] (eq. 3 and 5) from c[t] and c[t-1]; zero where `keep` is False."""
-    r = jax.nn.sigmoid(u_r + v_r * c_prev + b_r)
-    g = r if mask_c is None else r * mask_c
-    h = c * g if x_skip is None else x_skip + (c - x_skip) * g
-    return h if keep is None else jnp.where(keep, h, 0.0)
-
-
-def _shift(c, c0):
-    """c[t-1] for every t, time-major: [c0, c[0], ..., c[L-2]]."""
-    return jnp.concatenate([c0[None], c[:-1]], axis=0)
-
-
-# ----------------------------------------------------------------------------------------------
-# Solvers for the c sequence, time-major [L, B, d] float32.
-# ----------------------------------------------------------------------------------------------
-
-def _solve_scan(u_c, u_f, v_f, b_f, c0, keep):
-    """The reference: one `lax.scan` step per time step."""
-    def body(c_prev, xs):
-        u_c_t, u_f_t, keep_t = xs
-        c = _c_step(c_prev, u_c_t, u_f_t, v_f, b_f, keep_t)
-        return c, c
-
-    _, c = lax.scan(body, c0, (u_c, u_f, keep))
-    return c
-
-
-def _combine(first, second):
-    """Compose two affine maps c -> a c + b (first applied first)."""
-    a1, b1 = first
-    a2, b2 = second
-    return a1 * a2, a2 * b1 + b2
-
-
-def linear_recurrence(a, b, c0=None, reverse=False):
-    """Solve c[t] = a[t] * c[t-1] + b[t] over axis 0 with one associative scan.
-
-    a, b: [L, ...]; c0: initial state [...] (zero when None). With reverse=True the recurrence
-    runs from the end: c[t] = a[t] * c[t+1] + b[t].
-    """
-    if c0 is not None:
-        i = -1 if reverse else 0
-        b = b.at[i].add(a[i] * c0)
-    _, c = lax.associative_scan(_combine, (a, b), reverse=reverse, axis=0)
-    return c
-
-
-def _jacobian_diag(c_prev, u_c, u_f, v_f, b_f, keep):
-    """F_t(c[t-1]) and its (diagonal) derivative dc[t]/dc[t-1], for all t at once."""
-    step = functools.partial(_c_step, u_c=u_c, u_f=u_f, v_f=v_f, b_f=b_f, keep=keep)
-    return jax.jvp(step, (c_prev,), (jnp.ones_like(c_prev),))
-
-
-def _newton(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters):
-    """Newton (DEER) iterations for the c sequence. Returns (c, NewtonInfo)."""
-    def update(c):
-        c_prev = _shift(c, c0)
-        fc, a = _jacobian_diag(c_prev, u_c, u_f, v_f, b_f, keep)
-        a = jnp.clip(a, -JACOBIAN_CLIP, JACOBIAN_CLIP)
-        return linear_recurrence(a, fc - a * c_prev, c0)
-
-    def cond(state):
-        i, _, err = state
-        return (i < max_iters) & ~(err <= tol)   # NaN keeps iterating, then falls back
-
-    def body(state):
-        i, c, _ = state
-        c_new = update(c)
-        err = jnp.max(jnp.abs(c_new - c) / (1.0 + jnp.abs(c_new)))
-        # max() may skip NaN (XLA:CPU does): a non-finite iterate is never converged.
-        err = jnp.where(jnp.all(jnp.isfinite(c_new)), err, jnp.inf)
-        return i + 1, c_new, err
-
-    c_init = jnp.broadcast_to(c0, u_c.shape)
-    init = (jnp.int32(0), c_init, jnp.float32(jnp.inf))
-    iters, c, err = lax.while_loop(cond, body, init)
-    converged = err <= tol  # False for NaN too
-    return c, NewtonInfo(iters, err, converged)
-
-
-def _warn_fallback(iters, err):
-    warnings.warn(
-        f"sru_recurrence(impl='assoc'): Newton did not converge (iterations={int(iters)}, "
-        f"last relative update={float(err):.3g}); fell back to the sequential scan.",
-        RuntimeWarning, stacklevel=2)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def _solve_assoc(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters):
-    """Newton solve with a visible fallback to the scan when it does not converge."""
-    c, info = _newton(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters)
-
-    def fallback(_):
-        jax.debug.callback(_warn_fallback, info.iterations, info.error)
-        return _solve_scan(u_c, u_f, v_f, b_f, c0, keep)
-
-    return lax.cond(info.converged, lambda c_: c_, fallback, c)
-
-
-def _solve_assoc_fwd(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters):
-    c = _solve_assoc(u_c, u_f, v_f, b_f, c0, keep, tol, max_iters)
-    return c, (u_c, u_f, v_f, b_f, c0, keep, c)
-
-
-def _solve_assoc_bwd(tol, max_iters, res, g):
-    """Adjoint at the solution: lam[t] = g[t] + a[t+1] lam[t+1], one reverse associative scan."""
-    del tol, max_iters
-    u_c, u_f, v_f, b_f, c0, keep, c = res
-    c_prev = _shift(c, c0)
-    _, a = _jacobian_diag(c_prev, u_c, u_f, v_f, b_f, keep)
-    a_next = jnp.concatenate([a[1:], jnp.zeros_like(a[:1])], axis=0)
-    lam = linear_recurrence(a_next, g, reverse=True)
-    step = lambda cp, uc, uf, vf, bf: _c_step(cp, uc, uf, vf, bf, keep)
-    _, vjp = jax.vjp(step, c_prev, u_c, u_f, v_f, b_f)
-    d_c_prev, d_uc, d_uf, d_vf, d_bf = vjp(lam)
-    d_keep = None if keep is None else jnp.zeros(keep.shape, jax.dtypes.float0)
-    return d_uc, d_uf, d_vf, d_bf, d_c_prev[0], d_keep
-
-
-_solve_assoc.defvjp(_solve_assoc_fwd, _solve_assoc_bwd)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,27 +79,47 @@ class Backend(enum.Enum):
 
 # What "auto" is per platform (jax.default_backend()); scan on any other.
 AUTO = {"tpu": Backend.PALLAS_TPU, "gpu": Backend.PALLAS}
-# Where each kernel runs: compiled for its accelerator, or interpreted on CPU (exact but slow:
-# how the tests check it). scan and assoc run everywhere.
-KERNEL_PLATFORMS = {Backend.PALLAS: ("gpu", "cpu"), Backend.PALLAS_TPU: ("tpu", "cpu")}
+# Where each kernel compiles; scan and assoc run everywhere. Elsewhere a kernel runs only in
+# Pallas interpret mode, exact but about 100x slower, and only inside `interpret_kernels()`.
+KERNEL_PLATFORMS = {Backend.PALLAS: ("gpu",), Backend.PALLAS_TPU: ("tpu",)}
+_INTERPRET = contextvars.ContextVar("srupp_jax_interpret_kernels", default=False)
+
+
+@contextlib.contextmanager
+def interpret_kernels():
+    """Within this block the Pallas kernels may run on a platform that cannot compile them (a
+    CPU), in Pallas interpret mode: how the tests check them against the scan. Explicit, so
+    that a GPU command copied to a laptop is an error instead of a run 100x slower."""
+    token = _INTERPRET.set(True)
+    try:
+        yield
+    finally:
+        _INTERPRET.reset(token)
+
+
+def runnable(platform: str) -> list:
+    """The impl names that run on `platform` ("auto" first, with what it resolves to)."""
+    return [f"auto (here {AUTO.get(platform, Backend.SCAN).value})"] + [
+        b.value for b in Backend if platform in KERNEL_PLATFORMS.get(b, (platform,))]
 
 
 def resolve_backend(impl, platform: str | None = None) -> Backend:
     """(impl, platform) -> the Backend that runs, the one resolution of `impl`: "auto" is
-    pallas_tpu on a TPU, pallas on a GPU (training on a GPU replaces "auto" by the measured
-    fastest first, `tasks.lm.measured_impl`), scan elsewhere. A kernel the platform cannot run is a
-    ValueError naming model.impl. impl: a name of IMPLS or a Backend; platform: "cpu", "gpu" or
-    "tpu" (None: jax.default_backend()). Models resolve it once, when they are built."""
+    pallas_tpu on a TPU, pallas on a GPU (training replaces "auto" there by the fastest backend
+    that passes its check first, `tasks.base.measured_impl`), scan elsewhere. A kernel the
+    platform cannot compile is a ValueError naming model.impl and the backends that run
+    (inside `interpret_kernels()` it runs interpreted instead). impl: a name of IMPLS or a
+    Backend; platform: "cpu", "gpu" or "tpu" (None: jax.default_backend()). Models resolve it
+    once, when they are built."""
     platform = platform or jax.default_backend()
     if not isinstance(impl, Backend):
         if impl not in IMPLS:
             raise ValueError(f"model.impl={impl!r}; expected one of {', '.join(IMPLS)}")
         impl = AUTO.get(platform, Backend.SCAN) if impl == "auto" else Backend(impl)
-    if platform not in KERNEL_PLATFORMS.get(impl, (platform,)):
-        runs_on = " or ".join(p.upper() for p in KERNEL_PLATFORMS[impl] if p != "cpu")
-        auto = AUTO.get(platform, Backend.SCAN).value
+    if platform not in KERNEL_PLATFORMS.get(impl, (platform,)) and not _INTERPRET.get():
+        runs_on = " or ".join(p.upper() for p in KERNEL_PLATFORMS[impl])
         raise ValueError(f"model.impl={impl.value!r} is the {runs_on} kernel and cannot run on "
-                         f"{platform.upper()}; use model.impl=auto (here {auto}) or scan")
+                         f"{platform.upper()}; use one of {', '.join(runnable(platform))}")
     return impl
 
 
@@ -258,19 +128,46 @@ def default_impl() -> str:
     return resolve_backend("auto").value
 
 
+def _grads(backend, U, v, b, kernel):
+    """The compiled forward + backward of `backend` at these inputs: (h, c, dU, dv, db)."""
+    def loss(U, v, b):
+        h, c = sru_recurrence(U, v, b, impl=backend, kernel=kernel)
+        return jnp.sum(jnp.sin(h.astype(jnp.float32))) + jnp.sum(jnp.tanh(c)), (h, c)
+
+    step = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
+    run = lambda: jax.block_until_ready(step(U, v, b))
+    (dU, dv, db), (h, c) = run()
+    return run, [np.asarray(a, np.float32) for a in (h, c, dU, dv, db)]
+
+
+def _differs(got, want, dtype) -> str:
+    """'' when each array of `got` is within the dtype's rounding of `want`, else what differs."""
+    tol = 1e-3 if jnp.dtype(dtype) == jnp.float32 else 5e-2
+    for name, g, w in zip(("h", "c", "dU", "dv", "db"), got, want):
+        err = float(np.max(np.abs(g - w), initial=0.0)) / (1.0 + float(np.max(np.abs(w))))
+        if not err <= tol:         # NaN fails too
+            return f"{name} differs from scan by {err:.3g} (relative; tolerance {tol:g})"
+    return ""
+
+
 @functools.lru_cache(maxsize=None)
 def fastest_backend(batch: int, length: int, d: int, k: int = 3, dtype: str = "bfloat16",
                     candidates: tuple[Backend, ...] | None = None, repeats: int = 3,
-                    kernel: KernelOptions | None = None) -> tuple[Backend, dict[str, float]]:
+                    kernel: KernelOptions | None = None, timed: bool = True
+                    ) -> tuple[Backend, dict[str, float], dict[str, str]]:
     """The backend whose forward + backward is fastest at this shape on the default device,
-    measured here and now: (backend, {name: milliseconds}).
+    measured here and now, among those that work: (backend, {name: milliseconds}, {name: why
+    it was skipped}).
 
     Candidates default to every backend that runs natively on the device: pallas (on a GPU)
-    or pallas_tpu (on a TPU), assoc and scan; assoc and scan on CPU, where Pallas interprets
-    its kernels. Each is compiled, run once, then timed `repeats` times on random inputs of
-    [batch, length, k, d] (the median counts). What `impl="auto"` resolves to on a GPU
-    (`tasks.lm.measured_impl`), so that it never picks a kernel slower than another on the device
-    at hand. Cached per process and shape.
+    or pallas_tpu (on a TPU), assoc and scan; assoc and scan on CPU. Each is compiled and run
+    on random inputs of [batch, length, k, d] and its h, c and gradients compared with the
+    scan's (the reference); one that fails to lower, compile or run (any exception) or differs
+    from the scan is skipped, with the reason. The others are timed `repeats` times (the median
+    counts), or with timed=False the first that works is taken untimed. What `impl="auto"`
+    resolves to on a GPU or TPU (`tasks.base.measured_impl`), so that a kernel that does not
+    work there never takes a run down, and one slower than another is never picked. Cached
+    per process and shape.
     """
     if candidates is None:
         native = AUTO.get(jax.default_backend())   # the device's own kernel, if it has one
@@ -279,20 +176,29 @@ def fastest_backend(batch: int, length: int, d: int, k: int = 3, dtype: str = "b
     U = jax.random.normal(keys[0], (batch, length, k, d), dtype)
     v = jax.random.uniform(keys[1], (2, d), minval=-1.0, maxval=1.0)
     b = jax.random.normal(keys[2], (2, d))
-    times = {}
+    _, want = _grads(Backend.SCAN, U, v, b, kernel)
+    times, skipped = {}, {}
     for backend in candidates:
-        def loss(U, v, b, backend=backend):
-            h, c = sru_recurrence(U, v, b, impl=backend, kernel=kernel)
-            return jnp.sum(h.astype(jnp.float32)) + jnp.sum(c)
-        step = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
-        jax.block_until_ready(step(U, v, b))
+        try:
+            run, got = _grads(backend, U, v, b, kernel)
+            why = _differs(got, want, dtype)
+        except Exception as e:     # noqa: BLE001  (lowering, Triton/Mosaic, CUDA: any of them)
+            line = (str(e).strip().splitlines() or [""])[0][:300]
+            why = f"{type(e).__name__}: {line}"
+        if why:
+            skipped[backend.value] = why
+            continue
+        if not timed:
+            return backend, times, skipped
         samples = []
         for _ in range(repeats):
             start = time.perf_counter()
-            jax.block_until_ready(step(U, v, b))
+            run()
             samples.append(1e3 * (time.perf_counter() - start))
         times[backend.value] = float(np.median(samples))
-    return Backend(min(times, key=times.get)), times
+    if not times:
+        return Backend.SCAN, times, skipped       # the reference itself ran above
+    return Backend(min(times, key=times.get)), times, skipped
 
 
 def describe_backend(backend: Backend) -> str:

@@ -16,12 +16,10 @@ the full forward.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from pallas_kernels import KernelOptions, TPUKernelOptions
@@ -32,26 +30,37 @@ from srupp_jax.nn.attention import (
     attention_layers,
     attention_mask,
     check_heads,
+    warn_if_all_padding,
 )
 from srupp_jax.nn.linear import Factorized, linear, norm
 from srupp_jax.nn.recurrence import Backend, resolve_backend, sru_recurrence
+from srupp_jax.nn.remat import check_remat, layer_runner
 
 
 class SRULayer(nnx.Module):
     """One SRU / SRU++ layer: U = transform(x), then the recurrence in each direction.
 
     Args:
-      d_in: input features; d: hidden size per direction; transform: "linear", "projected"
-        (SRU with projection_size), "projected_ln" (SRU++ without attention) or "attention";
-      d_proj: inner size d' of the projected / attention transforms;
-      dropout: rate of the hidden-path mask (one mask per sequence) and inside the transform;
-      bidirectional; highway_bias: initial reset-gate bias (SRU++: -2);
-      layer_norm / normalize_after: optional layer norm of the layer (pre on x, or post on h);
-      attn_layer_norm: layer norm inside the SRU++ transform; rescale: scale the skip term by
-        sqrt(1 + 2 exp(highway_bias)); weight_c_init: v ~ U[-weight_c_init, weight_c_init];
+      d_in: input features.
+      d: hidden size per direction (the output has dirs * d features).
+      transform: how U is computed: "linear" (plain SRU, eq. 1; default), "projected" (SRU with
+        projection_size), "projected_ln" (SRU++ without attention, Figure 2b) or "attention"
+        (SRU++, eq. 5-7).
+      d_proj: inner size d' of the projected and attention transforms.
+      num_heads: attention heads (transform "attention").
+      dropout: the hidden-path mask (one per sequence); transform_dropout: inside the
+        transform; attn_dropout: on the attention weights.
+      bidirectional: a backward recurrence too, outputs [forward, backward]; highway_bias:
+        initial reset-gate bias (SRU++: -2; default 0).
+      layer_norm / normalize_after: an optional layer norm of the layer (post on h when
+        normalize_after, else pre on x); attn_layer_norm: the norm inside the SRU++ transform.
+      has_skip_term: h = r * c + (1 - r) * x' (default) or h = r * c; rescale: the skip term
+        times sqrt(1 + 2 exp(highway_bias)); weight_c_init: v ~ U[-w, w] (default 1).
       impl: recurrence backend ("auto", "scan", "assoc", "pallas", "pallas_tpu" or a
         recurrence.Backend), resolved here, once; kernel, tpu_kernel: the GPU and TPU kernels'
         tuning options (KernelOptions, TPUKernelOptions).
+      dtype: compute dtype (None: Flax's promotion; the recurrence state is float32 always).
+      rngs: nnx.Rngs for parameters and dropout.
     """
 
     def __init__(self, d_in: int, d: int, *, transform: str = "linear", d_proj: int = 0,
@@ -177,18 +186,6 @@ class SRULayer(nnx.Module):
         return h, c
 
 
-def _warn_if_all_padding(mask_pad) -> None:
-    """A warning for a concrete mask_pad whose rows are all padding, the sign of an inverted
-    mask (True = a real token): those rows' outputs are zeros. Traced masks are not seen."""
-    if mask_pad is None or isinstance(mask_pad, jax.core.Tracer):
-        return
-    rows = np.flatnonzero(np.asarray(mask_pad).all(axis=1))
-    if rows.size:
-        warnings.warn(f"mask_pad marks every position of batch row(s) {rows.tolist()[:8]} as "
-                      "padding (True = padding), so their outputs are zeros; if True meant "
-                      "a real token, pass ~mask_pad", stacklevel=3)
-
-
 def _check_state(c0, num_layers, batch, out_size):
     if c0 is not None and c0.shape != (num_layers, batch, out_size):
         raise ValueError(f"c0 has shape {c0.shape}; expected {(num_layers, batch, out_size)} "
@@ -196,9 +193,11 @@ def _check_state(c0, num_layers, batch, out_size):
 
 
 class SRU(nnx.Module):
-    """A stack of SRU layers (the plain SRU of the reference package, eq. 1-5).
+    """A stack of SRU layers (the plain SRU of the reference package `sru.SRU`, eq. 1-5).
 
-    Dropout on the hidden path applies to every layer but the last, as in `sru.SRU`.
+    Args: d_in; d (per direction); num_layers (2); dropout: the hidden-path mask of every
+      layer but the last, as `sru.SRU`; bidirectional; projection_size > 0: U = x W_1 W_2
+      (0: U = x W); the others as SRULayer.
     """
 
     def __init__(self, d_in: int, d: int, num_layers: int = 2, *, dropout: float = 0.0,
@@ -224,8 +223,9 @@ class SRU(nnx.Module):
             for i in range(num_layers)])
 
     def __call__(self, x, c0=None, *, mask_pad=None):
-        """x: [batch, L, d_in]; c0: [num_layers, batch, dirs * d]; mask_pad: [batch, L] bool.
-        Returns h [batch, L, dirs * d] and c [num_layers, batch, dirs * d]."""
+        """x: [batch, L, d_in]; c0: [num_layers, batch, dirs * d] or None (zeros); mask_pad:
+        [batch, L] bool, True = padding (keeps c, outputs 0). Returns h [batch, L, dirs * d],
+        c [num_layers, batch, dirs * d] (float32)."""
         _check_state(c0, self.num_layers, x.shape[0], self.out_size)
         cs = []
         for i, layer in enumerate(self.layers):
@@ -264,6 +264,8 @@ class SRUpp(nnx.Module):
       proj_input_to_hidden_first: project d_in -> dirs * d before the first layer.
       impl: recurrence backend ("auto", "scan", "assoc", "pallas", "pallas_tpu"), resolved
         once here; kernel, tpu_kernel: the GPU and TPU kernels' tuning options.
+      remat: gradient checkpointing, "none" | "layer" | "attention" (srupp_jax/nn/remat.py):
+        what the backward pass computes again instead of keeping.
       dtype: the compute dtype. None (Flax's convention): float32 parameters promote the
         inputs, so bfloat16 inputs give float32 outputs; jnp.bfloat16 computes the matrix
         products in bfloat16 (gates and the recurrent state c stay float32).
@@ -278,10 +280,12 @@ class SRUpp(nnx.Module):
                  highway_bias: float = -2.0, rescale: bool = False,
                  weight_c_init: float = 1.0, proj_input_to_hidden_first: bool = False,
                  causal: Optional[bool] = None, impl="auto", kernel: KernelOptions | None = None,
-                 tpu_kernel: TPUKernelOptions | None = None, dtype=None, rngs: nnx.Rngs):
+                 tpu_kernel: TPUKernelOptions | None = None, remat: str = "none", dtype=None,
+                 rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers={num_layers}; expected >= 1")
         check_heads(d_proj, num_heads)
+        self.remat = check_remat(remat)
         if bidirectional and causal:
             raise ValueError("causal=True with bidirectional=True: the backward recurrence "
                              "sees the future, so a bidirectional stack attends over the whole "
@@ -307,6 +311,9 @@ class SRUpp(nnx.Module):
                      weight_c_init=weight_c_init, impl=impl, kernel=kernel,
                      tpu_kernel=tpu_kernel, dtype=dtype, rngs=rngs)
             for i, attn in enumerate(self.has_attention)])
+        for layer, attn in zip(self.layers, self.has_attention):
+            if attn and remat == "attention":
+                layer.transform.remat = True
 
     def __call__(self, x, c0=None, *, mask_pad=None, memory: Optional[Sequence] = None,
                  memory_mask_pad=None, attend=None, same_length: bool = False):
@@ -334,28 +341,25 @@ class SRUpp(nnx.Module):
         _check_state(c0, self.num_layers, batch, self.out_size)
         if mask_pad is not None and mask_pad.shape != (batch, length):
             raise ValueError(f"mask_pad has shape {mask_pad.shape}; expected {(batch, length)}")
-        _warn_if_all_padding(mask_pad)
+        warn_if_all_padding(mask_pad)
         if memory is not None and len(memory) != self.num_layers:
             raise ValueError(f"memory has {len(memory)} entries; expected one per layer "
                              f"({self.num_layers})")
         if self.input_to_hidden is not None:
             x = self.input_to_hidden(x)
         saved, cs = [], []
+        run = layer_runner(self.remat)
         for i, layer in enumerate(self.layers):
             saved.append(jax.lax.stop_gradient(x))
             c_i = None if c0 is None else c0[i]
-            if not self.has_attention[i]:
-                x, c = layer(x, c_i, mask_pad=mask_pad)
-                cs.append(c)
-                continue
-            mem = None if memory is None else memory[i]
-            mask = attend
-            if mask is None:
-                mem_len = 0 if mem is None else mem.shape[1]
-                mask = attention_mask(length, mem_len, causal=self.causal,
-                                      same_length=same_length)
-            x, c = layer(x, c_i, mask_pad=mask_pad, memory=mem,
-                         memory_mask_pad=memory_mask_pad, attend=mask)
+            mem = mask = mem_pad = None
+            if self.has_attention[i]:
+                mem, mem_pad, mask = None if memory is None else memory[i], memory_mask_pad, attend
+                if mask is None:
+                    mem_len = 0 if mem is None else mem.shape[1]
+                    mask = attention_mask(length, mem_len, causal=self.causal,
+                                          same_length=same_length)
+            x, c = run(layer, x, c_i, mask_pad, mem, mem_pad, mask)
             cs.append(c)
         return x, jnp.stack(cs), saved
 

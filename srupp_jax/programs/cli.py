@@ -47,7 +47,8 @@ USAGE_EXIT, RUN_FAULT_EXIT = errors.USAGE_EXIT, errors.RUN_FAULT_EXIT
 HELP_ARGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "--helpfull", "-helpfull",
              "-?")
 OUR_FLAGS = ("config", "workdir", "mode", "prompt", "num_tokens", "temperature", "top_k",
-             "top_p", "seed", "input", "output", "force", "allow_config_change", "traceback")
+             "top_p", "seed", "input", "output", "device_memory", "force", "allow_config_change",
+             "traceback")
 
 
 def define_flags() -> None:
@@ -63,7 +64,7 @@ def define_flags() -> None:
     flags.DEFINE_string("input", "-", "--mode=translate: a file of source sentences, one a "
                         "line ('-' = stdin).")
     flags.DEFINE_string("output", "-", "--mode=translate: where the translations go ('-' = "
-                        "stdout).")
+                        "stdout); --mode=export: the folder of the artifacts.")
     flags.DEFINE_string("prompt", "", "--mode=generate: the text to continue ('' = start of a "
                         "line/sentence).")
     flags.DEFINE_integer("num_tokens", 200, "--mode=generate: tokens to sample.")
@@ -71,6 +72,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("top_k", 0, "--mode=generate: keep the k most likely tokens (0 = all).")
     flags.DEFINE_float("top_p", 1.0, "--mode=generate: nucleus sampling mass (1 = off).")
     flags.DEFINE_integer("seed", 0, "--mode=generate: sampling seed.")
+    flags.DEFINE_float("device_memory", 0.0, "--mode=plan: the device memory to plan for, GiB "
+                       "(0 = the device's own where known, e.g. 15 for a 16 GB T4).")
     flags.DEFINE_bool("traceback", False, "Show the full stack of a user error instead of one "
                       "line.")
     flags.DEFINE_bool("force", False, "--mode=train: take over the workdir lock of another "
@@ -230,7 +233,7 @@ def check_arguments(argv: list) -> None:
     name, mode = FLAGS.mode, MODES[FLAGS.mode]
     for other, other_mode in MODES.items():
         for flag in other_mode.flags:
-            if other != name and FLAGS[flag].present:
+            if other != name and FLAGS[flag].present and flag not in mode.flags:
                 raise app.UsageError(f"--{flag} applies to --mode={other} only, not "
                                      f"--mode={name}; drop it (or use --mode={other})")
     if mode.workdir == "none" and FLAGS["workdir"].present:

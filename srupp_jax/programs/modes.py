@@ -5,6 +5,7 @@ a notebook:
     metrics = modes.evaluate(config, workdir)         --mode=eval: dev and test of the best checkpoint
     model, params, rest, step = modes.restore(config, workdir)
     modes.smoke(config)                               --mode=smoke: one forward and backward pass
+    modes.plan(config)                                --mode=plan: memory per device, fits or not
     modes.sample_text(config, workdir, prompt, ...)   --mode=generate (language models)
     modes.translate_file(config, workdir, src, out)   --mode=translate (translation)
     modes.validate_config(config, num_devices)        every check, before anything is read
@@ -87,6 +88,42 @@ def smoke(config) -> float:
     return tasks.make(config).smoke()
 
 
+def resolved_task(config, num_devices: int = 1):
+    """The Task of `config` with its vocabulary known: the given or byte-level size without
+    reading data (language models), else the data's (read)."""
+    task = tasks.make(config)
+    task.validate(num_devices)
+    if config.model.vocab_size == 0 and task.name == "lm":
+        from srupp_jax.tasks.lm import smoke_config
+        resolved = smoke_config(config)
+        if resolved is not None:
+            task.config = resolved
+            return task
+    return tasks.prepared(config, num_devices) if config.model.vocab_size == 0 else task
+
+
+def plan(config, device_memory: float = 0.0) -> dict:
+    """Print the memory plan of `config`'s training step per device (tasks/plan.py):
+    parameters, gradients, optimizer state, activations with and without remat, whether it
+    fits the device (its own memory, or `device_memory` GiB) and the smallest change that
+    would (main.py --mode=plan). Returns the numbers (bytes)."""
+    import jax
+
+    from srupp_jax.tasks import plan as planning
+
+    if device_memory < 0:
+        raise ValueError(f"--device_memory={device_memory}; expected GiB >= 0 (0 = the device's)")
+    devices = config.mesh.num_devices or jax.device_count()
+    validate_config(config, devices)
+    p, fix = resolved_task(config, devices).memory_plan(devices, device_memory)
+    print(planning.describe(p, fix))
+    out = {"params_bytes": p.params, "optimizer_bytes": p.optimizer, "total_bytes": p.total(),
+           **{f"activations_bytes_{r}": b for r, b in p.activations.items()}}
+    if p.device_memory:
+        out.update(device_memory_bytes=p.device_memory, fits=int(p.total() <= p.device_memory))
+    return out
+
+
 def sample_text(config, workdir: str, prompt: str = "", num_tokens: int = 200, *,
                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                 out=None) -> None:
@@ -149,6 +186,33 @@ def translate_file(config, workdir: str, input_path: str = "-", output_path: str
     write_lines(output_path, [out if line.strip() else ""
                               for line, out in zip(lines, words.detokenize(hyps))])
     return len(lines)
+
+
+def export_model(config, workdir: str, output: str) -> dict:
+    """Write the best checkpoint's model of `workdir` to `output` as jax.export artifacts a
+    server runs with jax alone (srupp_jax/inference/export.py; main.py --mode=export)."""
+    import os
+
+    from flax import nnx
+
+    from srupp_jax.inference import export
+    from srupp_jax.inference import restore as restoring
+
+    if not output or output == "-":
+        raise ValueError(f"--output={output!r}: --mode=export writes a folder; give "
+                         "--output=DIR")
+    config.model.impl = "scan"                  # portable and exact on any platform
+    task = tasks.prepared(config)
+    model, params, rest, step = restoring.restore(task, workdir)
+    nnx.update(model, params, rest)
+    if task.name == "lm":
+        data = task.data
+        vocab = (list(range(256)) if data.unit != "word" else list(data.vocab.tokens))
+        export.export_lm(model, params, config.eval.mem_len, vocab, output)
+    else:
+        export.export_seq2seq(model, params, config.train.max_len, config.train.max_len,
+                              task.data.subwords.pieces(), output)
+    return {"step": step, "output": output, "files": len(os.listdir(output))}
 
 
 def check_files(source: str, target: str) -> None:
@@ -218,6 +282,20 @@ MODES = {
         "--output (stdout) with config.decode (beam size, length penalty, length limit).",
         lambda config, workdir, f: translate_file(config, workdir, f.input, f.output) and None,
         flags=("input", "output"), check=lambda f: check_files(f.input, f.output)),
+    "plan": Mode(
+        "print the memory of a training step per device before any run: parameters, "
+        "gradients, optimizer state, activations with each model.remat, whether it fits the "
+        "device (its own memory on a GPU/TPU, or --device_memory GiB) and the smallest change "
+        "that would (remat, batch with grad_accum_steps, mesh.fsdp_size).",
+        lambda config, workdir, f: plan(config, f.device_memory), workdir="none",
+        flags=("device_memory",)),
+    "export": Mode(
+        "write the best checkpoint's model to --output=DIR as jax.export (StableHLO) artifacts "
+        "with their parameters and export.json (shapes, vocabulary): the LM forward with its "
+        "carried state, or the translation encoder and one decoder step; a server runs them "
+        "with jax alone (README).",
+        lambda config, workdir, f: export_model(config, workdir, f.output),
+        flags=("output",)),
     "show_config": Mode(
         "print the config (the --config file with its overrides; with only --workdir, the "
         "run's config.json) as `key = value  # meaning`, meanings from configs/base.py.",

@@ -55,7 +55,7 @@ def time_marks(budget: float, marks: int) -> tuple[float, ...]:
     return tuple(budget * (i + 1) / marks for i in range(marks))
 
 
-def run_config(config, name: str, budget: float):
+def config_of_run(config, name: str, budget: float):
     """The training config of run `name`: the shared config, the run's `model` (and `train`,
     if it has one) overrides, the time budget and marks; no `study` section."""
     if name not in config.study.runs:
@@ -117,7 +117,7 @@ def summarize(config, name: str, workdir: str, budget: float) -> dict:
     from srupp_jax.training.metrics import read_metrics, train_seconds
     from srupp_jax.training.steps import count_params
 
-    cfg = run_config(config, name, budget)
+    cfg = config_of_run(config, name, budget)
     run, metric = config.study.runs[name], study_metric(config)
     task = tasks.make(cfg)
     task.load()                       # the data's sizes (vocabulary, translation lengths)
@@ -145,7 +145,7 @@ def summarize(config, name: str, workdir: str, budget: float) -> dict:
 
 def study_metric(config) -> str:
     """The dev metric a study compares: `study.metric` (dev_bpc when absent)."""
-    return config.study.get("metric", "dev_bpc")
+    return config.study.metric
 
 
 def metric_label(metric: str) -> str:
@@ -206,7 +206,7 @@ def run_study(config, workdir: str, budget: float) -> list[dict]:
     order = list(config.study.order)
     if not order:
         raise ValueError("study.order is empty; expected run names from study.runs")
-    configs = {name: run_config(config, name, budget) for name in order}
+    configs = {name: config_of_run(config, name, budget) for name in order}
     for name, cfg in configs.items():    # every config checked before anything trains
         modes.validate_config(cfg, cfg.mesh.num_devices or _device_count())
     os.makedirs(workdir, exist_ok=True)

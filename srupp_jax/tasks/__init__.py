@@ -18,7 +18,7 @@ TASKS = {
 
 def task_name(config) -> str:
     """`config.task` ("lm" when absent)."""
-    return config.get("task", "lm")
+    return config.task
 
 
 def task_class(config):

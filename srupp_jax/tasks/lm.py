@@ -10,13 +10,11 @@ lowest dev loss. Architectures: srupp, transformer_xl, sha_rnn (srupp_jax/models
 from __future__ import annotations
 
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from flax import nnx
 
@@ -29,8 +27,6 @@ from srupp_jax.nn.adaptive import check_cutoffs
 from srupp_jax.nn.recurrence import describe_backend
 from srupp_jax.tasks.base import Task, measured_impl
 from srupp_jax.training import progress, sharding
-from srupp_jax.training.rng import model_rngs
-from srupp_jax.training.steps import count_params
 
 MIN_ADAPTIVE_VOCAB = 100   # cutoff_fractions give no cutoffs below this vocabulary size
 
@@ -242,14 +238,14 @@ class LMTask(Task):
         if m.vocab_size < 1:
             raise ValueError(f"model.vocab_size={m.vocab_size}: resolve the config against its "
                              "data first (task.load)")
-        model_config = archs.model_config(self.config, "lm")
-        if measure:
-            t = self.config.train
-            model_config = measured_impl(model_config, max(1, t.batch_size // jax.device_count()),
-                                         t.unroll)
+        t = self.config.train
+        model_config, reason = measured_impl(archs.model_config(self.config, "lm"),
+                                             max(1, t.batch_size // jax.device_count()),
+                                             t.unroll, timed=measure)
         model = model_config.build(rngs)
         if isinstance(model_config, SRUppConfig):
             logging.info("recurrence: %s", describe_backend(model.backend))
+            self.setup = {"recurrence": model.backend.value, "recurrence_reason": reason}
         return model
 
     def init_carry(self, model):
@@ -284,14 +280,21 @@ class LMTask(Task):
     def tokens_per_step(self) -> int:
         return self.config.train.batch_size * self.config.train.unroll
 
+    def global_rows(self) -> int:
+        return self.config.train.batch_size
+
+    def plan_inputs(self, model, rows: int) -> tuple:
+        m = self.config.train.unroll
+        tokens = jax.ShapeDtypeStruct((rows, m), jnp.int32)
+        return jax.eval_shape(lambda: model.init_state(rows, m)), (tokens, tokens)
+
     def flops_per_token(self, model) -> float:
         """Attention over 2M keys per query: M tokens of the segment and M of memory."""
         return model.flops_per_token(2 * self.config.train.unroll)
 
-    def smoke(self) -> float:
-        """One forward and backward pass of the model on random tokens; prints the sizes and
-        returns the mean loss in nats."""
-        self.validate(1)
+    def smoke_inputs(self):
+        """(config with vocab_size known, a random batch [B, M] inputs and targets): bytes take
+        256, words the given model.vocab_size (else the prepared data's)."""
         config = smoke_config(self.config)
         if config is None:                  # words: the vocabulary's size is the data's
             try:
@@ -305,25 +308,6 @@ class LMTask(Task):
                     "the vocabulary's size; set --config.model.vocab_size=N, or prepare the data "
                     f"once: {prepare_command(self.config.data.name)}") from None
             config = self.config
-        self.config = config
-        model = self.build_model(model_rngs(config))
-        graphdef, variables = nnx.split(model)
         B, M, V = config.train.batch_size, config.train.unroll, config.model.vocab_size
         tokens = jax.random.randint(jax.random.PRNGKey(config.seed), (B, M + 1), 0, V)
-        state = model.init_state(B, M)
-
-        @jax.jit
-        def loss_and_grad(variables, state):
-            m = nnx.merge(graphdef, variables)
-            loss_fn = lambda m: m.nll(tokens[:, :-1], tokens[:, 1:], state)[0].mean()
-            return nnx.value_and_grad(loss_fn)(m)
-
-        start = time.time()
-        loss, grads = loss_and_grad(variables, state)
-        m = config.model
-        print(f"{self.arch} LM: {count_params(model):,} parameters, {m.num_layers} layers, "
-              f"d={m.d}, d'={m.d_proj}, k={m.k}, backend {jax.default_backend()}")
-        print(f"random tokens B={B} M={M}: loss {float(loss):.4f} nats (ln V = "
-              f"{math.log(V):.4f}), grad norm {float(optax.tree.norm(grads)):.4f}, "
-              f"{time.time() - start:.1f}s incl. compile")
-        return float(loss)
+        return config, (tokens[:, :-1], tokens[:, 1:])

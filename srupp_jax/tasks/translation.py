@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 import jax
 import numpy as np
-import optax
 from absl import logging
 from flax import nnx
 
@@ -38,8 +36,6 @@ from srupp_jax.inference import bleu, translate
 from srupp_jax.models import archs
 from srupp_jax.models.base import split_for_eval
 from srupp_jax.tasks.base import Task, measured_impl
-from srupp_jax.training.rng import model_rngs
-from srupp_jax.training.steps import count_params
 
 SPLITS = {"dev": "valid", "test": "test"}
 
@@ -58,7 +54,7 @@ class TranslationTask(Task):
 
     def __init__(self, config):
         super().__init__(config)
-        self.best_metric = "dev_bleu" if config.eval.get("best", "bleu") == "bleu" else "dev_loss"
+        self.best_metric = "dev_bleu" if config.eval.best == "bleu" else "dev_loss"
         self.best_mode = "max" if self.best_metric == "dev_bleu" else "min"
 
     def model_config(self):
@@ -78,7 +74,7 @@ class TranslationTask(Task):
             (t.batch_tokens >= 1, f"train.batch_tokens={t.batch_tokens}; expected >= 1"),
             (t.max_len >= 8, f"train.max_len={t.max_len}; expected >= 8 subwords"),
             (e.batch_tokens >= 1, f"eval.batch_tokens={e.batch_tokens}; expected >= 1"),
-            (e.get("best", "bleu") in ("bleu", "loss"),
+            (e.best in ("bleu", "loss"),
              f"eval.best={e.get('best')!r}; expected 'bleu' or 'loss'"),
             (isinstance(dec.beam_size, int) and dec.beam_size >= 1,
              f"decode.beam_size={dec.beam_size!r}; expected an integer >= 1 (1 = greedy)"),
@@ -116,12 +112,14 @@ class TranslationTask(Task):
     def build_model(self, rngs, *, measure: bool = False):
         if self.config.model.vocab_size < 1:
             raise ValueError("model.vocab_size=0: read the data first (task.load)")
-        model_config = self.model_config()
-        if measure:                                         # SRU++: "auto" timed on a GPU
-            t = self.config.train
-            rows = max(1, t.batch_tokens // t.max_len // jax.device_count())
-            model_config = measured_impl(model_config, rows, t.max_len)
-        return model_config.build(rngs)
+        t = self.config.train
+        rows = max(1, t.batch_tokens // t.max_len // jax.device_count())
+        model_config, reason = measured_impl(self.model_config(), rows, t.max_len,
+                                             timed=measure)   # SRU++: "auto" checked, timed
+        model = model_config.build(rngs)
+        if reason:
+            self.setup = {"recurrence": model.backend.value, "recurrence_reason": reason}
+        return model
 
     def batch(self, step: int) -> tuple:
         """(src, tgt_in, tgt_out) [rows, L] int32; filler rows' targets are padding."""
@@ -172,16 +170,23 @@ class TranslationTask(Task):
     def tokens_per_step(self) -> int:
         return self.config.train.batch_tokens
 
+    def global_rows(self) -> int:
+        t = self.config.train
+        return max(1, t.batch_tokens // t.max_len)
+
+    def plan_inputs(self, model, rows: int) -> tuple:
+        return None, (jax.ShapeDtypeStruct((rows, self.config.train.max_len), np.int32),) * 3
+
     def flops_per_token(self, model) -> float:
         """Per target token, at the mean train lengths (with EOS)."""
         train = self.data.train
         return model.config.flops_per_token(float(np.mean(train.src.lengths)) + 1,
                                             float(np.mean(train.tgt.lengths)) + 1)
 
-    def smoke(self) -> float:
-        """One forward and backward pass on random sentence pairs; prints the sizes and returns
-        the mean loss."""
-        self.validate(1)
+    def smoke_inputs(self):
+        """(config with vocab_size known, random sentence pairs src, tgt_in, tgt_out [rows,
+        max_len]); the number task is generated offline, other data must be prepared (or
+        model.vocab_size given)."""
         if self.config.model.vocab_size == 0:   # numbers_de_en is generated offline
             try:
                 self.load()
@@ -190,24 +195,7 @@ class TranslationTask(Task):
                 raise FileNotFoundError(f"{one_line(e)}; or, for --mode=smoke, set "
                                         "--config.model.vocab_size=N") from None
         c = self.config
-        model = self.build_model(model_rngs(c))
-        graphdef, variables = nnx.split(model)
         rows, length = max(1, c.train.batch_tokens // c.train.max_len), c.train.max_len
         tokens = jax.random.randint(jax.random.PRNGKey(c.seed), (3, rows, length), 4,
                                     c.model.vocab_size)
-
-        @jax.jit
-        def loss_and_grad(variables):
-            def mean(m):
-                total, weight, _ = translation_loss(m, None, *tokens)
-                return total / weight
-            return nnx.value_and_grad(mean)(nnx.merge(graphdef, variables))
-
-        start = time.time()
-        loss, grads = loss_and_grad(variables)
-        print(f"{self.arch} translation model: {count_params(model):,} parameters, "
-              f"backend {jax.default_backend()}")
-        print(f"random pairs {rows} x {length}: loss {float(loss):.4f} nats (ln V = "
-              f"{math.log(c.model.vocab_size):.4f}), grad norm "
-              f"{float(optax.tree.norm(grads)):.4f}, {time.time() - start:.1f}s incl. compile")
-        return float(loss)
+        return c, tuple(tokens)

@@ -1,7 +1,6 @@
 """The training loop and its infrastructure; it imports no model, task, data or program.
 
   trainer.py     train_and_evaluate(task, workdir): the loop, knowing only the Task interface
-  cadence.py     when the loop evaluates, stops and traces
   steps.py       the compiled train step and its on-device metric window
   optim.py       the optax chain (RAdam, decoupled weight decay, clipping, schedules)
   checkpoint.py  Orbax checkpoints (keep N + best, checksums, quarantine); leaves.py their leaves

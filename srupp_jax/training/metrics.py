@@ -9,6 +9,8 @@
   last_hours(path)             the `hours` of its last complete record.
   train_seconds(workdir, step) training seconds of a timed run up to `step` (the study).
   last_metrics(workdir, step)  the latest value of every metric up to `step`.
+  MetricWriter.note(step, info)  a "setup" line of text (the recurrence chosen and why, the
+                               memory plan, the loss scale): not a metric.
   check_record(workdir)        DamagedFile naming a line of metrics.jsonl that is not a record
                                (one cut short by a stopped run, the last, is not damage).
 
@@ -28,6 +30,7 @@ from srupp_jax import files
 
 METRICS_FILE = "metrics.jsonl"
 RESERVED_KEYS = ("step", "split", "time", "hours")    # set by the writer, not by scalars
+SETUP = "setup"     # the split of MetricWriter.note's lines: what a run chose when it started
 
 
 def _json_value(v: Any) -> Any:
@@ -172,7 +175,7 @@ def last_metrics(workdir: str, step: int) -> dict:
     last = {}
     try:
         for row in read_metrics(workdir):
-            if row["step"] <= step:
+            if row["step"] <= step and row["split"] != SETUP:
                 last.update({k: v for k, v in row.items() if k not in RESERVED_KEYS})
                 last[f"{row['split']}_step"] = row["step"]     # the step they were measured at
     except FileNotFoundError:
@@ -231,8 +234,9 @@ class MetricWriter:
         (the plot multiplies `hours` by it to give device hours). None: `jax.device_count()`.
       clock: wall clock for the `time` field (tests); elapsed hours use `time.monotonic`.
       resume_step: a run resumed from this step: records of later steps (written before the
-        restart, and about to be written again) are removed from metrics.jsonl first, and
-        TensorBoard hides its events after this step (tensorboardX's purge_step).
+        restart, and about to be written again) are removed from metrics.jsonl first, as is
+        the setup line of an earlier start from this same step (the new start writes its
+        own), and TensorBoard hides its events after this step (tensorboardX's purge_step).
 
     Each `write` appends one line
       {"step": int, "split": str, "time": unix seconds, "hours": float, "devices": int, **scalars}
@@ -257,8 +261,9 @@ class MetricWriter:
         self.devices = devices
         self._clock = clock
         self.start_hours = last_hours(self.path)   # before dropping rows: hours spent count
-        if resume_step is not None:     # and a line cut short by a stopped run
-            _keep_records(self.path, lambda r: r["step"] <= resume_step)
+        if resume_step is not None:     # and a line cut short by a stopped run, and the setup
+            _keep_records(self.path, lambda r: r["step"] < resume_step or (  # line of a start
+                r["step"] == resume_step and r["split"] != SETUP))       # from the same step
         self._t0 = time.monotonic()
         with open(self.path, "ab+") as f:      # a truncated line must not swallow our record
             f.seek(max(f.seek(0, os.SEEK_END) - 1, 0))
@@ -328,6 +333,19 @@ class MetricWriter:
         self._file.close()
         _keep_records(self.path, lambda r: (r["step"], r["split"]) != (step, split))
         self._file = open(self.path, "a", encoding="utf-8")
+
+    def note(self, step: int, info: Mapping[str, Any], *, split: str = SETUP) -> None:
+        """Record `info` (text or numbers, e.g. the recurrence backend a run chose and why) as
+        one line of `split` (default "setup", the first line of each start); not a metric: no
+        TensorBoard scalars, and `last_metrics` skips it."""
+        record = {"step": int(step), "split": split, "time": self._clock(), "hours": self.hours,
+                  "devices": self.devices, **{k: v if isinstance(v, str) else _json_value(v)
+                                              for k, v in info.items()}}
+        try:
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")
+            self._file.flush()
+        except OSError as e:                     # a full disk: the error names the file
+            raise files.named(e, self.path) from None
 
     def flush(self) -> None:
         """Everything written so far onto the disk (an OSError names metrics.jsonl)."""

@@ -34,7 +34,7 @@ SAVED_BEFORE = "threefry2x32"   # runs saved before train.prng_impl existed drew
 def prng_impl(config) -> str:
     """config.train.prng_impl, checked; a saved config without the key (an older run) is
     threefry2x32, the implementation its checkpoints hold keys of."""
-    impl = config.train.get("prng_impl", SAVED_BEFORE)
+    impl = config.train.prng_impl
     if impl not in PRNG_IMPLS:
         raise ValueError(f"train.prng_impl={impl!r}; expected one of {', '.join(PRNG_IMPLS)}")
     return impl

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 import ml_collections
 
 from srupp_jax import files
+from srupp_jax.configs import base
 from srupp_jax.training.rng import SAVED_BEFORE
 
 CONFIG_FILE = "config.json"
@@ -29,10 +30,12 @@ CHANGES_FILE = "config_changes.jsonl"
 CONTROL = ("train.stop_at", "train.log_every", "train.eval_every", "train.checkpoint_every",
            "train.keep_checkpoints", "train.profile_steps", "train.max_bad_steps",
            "train.time_budget", "train.eval_marks", "eval.", "decode.", "mesh.",
-           "data.data_dir", "data.cache_dir")
+           "data.data_dir", "data.cache_dir",
+           "model.remat", "cpu_variant")    # remat: the same losses, less memory
 EXTENSIBLE = ("train.steps",)
 # Keys added after runs were recorded without them: the value such a run trained with.
-RECORDED_BEFORE = {"train.prng_impl": SAVED_BEFORE}
+RECORDED_BEFORE = {"train.prng_impl": SAVED_BEFORE, "train.loss_scale": 2.0 ** 15,
+                   "train.loss_scale_period": 2000}
 
 
 def _tuples(value: Any) -> Any:
@@ -120,8 +123,10 @@ def save(config: ml_collections.ConfigDict, workdir: str, changes=(), step: int 
 
 
 def load(workdir: str) -> Optional[ml_collections.ConfigDict]:
-    """The config saved in `workdir`, or None when it has none; DamagedFile naming the file
-    when it is not a config (truncated, empty, garbled)."""
+    """The config saved in `workdir` with every key configs/base.py has (a key added after the
+    run was recorded takes the value such a run trained with, RECORDED_BEFORE, else base.py's
+    default), or None when it has none; DamagedFile naming the file when it is not a config
+    (truncated, empty, garbled)."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return None
@@ -131,7 +136,31 @@ def load(workdir: str) -> Optional[ml_collections.ConfigDict]:
     if not isinstance(saved, dict) or not {"model", "train", "data"} <= set(saved):
         raise files.DamagedFile(f"{path} is damaged (not a config: no model, train and data "
                                 f"sections); {fix}")
-    return ml_collections.ConfigDict(_tuples(saved))
+    return complete(_tuples(saved))
+
+
+def complete(saved: Mapping) -> ml_collections.ConfigDict:
+    """configs/base.py's config with `saved` (a nested dict) on top, and RECORDED_BEFORE for
+    the keys `saved` lacks: the one place missing keys are filled, so code reads every key
+    directly."""
+    config = base.get_config().to_dict()
+    missing = set(_flat(config)) - set(_flat(saved))
+    _merge(config, saved)
+    for key in missing & set(RECORDED_BEFORE):
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = RECORDED_BEFORE[key]
+    return ml_collections.ConfigDict(config)
+
+
+def _merge(into: dict, values: Mapping) -> None:
+    for key, value in values.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def override(config: ml_collections.ConfigDict,

@@ -81,7 +81,7 @@ def make_mesh(num_devices: int | None = None, fsdp_size: int = 0) -> Mesh:
 
 def from_config(mesh_config) -> Mesh:
     """The mesh a config's `mesh` section asks for (num_devices, fsdp_size)."""
-    return make_mesh(mesh_config.num_devices or None, mesh_config.get("fsdp_size", 0))
+    return make_mesh(mesh_config.num_devices or None, mesh_config.fsdp_size)
 
 
 def batch_axes(mesh: Mesh):

@@ -24,14 +24,12 @@ from flax import nnx
 from srupp_jax import phases
 from srupp_jax.errors import require
 from srupp_jax.training import run_config, sharding
-from srupp_jax.training.cadence import Profile, StopRule
 from srupp_jax.training.checkpoint import Checkpoints
-from srupp_jax.training.metrics import MetricWriter, check_record, last_metrics, train_seconds
-from srupp_jax.training.mfu import mfu, peak_flops_per_device
-from srupp_jax.training.optim import SCHEDULES, lr_schedule, make_optimizer
-from srupp_jax.training.progress import Progress
+from srupp_jax.training.metrics import check_record, last_metrics, train_seconds
+from srupp_jax.training.optim import SCHEDULES, make_optimizer
+from srupp_jax.training.report import Pace, Profile, Report
 from srupp_jax.training.rng import model_rngs, prng_impl
-from srupp_jax.training.steps import Window, accumulate, count_params, make_train_step
+from srupp_jax.training.steps import Window, count_params, initial_loss_scale, make_train_step
 from srupp_jax.training.workdir import StopSignals, WorkdirLock, say_end
 
 
@@ -41,10 +39,15 @@ class TrainState(NamedTuple):
     rest: Any         # every other model state (dropout RNG counters, ...)
     opt_state: Any    # optax state (with the step counts of the schedule)
     carry: Any        # the task's carry (batch-first arrays) or None
+    loss_scale: Any = None   # float16: the dynamic loss scale's state (steps.py), else None
 
     def trees(self) -> dict:
         """The fields that hold arrays, by name: what a checkpoint stores (no empty carry)."""
         return {k: v for k, v in self._asdict().items() if jax.tree.leaves(v)}
+
+    def args(self) -> tuple:
+        """The train step's leading arguments (the loss scale only where there is one)."""
+        return tuple(self) if self.loss_scale is not None else tuple(self)[:4]
 
 
 def validate(config) -> None:
@@ -65,108 +68,56 @@ def validate(config) -> None:
         (len(t.profile_steps) == 2 and 0 <= t.profile_steps[0] <= t.profile_steps[1],
          f"train.profile_steps={tuple(t.profile_steps)}; expected (first, last) with "
          "0 <= first <= last (steps first+1..last are traced; (0, 0) = off)"),
-        (t.get("time_budget", 0.0) >= 0,
+        (t.time_budget >= 0,
          f"train.time_budget={t.get('time_budget')}; expected >= 0 seconds (0 = none)"),
         (t.schedule in SCHEDULES,
          f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
+        (t.loss_scale >= 1 and t.loss_scale_period >= 1,
+         f"train.loss_scale={t.loss_scale}, train.loss_scale_period={t.loss_scale_period}; "
+         "expected >= 1 and >= 1"),
     ])
 
 
-class Report:
-    """What the run tells: the on-device metric window fetched every train.log_every steps
-    (the loop's only wait for the device; train.max_bad_steps non-finite steps in a row stop
-    the run), the train and dev rows of metrics.jsonl and TensorBoard (process 0), the
-    progress bar and its lines, and `last`, the latest metrics of each split."""
+class StopRule:
+    """When the loop evaluates and when it stops, in one place: after train.steps (x the
+    accumulation) micro-steps it has finished; at train.stop_at, or once train.time_budget
+    seconds of training steps have passed, it has stopped (saved, resumable); dev evaluations
+    every train.eval_every steps, at the end, and once the training seconds pass each of
+    train.eval_marks. Training seconds count the steps only (not evaluation or saving, nor the
+    first step of each start, which compiles); timing waits for every step, so only runs with
+    a budget or marks are timed."""
 
-    def __init__(self, workdir: str, task, rule: StopRule, mesh, start: int, window=None):
-        t, main = task.config.train, jax.process_index() == 0
-        self.task, self.rule, self.devices = task, rule, mesh.devices.size
-        self.writer = MetricWriter(workdir, resume_step=start) if main else None
-        self.progress = Progress(rule.total, initial=start, tokens_per_step=task.tokens_per_step,
-                                 disable=None if main else True)
-        self.say = self.progress.write if main else (lambda _: None)
-        self.window = Window.empty() if window is None else window
-        self.max_bad, self.last = t.max_bad_steps, {}
-        self.schedule = lr_schedule(t.lr, t.warmup_steps, t.steps, kind=t.schedule)
-        self.accum = t.grad_accum_steps
-        self.flops, self.peak = None, peak_flops_per_device()
+    def __init__(self, t, start: int, seconds: float):
+        self.total = t.steps * t.grad_accum_steps
+        self.stop_at, self.eval_every = t.stop_at, t.eval_every
+        self.budget = t.time_budget
+        self.marks = sorted(t.eval_marks)
+        self.timed = bool(self.budget or self.marks)
+        self.start, self.seconds = start, seconds
 
-    def add(self, step_metrics) -> None:
-        self.window = accumulate(self.window, step_metrics)
+    def out_of_time(self) -> bool:
+        return bool(self.budget) and self.seconds >= self.budget
 
-    def fetch(self, done: int):
-        """(mean loss of the applied steps since the last fetch or None, last grad norm)."""
-        w = jax.device_get(self.window)
-        self.window = Window.empty(int(w.bad_run))
-        if w.skipped:
-            logging.warning("%d step(s) up to step %d had a non-finite loss or gradient; their "
-                            "updates were skipped", w.skipped, done)
-        if w.worst_run >= self.max_bad:
-            raise FloatingPointError(
-                f"{int(w.worst_run)} consecutive steps with a non-finite loss or gradient (by "
-                f"step {done}); stopping. Lower train.lr or check the data.")
-        mean = float(w.loss_sum / w.applied) if w.applied else None
-        self.progress.update(done, mean)
-        return mean, float(w.grad_norm)
+    def timed_step(self, step: int, seconds: float) -> None:
+        self.seconds += seconds * (step > self.start)
 
-    def train(self, done: int, model) -> None:
-        """The train row of a logged step (nothing when every step since the last was
-        skipped)."""
-        mean, grad_norm = self.fetch(done)
-        if mean is None:
-            return
-        if self.flops is None:
-            self.flops = self.task.flops_per_token(model)
-        tps = self.progress.tokens_per_sec
-        util = mfu(tps, self.flops, self.peak, num_devices=self.devices)
-        self.record(done, "train", dict(
-            self.task.train_metrics(mean), lr=float(self.schedule(done // self.accum)),
-            grad_norm=grad_norm, tokens_per_sec=tps, devices=self.devices,
-            **({} if util is None else {"mfu": util})))
-        phases.enter("train.log")
+    def eval_due(self, done: int) -> bool:
+        passed = bool(self.marks) and self.seconds >= self.marks[0]
+        while self.marks and self.seconds >= self.marks[0]:
+            self.marks.pop(0)
+        return done % self.eval_every == 0 or done == self.total or passed or self.out_of_time()
 
-    def redo_dev(self, step: int, ckpt, dev) -> bool:
-        """Record `dev`, the evaluation of checkpoint `step` that a signal had stopped, and
-        attach its best metric to the checkpoint; False when it was stopped again (None)."""
-        if dev is None:
-            return False
-        if self.writer:
-            self.writer.forget(step, "dev")
-        self.record(step, "dev", dev)
-        ckpt.set_metrics(step, {self.task.best_metric: dev[self.task.best_metric]})
-        return True
-
-    def record(self, done: int, split: str, metrics: dict) -> None:
-        metrics = dict(metrics, **self.task.marks,
-                       **({"train_seconds": self.rule.seconds} if self.rule.timed else {}))
-        self.last.update(metrics, **{f"{split}_step": done})   # the step they were measured at
-        if self.writer:
-            self.writer.write(done, metrics, split=split)
-        self.say(f"step {done}: " + " ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-
-    def __enter__(self) -> "Report":
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        self.progress.close()
-        try:
-            if self.writer:
-                self.writer.close()
-        except OSError:
-            if exc_type is None:      # else the error on its way (e.g. a full disk) is told
-                raise
+    def stopped(self, done: int) -> bool:
+        return done < self.total and (done == self.stop_at or self.out_of_time())
 
 
 def train_and_evaluate(task, workdir: str, *, force: bool = False,
                        allow_config_change: bool = False) -> dict:
     """Train `task` in `workdir`, resuming from its checkpoints; returns the last metrics with
     `status` (finished, stopped, preempted or interrupted: srupp_jax.training.workdir) and `step`.
-
     force: take over the workdir lock of another trainer (a stale lock on another host);
     allow_config_change: go on with a config that differs from the workdir's record (the
-    changes are recorded, run_config.record_changes).
-    """
+    changes are recorded, run_config.record_changes)."""
     sharding.initialize_distributed()
     mesh = sharding.from_config(task.config.mesh)
     task.validate(mesh.devices.size, jax.process_count())
@@ -178,9 +129,10 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
     with contextlib.ExitStack() as stack:
         if main:
             stack.enter_context(WorkdirLock(workdir, force=force))
-        phases.enter("train.start")
         model = task.build_model(model_rngs(config), measure=True)
         logging.info("model %s: %s parameters", task.arch, f"{count_params(model):,}")
+        if main:
+            say_plan(task, mesh.devices.size)
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
         ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
                                                best_metric=task.best_metric,
@@ -194,16 +146,16 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         timed = t.get("time_budget") or t.get("eval_marks")
         rule = StopRule(t, start, train_seconds(workdir, start) if timed else 0.0)
         report = stack.enter_context(Report(workdir, task, rule, mesh, start, window))
+        report.setup(start, task.setup)
         signals = stack.enter_context(StopSignals())
-        profile = Profile(workdir, t.profile_steps, report.say)
-        train_step = make_train_step(graphdef, tx, task.loss)
+        profile, pace = Profile(workdir, t.profile_steps, report.say), Pace(config, start, rule.total)
+        train_step = make_train_step(graphdef, tx, task.loss,
+                                     t.loss_scale_period if t.compute_dtype == "float16" else 0)
         evaluate = task.evaluator(model, mesh)
-        if pending and not report.redo_dev(start, ckpt, signals.stoppable(
-                evaluate, state.params, state.rest, "dev")):    # stopped again
-            say_end(signals.status, start, stopped_eval=True)
-            return dict(report.last, status=signals.status, step=start)
-        if start >= rule.total:                  # its last evaluation was stopped: done now
-            return finished_run(workdir, start)
+        ended = pending and redo_stopped_eval(workdir, start, rule.total, report, ckpt,
+                                              signals, lambda: evaluate(*state[:2], "dev"))
+        if ended:
+            return ended
         put = lambda step: [sharding.global_batch(a, mesh) for a in task.batch(step)]
         status, done, batch = "finished", start, put(start)
         phases.enter("train.compile")          # the first step compiles
@@ -215,7 +167,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             profile.before(step)
             if task.resets_carry(step):
                 state = state._replace(carry=fresh_carry())
-            *new_state, step_metrics = train_step(*state, *batch)
+            *new_state, step_metrics = train_step(*state.args(), *batch)
             state, done = TrainState(*new_state), step + 1
             report.add(step_metrics)
             if rule.timed:
@@ -224,12 +176,13 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             if done < rule.total:
                 batch = put(done)              # the next batch goes to the device meanwhile
             profile.after(done, state)
+            pace.after(done, state)
             ckpt.check()             # an asynchronous save that failed stops the run here
             if done % t.log_every == 0 or done == rule.total:
                 report.train(done, model)
             due = rule.eval_due(done)
             dev = signals.stoppable(evaluate, state.params, state.rest, "dev") if due else None
-            stopped_eval = due and dev is None
+            stopped_eval = due and dev is None          # by a signal: the rerun does it first
             if dev is not None:
                 report.record(done, "dev", dev)
             status = signals.agreed_status() or ("stopped" if rule.stopped(done) else status)
@@ -249,8 +202,18 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         return dict(report.last, status=status, step=done)
 
 
+def say_plan(task, num_devices: int) -> None:
+    """Log the memory plan of the step (tasks/plan.py) in one line; a plan that cannot be
+    made is a warning, never the end of the run."""
+    try:
+        logging.info(task.memory_plan_line(num_devices))
+    except Exception as e:      # noqa: BLE001
+        logging.warning("no memory plan (%s: %s)", type(e).__name__, str(e).splitlines()[0])
+
+
 def initial_state(task, model, mesh):
     """(graphdef, optimizer, TrainState on the mesh, a function giving a fresh carry)."""
+    phases.enter("train.start")
     t, fsdp = task.config.train, task.config.mesh.fsdp
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
@@ -262,7 +225,10 @@ def initial_state(task, model, mesh):
     # A fresh carry each time: on one device device_put returns its argument, and the
     # donating train step frees it, so an initial carry must never be kept for reuse.
     fresh_carry = lambda: jax.device_put(task.init_carry(model), carry_shardings)
-    return graphdef, tx, TrainState(params, rest, opt_state, fresh_carry()), fresh_carry
+    scale = (sharding.onto_mesh(initial_loss_scale(t.loss_scale), mesh)
+             if t.compute_dtype == "float16" else None)
+    return (graphdef, tx, TrainState(params, rest, opt_state, fresh_carry(), scale),
+            fresh_carry)
 
 
 def restore(ckpt: Checkpoints, state: TrainState, config: dict, mesh):
@@ -280,6 +246,16 @@ def restore(ckpt: Checkpoints, state: TrainState, config: dict, mesh):
                  "stopped, comes first" if pending else "")
     window = items.pop("window", None)
     return step, state._replace(**items), window, pending
+
+
+def redo_stopped_eval(workdir: str, start: int, total: int, report, ckpt, signals, dev_eval):
+    """Resuming at a checkpoint whose dev evaluation a signal stopped: that evaluation first,
+    recorded and attached to the checkpoint. None to go on; the run's end when a signal stops
+    it again, or when it was the last step's."""
+    if not report.redo_dev(start, ckpt, signals.stoppable(dev_eval)):
+        say_end(signals.status, start, stopped_eval=True)
+        return dict(report.last, status=signals.status, step=start)
+    return finished_run(workdir, start) if start >= total else None
 
 
 def finished_run(workdir: str, step: int) -> dict:

@@ -10,9 +10,11 @@
                          run with one line naming it and --force.
   StopSignals()          SIGTERM (preemption) and SIGINT (Ctrl-C) only set a flag; the training
                          loop checks it after every step (all processes agree on it), saves
-                         and returns. Inside `interrupting()` (an evaluation, which can take
-                         minutes) a signal raises Interrupted within seconds instead (one
-                         process only: several must stop at the same step).
+                         and returns. The signal is acknowledged at once on stderr ("Ctrl-C:
+                         stopping after the current step: saving"). Inside `interrupting()`
+                         (an evaluation, which can take minutes) a signal raises Interrupted
+                         within seconds instead (one process only: several must stop at the
+                         same step).
   check_writable(workdir) / check_readable(workdir)
                          a workdir that is a file, cannot be created or written (read-only,
                          permissions, a pseudo file system), or (to read) does not exist:
@@ -239,18 +241,52 @@ class StopSignals:
     """Catch SIGTERM and SIGINT while training: the handler only records the signal (no I/O);
     `status` is then "preempted" (SIGTERM) or "interrupted" (SIGINT), else None.
 
+    The signal is acknowledged at once, with one line on stderr ("stopping after the current
+    step: saving"), even while the main thread waits tens of seconds for a step: Python runs
+    its handlers only between bytecodes of the main thread, so the C-level wakeup fd
+    (`signal.set_wakeup_fd`) wakes a small thread that writes the line.
+
     Installed from the main thread (a Python rule); a no-op elsewhere. `uninstall()` (also on
     context exit) restores the previous handlers."""
 
     STATUS = {signal.SIGTERM: "preempted", signal.SIGINT: "interrupted"}
+    SAY = {signal.SIGTERM: "SIGTERM: stopping after the current step: saving",
+           signal.SIGINT: "Ctrl-C: stopping after the current step: saving"}
 
-    def __init__(self):
+    def __init__(self, stream_fd: int = 2):
         self.signum: int | None = None
         self._interrupting = False
         self._previous = {}
+        self._wakeup = None
         if threading.current_thread() is threading.main_thread():
             for signum in self.STATUS:
                 self._previous[signum] = signal.signal(signum, self._handler)
+            self._acknowledge(stream_fd)
+
+    def _acknowledge(self, stream_fd: int) -> None:
+        """The thread that writes the one line when the first SIGINT / SIGTERM arrives."""
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        try:
+            previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        except ValueError:                 # not the main thread of the main interpreter
+            os.close(read), os.close(write)
+            return
+        self._wakeup = (read, write, previous)
+
+        def watch():
+            try:
+                while data := os.read(read, 64):        # b"": uninstalled
+                    said = next((self.SAY[s] for s in data if s in self.SAY), None)
+                    if said:
+                        os.write(stream_fd, f"{said}\n".encode())
+                        return
+            except OSError:
+                pass
+            finally:
+                os.close(read)
+
+        threading.Thread(target=watch, name="srupp-stop-signals", daemon=True).start()
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002
         if self.signum is None:
@@ -306,6 +342,11 @@ class StopSignals:
         while self._previous:
             signum, prev = self._previous.popitem()
             signal.signal(signum, prev if prev is not None else signal.SIG_DFL)
+        if self._wakeup:
+            read, write, previous = self._wakeup
+            self._wakeup = None
+            signal.set_wakeup_fd(previous)
+            os.close(write)            # the thread reads the end of the pipe and returns
 
     def __enter__(self) -> "StopSignals":
         return self
