@@ -213,7 +213,8 @@ def problems(rerun, w, cache, straight: Straight) -> list:
     changed = sorted(k for k in straight.final if k not in VOLATILE
                      and final.get(k) != straight.final[k])
     if changed:
-        out.append(f"final metrics differ: {[(k, straight.final[k], final.get(k)) for k in changed]}")
+        out.append("final metrics differ: "
+                   f"{[(k, straight.final[k], final.get(k)) for k in changed]}")
     rows = metric_rows(w)
     keys = [(r["step"], r["split"]) for r in metric_rows(w, setup=True)]
     if len(keys) != len(set(keys)):

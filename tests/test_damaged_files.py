@@ -93,10 +93,10 @@ def test_any_damage_to_a_token_cache_is_found_and_rebuilt(tmp_path, caplog, name
     (tmp_path / "words.txt").write_text("\n".join(_sentences(300, 0)) + "\n")
     load = lambda: datasets.load_tokens("text", cache_dir=str(tmp_path / "c"), text_source=dict(
         path=str(tmp_path / "words.txt"), unit="word"))
-    sound = load()
+    sound = load()      # its arrays copied: damage under a memory map of them is a bus error
     arrays = {split: np.array(getattr(sound, split)) for split in ("train", "valid", "test")}
-    path = cache_file(tmp_path / "c", name)      # (copied first: damage under a memory map
-    if how == "still JSON":                      # of it would be a bus error)        # a changed number: still JSON, not what was written
+    path = cache_file(tmp_path / "c", name)
+    if how == "still JSON":        # (a changed number: still JSON, not what was written)
         path.write_text(path.read_text().replace('"vocab_size": ', '"vocab_size": 1'))
     elif how == "reordered":
         path.write_text("\n".join(path.read_text().split("\n")[::-1]))

@@ -14,10 +14,11 @@ Token arrays (int32, documents in order) are cached as .npy under
 `cache_dir/<name>-<key>/` (default `~/.cache/srupp_jax`, or $SRUPP_JAX_CACHE) and opened with
 `mmap_mode='r'`, each file checked first against the size and sha256 recorded when it was
 written (srupp_jax/files.py: a truncated, empty or garbled cache is rebuilt, saying so; two
-processes building one cache at once: one builds, the other waits and reuses); the key hashes the dataset fingerprint (for TFDS: the prepared splits of its
-`dataset_info.json`; for default: Python version, file list and sizes, max_bytes; for text: the
-sha256 of the files' contents) and the tokenization settings. TensorFlow Datasets is imported
-only for the TFDS names.
+processes building one cache at once: one builds, the other waits and reuses); the key
+hashes the dataset fingerprint (for TFDS: the prepared splits of its `dataset_info.json`;
+for default: Python version, file list and sizes, max_bytes; for text: the sha256 of the
+files' contents) and the tokenization settings. TensorFlow Datasets is imported only for the
+TFDS names.
 """
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ test_path, unit)` tokenizes them:
 file is never served from an old cache; it reads the files on every load, so it is also where a
 file with NUL bytes (a binary file?) gets its one warning line.
 
-Tokenizing words says how far it has got (a line at every tenth of each pass, and at least
-every 30 s off a terminal). Errors name the file: an empty file (or folder of empty files) and its size, and, for words,
-bytes that are not UTF-8 with the file and the offset.
+Tokenizing words of a LARGE text says how far it has got (a line at every tenth of each pass,
+and at least every 30 s off a terminal). Errors name the file: an empty file (or folder of
+empty files) and its size, and, for words, bytes that are not UTF-8 with the file and the
+offset.
 """
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ prints one line `error: ...` to stderr and exits with status 2, before anything 
 to the workdir; a run that cannot go on (a checkpoint that cannot be saved or restored,
 non-finite losses, a workdir in use by another trainer) prints one line and exits with
 status 1; Ctrl-C outside training exits with 130, SIGTERM outside training with 75 (each
-naming what it stopped: preparing data, evaluating; rerun the command to finish). `--traceback` shows the full stack instead.
+naming what it stopped: preparing data, evaluating; rerun the command to finish).
+`--traceback` shows the full stack instead.
 Programming errors raise as usual. A training run ends with a JSON line whose `status` gives
 the exit code: finished or stopped 0, preempted (SIGTERM) 75, interrupted (SIGINT) 130
 (srupp_jax/training/workdir.py); its train_* and dev_* metrics are those of the steps `train_step` and
