@@ -174,11 +174,13 @@ class Checkpoints:
     def _failed(self, e: Exception) -> CheckpointError:
         """The error of a save that failed; the file system's cause with what to do (a full
         disk: also as TensorStore reports it, `os_error_code='28'`)."""
+        code = re.search(r"os_error_code='(\d+)'", str(e))     # TensorStore's form
         if isinstance(e, OSError):
             cause = errors.reason(e)
+        elif code:
+            cause = os.strerror(int(code.group(1))) + errors.hint(int(code.group(1)))
         else:
-            code = re.search(r"os_error_code='(\d+)'", str(e))
-            cause = f"{type(e).__name__}: {e}" + (errors.hint(int(code.group(1))) if code else "")
+            cause = f"{type(e).__name__}: {e}"
         return CheckpointError(f"saving a checkpoint in {self.directory} failed: {cause}")
 
     def wait(self) -> None:
