@@ -22,7 +22,11 @@ data caches, the workdir's records, evaluation outputs), like errors.py; no JAX.
                                       holder dies (a kill leaves no stale lock)
 
 A cache is rebuilt when it is damaged; a record (config.json, metrics.jsonl, a prepared
-dataset) is refused with one line that names the file and what to do, never used.
+dataset) is refused with one line that names the file and what to do, never used. A small
+record of your own (a label list):
+
+    files.write_atomic(path, files.sealed({"labels": labels}))
+    labels = files.read_json(path, "delete it to build it again")["labels"]
 """
 from __future__ import annotations
 
