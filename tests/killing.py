@@ -275,9 +275,10 @@ def prepared(root: pathlib.Path) -> dict:
                 test=np.asarray(data.test), source=data.info["source"])
 
 
-def kill_preparing(point, root: pathlib.Path, seconds: float) -> dict:
+def kill_preparing(point, root: pathlib.Path, seconds: float, reference: dict) -> dict:
     """Kill a preparation at `point` (a phase, or a moment of `seconds`), prepare again with
-    the same command; what it left (prepared), with `problems`."""
+    the same command; the outcome, with `problems` (none: what it prepared equals
+    `reference`, an uninterrupted preparation's `prepared`)."""
     kind, what, i = point
     log = root / "killed_phases.log"
     if kind == "phase":
@@ -290,14 +291,17 @@ def kill_preparing(point, root: pathlib.Path, seconds: float) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
         died = proc.wait() == -9
-    again = prepare(root)
+    again = prepare(root, SRUPP_JAX_PHASES=str(root / "rerun_phases.log"))
     left = [str(p) for p in root.rglob("*") if "tmp" in p.name]
     problems = ([f"prepare again: exit {again.returncode}: {again.stderr[-1500:]}"]
                 if again.returncode else []) + ([f"left behind: {left}"] if left else [])
+    if not problems:
+        problems = differs(prepared(root), reference)
     entered = log.read_text().split() if log.exists() else []
     outcome = dict(task="prepare", kind=kind, at=what if kind == "phase" else i, killed=died,
                    died_in=entered[-1] if entered else "start", problems=problems,
-                   resumed=0, quarantined=[], cache_rebuilt=True, eval_redone=False)
+                   resumed=0, quarantined=[], eval_redone=False,
+                   cache_rebuilt="cache.build" in (root / "rerun_phases.log").read_text())
     report = os.environ.get("SRUPP_KILL_REPORT")
     if report:
         with open(report, "a") as f:
@@ -305,22 +309,43 @@ def kill_preparing(point, root: pathlib.Path, seconds: float) -> dict:
     return outcome
 
 
+def differs(again: dict, reference: dict) -> list:
+    """What differs between two preparations (prepared): the tokens, the prepared files'
+    names and sizes (array_record files differ in bytes from one build to the next), the
+    source's standing."""
+    out = [f"{split} tokens differ" for split in ("train", "valid", "test")
+           if not np.array_equal(again[split], reference[split])]
+    sizes = lambda source: {name: size for name, (size, _) in source["files"].items()}
+    if sizes(again["source"]) != sizes(reference["source"]):
+        out.append("the prepared files differ")
+    if again["source"]["standard"] != reference["source"]["standard"]:
+        out.append("the source record differs")
+    return out
+
+
 def table(report: str) -> str:
-    """The README's table: per task and phase where a kill landed, how many, what survived."""
+    """The README's table: per task and the last phase each killed run had entered, how many
+    kills (by phase / by time), how many reruns equalled the uninterrupted run, the steps
+    they resumed from; the moments that came after the run had ended are counted apart."""
     rows = [json.loads(line) for line in open(report) if line.strip()]
     groups = {}
     for r in rows:
-        groups.setdefault((r["task"], r["died_in"]), []).append(r)
-    lines = ["| task | killed while | kills (by phase / by time) | reruns equal to the "
-             "uninterrupted run | resumed from step | cache rebuilt |",
-             "| --- | --- | --- | --- | --- | --- |"]
+        if r["killed"]:
+            groups.setdefault((r["task"], r["died_in"]), []).append(r)
+    lines = ["| task | killed after entering | kills (by phase / by time) | reruns equal to "
+             "the uninterrupted run | resumed from step |",
+             "| --- | --- | --- | --- | --- |"]
     for (task, phase), rs in sorted(groups.items()):
         by_phase = sum(r["kind"] == "phase" for r in rs)
         resumed = sorted({r["resumed"] for r in rs})
         span = f"{resumed[0]}" if len(resumed) == 1 else f"{resumed[0]}-{resumed[-1]}"
         lines.append(f"| {task} | {phase} | {len(rs)} ({by_phase} / {len(rs) - by_phase}) | "
-                     f"{sum(not r['problems'] for r in rs)} | {span} | "
-                     f"{sum(r['cache_rebuilt'] for r in rs)} |")
+                     f"{sum(not r['problems'] for r in rs)} | {span} |")
+    late = sum(not r["killed"] for r in rows)
+    kills = len(rows) - late
+    lines.append(f"\n{kills} kills, {sum(not r['problems'] for r in rows if r['killed'])} "
+                 f"reruns equal to the uninterrupted run; {late} moments came after the run "
+                 "had ended (not counted).")
     return "\n".join(lines)
 
 

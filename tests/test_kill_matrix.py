@@ -46,19 +46,10 @@ PREPARE = killing.prepare_points()
 def test_a_kill_while_preparing_then_the_same_command_prepares_the_same(point,
                                                                         straight_prepare,
                                                                         tmp_path):
-    import numpy as np
     reference, seconds = straight_prepare
-    outcome = killing.kill_preparing(point, tmp_path / "run", seconds)
+    outcome = killing.kill_preparing(point, tmp_path / "run", seconds, reference)
     assert outcome["killed"] or point[0] == "time", outcome
     assert not outcome["problems"], outcome
-    again = killing.prepared(tmp_path / "run")
-    # the same prepared files (names, sizes: array_record files differ in bytes from one
-    # build to the next) holding the same tokens
-    sizes = lambda source: {name: size for name, (size, _) in source["files"].items()}
-    assert sizes(again["source"]) == sizes(reference["source"])
-    assert again["source"]["standard"] == reference["source"]["standard"]
-    for split in ("train", "valid", "test"):
-        np.testing.assert_array_equal(again[split], reference[split])
 
 
 def test_the_readme_table_from_a_report(tmp_path):
@@ -68,10 +59,15 @@ def test_the_readme_table_from_a_report(tmp_path):
     import subprocess
     import sys
     rows = [dict(task="lm", kind="phase", died_in="train.log", problems=[], resumed=3,
-                 cache_rebuilt=False),
+                 killed=True),
             dict(task="lm", kind="time", died_in="train.log", problems=["x"], resumed=6,
-                 cache_rebuilt=True)]
+                 killed=True),
+            dict(task="lm", kind="time", died_in="train.record", problems=[], resumed=12,
+                 killed=False)]
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = subprocess.run([sys.executable, "tests/killing.py", str(tmp_path / "r.jsonl")],
                          cwd=killing.ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[2] == "| lm | train.log | 2 (1 / 1) | 1 | 3-6 | 1 |"
+    lines = out.stdout.splitlines()
+    assert lines[2:] == ["| lm | train.log | 2 (1 / 1) | 1 | 3-6 |", "",
+                         "2 kills, 1 reruns equal to the uninterrupted run; 1 moments came "
+                         "after the run had ended (not counted)."]
