@@ -1,6 +1,8 @@
 """The one front door for errors, shared by every program (main.py / srupp, the study, prepare,
 plot): a mistake of the user becomes one line `error: ...` and exit status 2, a run that cannot
-go on one line and exit status 1, Ctrl-C outside training one line and 130.
+go on one line and exit status 1, Ctrl-C outside training one line and 130, SIGTERM outside
+training (`stop_on_sigterm`: preparing data, evaluating) one line and 75; those two lines
+name the phase that was stopped (srupp_jax/phases.py) and say to rerun the command.
 
     with errors.front_door(traceback=FLAGS.traceback):
         run_the_program()
@@ -18,18 +20,41 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import signal
 import sys
+import threading
 from typing import Callable, Iterable, NoReturn, Tuple
 
 from absl import app, flags
 
+from srupp_jax import phases
+
 USAGE_EXIT = 2
 RUN_FAULT_EXIT = 1
 INTERRUPTED_EXIT = 130
+STOPPED_EXIT = 75           # EX_TEMPFAIL, as a preempted training run: rerun the command
 
 
 class RunFault(RuntimeError):
     """A run that cannot go on (its saved state is safe): exit status 1."""
+
+
+class Stopped(BaseException):
+    """SIGTERM outside the training loop (stop_on_sigterm): exit status 75. A BaseException,
+    as KeyboardInterrupt, so that no `except Exception` keeps the program going."""
+
+
+def _raise_stopped(signum, frame) -> None:  # noqa: ARG001
+    raise Stopped()
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises Stopped in the main thread (its cleanup runs: nothing half-written is
+    kept), where it would end the process silently; the training loop installs its own
+    handler while it trains (srupp_jax/training/workdir.py). A no-op outside the main
+    thread."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_stopped)
 
 
 def require(checks: Iterable[Tuple[bool, str]]) -> None:
@@ -58,14 +83,25 @@ _HINTS = {
 }
 
 
+def hint(code: int) -> str:
+    """What to do about an OSError of errno `code` (a full disk, a read-only file system,
+    permissions) as ' (...)', or ''."""
+    return f" ({_HINTS[code]})" if code in _HINTS else ""
+
+
+def reason(error: OSError) -> str:
+    """What went wrong in an OSError of the file system, with what to do: 'No space left on
+    device (free some space or use another directory)'."""
+    return (error.strerror or str(error)) + hint(error.errno)
+
+
 def os_message(error: OSError) -> str:
-    """An OSError of the file system as 'PATH: reason; hint' (its own message otherwise)."""
+    """An OSError of the file system as 'PATH: reason (hint)' (its own message otherwise)."""
     if not error.strerror:
         return str(error)
     if not error.filename:                  # a message of ours (OSError(errno, message))
         return error.strerror
-    hint = _HINTS.get(error.errno)
-    return f"{error.filename}: {error.strerror}" + (f" ({hint})" if hint else "")
+    return f"{error.filename}: {reason(error)}"
 
 
 def one_line(error: BaseException) -> str:
@@ -91,14 +127,23 @@ def fail(error: BaseException | str, code: int = USAGE_EXIT) -> NoReturn:
     sys.exit(code)
 
 
-OURS = (*RUN_FAULTS, *USER_ERRORS, KeyboardInterrupt)
+OURS = (*RUN_FAULTS, *USER_ERRORS, KeyboardInterrupt, Stopped)
+
+
+def _stopped_line(how: str) -> str:
+    where = phases.describe()
+    return (f"{how}{' while ' + where if where else ''}; nothing half-written is kept: rerun "
+            "the same command to finish")
 
 
 def report(error: BaseException) -> int:
     """Print the one line of `error` (one of OURS) to stderr; returns its exit status."""
     code = (RUN_FAULT_EXIT if isinstance(error, RUN_FAULTS) else
-            INTERRUPTED_EXIT if isinstance(error, KeyboardInterrupt) else USAGE_EXIT)
-    message = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else one_line(error)
+            INTERRUPTED_EXIT if isinstance(error, KeyboardInterrupt) else
+            STOPPED_EXIT if isinstance(error, Stopped) else USAGE_EXIT)
+    message = (_stopped_line("interrupted (Ctrl-C)") if isinstance(error, KeyboardInterrupt)
+               else _stopped_line("stopped by SIGTERM") if isinstance(error, Stopped)
+               else one_line(error))
     sys.stdout.flush()
     print(f"error: {message}", file=sys.stderr, flush=True)
     return code

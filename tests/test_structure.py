@@ -9,19 +9,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "srupp_jax"
 
 # What each part of srupp_jax may import from the project (itself always): the layers bottom
-# up. `errors` is the one module every layer shares; pallas_kernels is a leaf.
+# up. The modules every layer shares, at the door: `errors` (one-line errors), `files` (files
+# written atomically and checked when read: the data caches and the workdir's records) and
+# `phases` (where a run is, for a stopped run's line and the fault tests, and the progress
+# lines of long phases: data and training both have them); pallas_kernels is a leaf.
+SHARED = {"errors", "files", "phases"}
 ALLOWED = {
-    "errors": set(),
+    "errors": {"phases"},
+    "phases": set(),
+    "files": {"phases"},
     "configs": set(),
-    "nn": {"errors", "pallas_kernels"},
-    "models": {"nn", "errors", "pallas_kernels"},
-    "convert": {"nn", "models", "errors"},
-    "training": {"errors", "configs"},
-    "data": {"errors"},
-    "inference": {"nn", "models", "training", "data", "errors"},
-    "tasks": {"nn", "models", "training", "data", "inference", "convert", "errors"},
-    "programs": {"nn", "models", "training", "data", "inference", "convert", "tasks", "errors",
-                 "configs"},
+    "nn": SHARED | {"pallas_kernels"},
+    "models": SHARED | {"nn", "pallas_kernels"},
+    "convert": SHARED | {"nn", "models"},
+    "training": SHARED | {"configs"},
+    "data": SHARED,
+    "inference": SHARED | {"nn", "models", "training", "data"},
+    "tasks": SHARED | {"nn", "models", "training", "data", "inference", "convert"},
+    "programs": SHARED | {"nn", "models", "training", "data", "inference", "convert", "tasks",
+                          "configs"},
 }
 # Programs that live beside the layer they run: `python -m srupp_jax.data.prepare`, and the
 # door's `python -m srupp_jax.study` / `srupp_jax.plot`.
@@ -51,9 +57,10 @@ def part_of(module: str) -> str:
 
 def test_every_module_belongs_to_a_layer():
     door = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert door == ["__init__.py", "errors.py", "plot.py", "study.py"], door
+    assert door == ["__init__.py", "errors.py", "files.py", "phases.py", "plot.py",
+                    "study.py"], door
     parts = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__")
-    assert set(parts) == set(ALLOWED) - {"errors"}, parts
+    assert set(parts) == set(ALLOWED) - SHARED, parts
 
 
 def test_layers_import_only_the_layers_below():

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import tarfile
 import zipfile
@@ -34,6 +33,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from srupp_jax import files, phases
 from srupp_jax.data.corpus import split_sizes
 
 _FEATURES = dict(index=np.int64, text=tfds.features.Tensor(shape=(), dtype=np.object_))
@@ -253,12 +253,14 @@ NAMES = (*BUILDERS, "lm1b")         # lm1b: billion_word.BillionWord
 
 
 def build(name: str, data_dir: str, manual_dir: Optional[str] = None,
-          source: Optional[Source] = None) -> str:
+          source: Optional[Source] = None, download_dir: Optional[str] = None) -> str:
     """Download (or read manual_dir) and prepare `name` ('enwik8', 'wikitext103', 'lm1b') as
-    array_record under data_dir, recording its source in SOURCE_FILE (lm1b: and its
-    vocabulary file); returns the prepared dataset directory. `source`: already resolved from
-    manual_dir (resolve_source)."""
+    array_record under data_dir, recording its source (lm1b: and its vocabulary file) and
+    every prepared file's size and sha256 in SOURCE_FILE; returns the prepared dataset
+    directory. `source`: already resolved from manual_dir (resolve_source); download_dir:
+    where downloads are kept (default data_dir/downloads)."""
     from srupp_jax.data import billion_word
+    phases.enter("prepare.build")
     tfds.disable_progress_bar()
     if name not in NAMES:
         raise ValueError(f"no TFDS builder for {name!r}; expected one of {NAMES}")
@@ -267,13 +269,15 @@ def build(name: str, data_dir: str, manual_dir: Optional[str] = None,
     if source is None and manual_dir is not None:
         source = resolve_source(name, manual_dir)
     builder.source = source
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    builder.download_and_prepare(download_config=config)
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    builder.download_and_prepare(download_dir=download_dir, download_config=config)
     out = os.fspath(builder.data_dir)
     if name == "lm1b":
         billion_word.save_vocab(builder.source, out)
+    record = builder.source.record()
+    record["files"] = files.manifest(out, skip=(SOURCE_FILE,))
     with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as f:
-        json.dump(builder.source.record(), f, indent=1, sort_keys=True)
+        f.write(files.sealed(record))
     return out
 
 

@@ -17,10 +17,13 @@ name the rule, so a cache of another rule is never read.
 
 Token arrays (int32, documents in order) are cached as .npy under
 `cache_dir/<name>-<key>/` (default `~/.cache/srupp_jax`, or $SRUPP_JAX_CACHE) and opened with
-`mmap_mode='r'`; the key hashes the dataset fingerprint (for TFDS: the prepared splits of its
-`dataset_info.json`; for default: Python version, file list and sizes, max_bytes; for text: the
-sha256 of the files' contents), the tokenization settings and the vocabulary rule. TensorFlow
-Datasets is imported only for the TFDS names.
+`mmap_mode='r'`, each file checked first against the size and sha256 recorded when it was
+written (srupp_jax/files.py: a truncated, empty or garbled cache is rebuilt, saying so; two
+processes building one cache at once: one builds, the other waits and reuses); the key
+hashes the dataset fingerprint (for TFDS: the prepared splits of its `dataset_info.json`;
+for default: Python version, file list and sizes, max_bytes; for text: the sha256 of the
+files' contents), the tokenization settings and the vocabulary rule. TensorFlow Datasets is
+imported only for the TFDS names.
 """
 from __future__ import annotations
 
@@ -28,12 +31,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, Optional
 
 import numpy as np
+from absl import logging
 
+from srupp_jax import files, phases
 from srupp_jax.data import corpus, text
 from srupp_jax.data.vocab import ByteVocab, WordVocab
 
@@ -122,8 +125,8 @@ def _tfds_fingerprint(name: str, data_dir: str) -> str:
         raise FileNotFoundError(
             f"dataset {name!r} is not prepared: {path} does not exist. Prepare it once with:\n"
             f"  {prepare_command(name, data_dir)}")
-    with open(path, "r", encoding="utf-8") as f:
-        info = json.load(f)
+    info = files.read_json(path, f"prepare it again: {prepare_command(name, data_dir)} "
+                                 "--overwrite")
     splits = sorted((s.get("name"), s.get("numBytes"), s.get("shardLengths"))
                     for s in info.get("splits", []))
     return hashlib.sha256(json.dumps([name, info.get("version"), splits,
@@ -136,8 +139,8 @@ def _source_record(name: str, data_dir: str) -> Optional[dict]:
     path = os.path.join(_tfds_dir(name, data_dir), "srupp_source.json")
     if not os.path.exists(path):
         return None
-    with open(path, "r", encoding="utf-8") as f:
-        return json.load(f)
+    return files.read_json(path, f"prepare it again: {prepare_command(name, data_dir)} "
+                                 "--overwrite")
 
 
 def _key(*parts) -> str:
@@ -145,12 +148,9 @@ def _key(*parts) -> str:
                                      default=str).encode()).hexdigest()[:16]
 
 
-def _load_cached(path: str, rule: str):
-    meta_path = os.path.join(path, "meta.json")
-    if not os.path.exists(meta_path):
-        return None
-    with open(meta_path, "r", encoding="utf-8") as f:
-        meta = json.load(f)
+def _open_cache(path: str, meta: dict, rule: str):
+    """(arrays, vocab) of a checked cache directory (files.cached_dir); ValueError when its
+    vocabulary is not of `rule` or not the one its meta.json records."""
     if meta.get("vocab_rule") != rule:
         raise ValueError(f"the token cache {path} holds ids of the vocabulary rule "
                          f"{meta.get('vocab_rule')!r}, not {rule!r}; delete it (it is rebuilt)")
@@ -163,36 +163,15 @@ def _load_cached(path: str, rule: str):
     if vocab.fingerprint != meta["vocab_sha256"]:
         raise ValueError(f"the token cache {path} has a vocabulary other than its meta.json "
                          "records; delete it (it is rebuilt)")
-    return arrays, vocab, meta
+    return arrays, vocab
 
 
-def publish_dir(path: str, fill, meta: dict) -> None:
-    """Build the cache directory `path` atomically for readers: `fill(tmp)` writes into a
-    temporary sibling directory, which gets `meta.json` and is then renamed to `path` (when
-    another process got there first, theirs is kept)."""
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp", dir=parent)
-    try:
-        fill(tmp)
-        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process won the race: keep theirs
-            if not os.path.exists(os.path.join(path, "meta.json")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _save_cache(path: str, arrays, vocab, meta) -> None:
-    def fill(tmp):
-        for s in SPLITS:
-            np.save(os.path.join(tmp, f"{s}.npy"), np.ascontiguousarray(arrays[s], np.int32))
-        if isinstance(vocab, WordVocab):
-            vocab.save(os.path.join(tmp, "vocab.txt"))
-    publish_dir(path, fill, meta)
+def _write_cache(tmp: str, arrays, vocab) -> None:
+    phases.enter("cache.write")
+    for s in SPLITS:
+        np.save(os.path.join(tmp, f"{s}.npy"), np.ascontiguousarray(arrays[s], np.int32))
+    if isinstance(vocab, WordVocab):
+        vocab.save(os.path.join(tmp, "vocab.txt"))
 
 
 def _build_default(max_bytes):
@@ -205,6 +184,10 @@ def _build_default(max_bytes):
 def _build_tfds(name: str, data_dir: str):
     from srupp_jax.data import billion_word, builders  # imports TFDS; registers our builders
     spec = _TFDS[name]
+    record = _source_record(name, data_dir) or {}
+    if "files" in record:              # the prepared files, as they were written
+        files.check(_tfds_dir(name, data_dir), record["files"],
+                    f"prepare it again: {prepare_command(name, data_dir)} --overwrite")
     source = builders.data_source(spec["tfds"], data_dir)
     read = lambda split: builders.read_split(source[_SPLITS[split]])
     if spec["unit"] == "byte":     # enwik8: the distinct byte values of the whole file
@@ -250,8 +233,16 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
     rule = vocab_rule(name, (text_source or {}).get("unit", "byte"))
     key_info["vocab_rule"] = rule
     path = os.path.join(cache_dir, f"{name}-{_key(name, key_info)}")
-    cached = _load_cached(path, rule)
-    if cached is None:
+
+    def fill(tmp: str) -> dict:
+        if name == TEXT:
+            source = text_source["path"]
+            size = text.source_size(source)
+            if size >= text.LARGE:
+                logging.info("tokenizing %s (%s MB) into %ss, once: the tokens are cached in "
+                             "%s", source, f"{size / 1e6:,.1f}", text_source["unit"], path)
+        else:
+            logging.info("building the token cache of %s, once: %s", name, path)
         if name == "default":
             arrays, vocab, info = _build_default(max_bytes)
         elif name == TEXT:
@@ -260,16 +251,16 @@ def load_tokens(name: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
         else:
             arrays, vocab = _build_tfds(name, data_dir)
             info = dict(data_dir=data_dir)
-        meta = dict(name=name, unit=vocab.unit, vocab_size=vocab.vocab_size,
+        _write_cache(tmp, arrays, vocab)
+        return dict(name=name, unit=vocab.unit, vocab_size=vocab.vocab_size,
                     pipeline_version=PIPELINE_VERSION, key=key_info, info=info,
                     num_tokens={s: int(arrays[s].shape[0]) for s in SPLITS},
                     vocab_rule=vocab.rule, vocab_sha256=vocab.fingerprint,
                     **(dict(eos=vocab.eos, unk=vocab.unk) if vocab.unit == "word" else
                        dict(symbols=vocab.symbols.tolist())))
-        assert vocab.rule == rule, (vocab.rule, rule)
-        _save_cache(path, arrays, vocab, meta)
-        cached = _load_cached(path, rule)
-    arrays, vocab, meta = cached
+
+    meta = files.cached_dir(path, fill, f"the token cache of {name}")
+    arrays, vocab = _open_cache(path, meta, rule)
     info = dict(meta["info"], cache_path=path, key=meta["key"])
     if name in _TFDS:
         source = _source_record(name, data_dir)

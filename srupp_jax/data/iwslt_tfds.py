@@ -13,13 +13,13 @@ record (sha256 of what was read, standard, note) is written beside dataset_info.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from srupp_jax import files, phases
 from srupp_jax.data import iwslt
 from srupp_jax.data.builders import SOURCE_FILE
 
@@ -67,26 +67,43 @@ def prepared_dir(data_dir: str, recipe: str) -> str:
 
 
 def build(data_dir: str, manual_dir: str, recipe: str) -> str:
-    """Prepare config `recipe` from the release in manual_dir; returns the prepared directory."""
+    """Prepare config `recipe` from the release in manual_dir; returns the prepared directory,
+    whose source record lists every file's size and sha256 (checked by `read`)."""
+    phases.enter("prepare.build")
     if recipe not in iwslt.RECIPES:
         raise ValueError(f"recipe={recipe!r}; expected one of {', '.join(iwslt.RECIPES)}")
-    files, record = iwslt.read_release(manual_dir)
+    release, record = iwslt.read_release(manual_dir)
     tfds.disable_progress_bar()
     builder = Iwslt14DeEn(config=recipe, data_dir=data_dir, file_format="array_record")
-    builder.files = files
+    builder.files = release
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     out = os.fspath(builder.data_dir)
     counts = {s: builder.info.splits[t].num_examples for s, t in TFDS_SPLITS.items()}
     note = iwslt.count_note(recipe, counts)
-    record = dict(record, counts=counts, note="; ".join(x for x in (record["note"], note) if x))
+    record = dict(record, counts=counts, note="; ".join(x for x in (record["note"], note) if x),
+                  files=files.manifest(out, skip=(SOURCE_FILE,)))
     with open(os.path.join(out, SOURCE_FILE), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
+        f.write(files.sealed(record))
     return out
 
 
+def prepare_again(data_dir: str, recipe: str) -> str:
+    """What to do about a damaged prepared config: the command that rebuilds it."""
+    return (f"prepare it again: python -m srupp_jax.data.prepare --dataset={NAME} "
+            f"--recipe={recipe} --manual_dir=DIR_WITH_de-en.tgz --data_dir={data_dir} "
+            "--overwrite")
+
+
 def read(data_dir: str, recipe: str) -> Dict[str, Dict[str, List[str]]]:
-    """{train, valid, test: {src, tgt, src_raw, tgt_raw: [str]}} of a prepared config."""
+    """{train, valid, test: {src, tgt, src_raw, tgt_raw: [str]}} of a prepared config, its
+    files checked first against their record (DamagedFile naming the first that differs)."""
+    path = prepared_dir(data_dir, recipe)
+    source = os.path.join(path, SOURCE_FILE)
+    record = files.read_json(source, prepare_again(data_dir, recipe)) if os.path.exists(
+        source) else {}
+    if "files" in record:
+        files.check(path, record["files"], prepare_again(data_dir, recipe))
     source = tfds.data_source(f"{NAME}/{recipe}", data_dir=data_dir, download=False)
     out = {}
     for split, tfds_split in TFDS_SPLITS.items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import List, Sequence
 
+from srupp_jax import files
+
 
 def read_lines(path: str) -> List[str]:
     """The lines of `path` ("-": stdin) without their newlines; ValueError naming the file
@@ -22,13 +24,12 @@ def read_lines(path: str) -> List[str]:
     return text.splitlines()
 
 
-
 def write_lines(path: str, lines: Sequence[str]) -> None:
-    """`lines` to `path` ("-": stdout), one a line."""
+    """`lines` to `path` ("-": stdout), one a line; a file is written atomically (a full disk
+    or a kill leaves the old file, and the error names the path)."""
     text = "".join(line + "\n" for line in lines)
     if path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        files.write_atomic(path, text)

@@ -18,18 +18,19 @@ all]` builds the TFDS config(s) and the BPE cache (`translation_data.prepare`);
 `--dataset=numbers_de_en` only fills the cache of the generated numbers task.
 
 A mistake (an unknown dataset, a missing or modified source, a bad flag) prints one line
-`error: ...` and exits with status 2 (srupp_jax/errors.py).
+`error: ...` and exits with status 2 (srupp_jax/errors.py). Ctrl-C (130) and SIGTERM (75) stop
+within seconds, saying so; nothing half-built is kept (datasets and caches are built aside and
+moved in whole, by one process at a time), and the same command finishes the work.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
 import sys
 from typing import Optional
 
-from srupp_jax import errors
+from srupp_jax import errors, files, phases
 from srupp_jax.data import datasets, translation_data
 from srupp_jax.programs import logs
 
@@ -46,11 +47,19 @@ def prepare(name: str, data_dir: Optional[str] = None, manual_dir: Optional[str]
         prepared = datasets._tfds_dir(name, data_dir)
         source = (builders.resolve_source(name, manual_dir, allow_modified_source)
                   if manual_dir is not None else None)
-        if os.path.exists(os.path.join(prepared, "dataset_info.json")) and not overwrite:
-            _check_same_source(name, prepared, source)
-        else:
-            shutil.rmtree(prepared, ignore_errors=True)
-            builders.build(name, data_dir, manual_dir=manual_dir, source=source)
+        # Built aside, then moved in, by one process at a time: a failed or killed build
+        # leaves the old one as it was (or none), never a part.
+        with files.building(prepared, f"the prepared {name}") as tmp:
+            if os.path.exists(os.path.join(prepared, "dataset_info.json")) and not overwrite:
+                _check_same_source(name, prepared, source)
+            else:
+                try:
+                    built = builders.build(name, tmp, manual_dir=manual_dir, source=source,
+                                           download_dir=os.path.join(data_dir, "downloads"))
+                    phases.enter("prepare.record")
+                    files.move_into(built, prepared)
+                except OSError as e:          # a full disk: what was being prepared named
+                    raise files.named(e, prepared) from None
     return datasets.load_tokens(name, data_dir=data_dir, cache_dir=cache_dir,
                                 max_bytes=max_bytes)
 
@@ -94,6 +103,7 @@ def main(argv=None) -> int:
     p.add_argument("--traceback", action="store_true", help="the full stack of an error")
     a = p.parse_args(argv)
     logs.setup()
+    errors.stop_on_sigterm()
     return errors.call(lambda: _main_translation(a) if a.dataset in translation else
                        _main_lm(a), traceback=a.traceback)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import threading
 from typing import Iterable, List, Sequence
 
 import numpy as np
@@ -106,14 +107,35 @@ def train_bpe(lines: Sequence[str], vocab_size: int, user_symbols: Sequence[str]
     if not lines:
         raise ValueError("no non-empty train sentence to learn the BPE from")
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
+    _stoppable(lambda: spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
         vocab_size=int(vocab_size), character_coverage=1.0, normalization_rule_name="identity",
         byte_fallback=False, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
         user_defined_symbols=list(user_symbols), hard_vocab_limit=False, num_threads=1,
         max_sentence_length=1 << 16, input_sentence_size=0, shuffle_input_sentence=False,
-        minloglevel=2)
+        minloglevel=2))
     return model.getvalue()
+
+
+def _stoppable(work) -> None:
+    """work() (one long call into C++: learning the BPE of IWSLT'14 takes a while) in a
+    daemon thread while this one waits in short joins, so that SIGTERM or Ctrl-C stops the
+    program within a second (Python runs signal handlers in the main thread only, between
+    bytecodes); its error is raised here."""
+    failed = []
+
+    def run():
+        try:
+            work()
+        except BaseException as e:          # noqa: BLE001 (raised again below)
+            failed.append(e)
+
+    thread = threading.Thread(target=run, name="srupp-bpe", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if failed:
+        raise failed[0]
 
 
 class Subwords:

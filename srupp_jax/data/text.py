@@ -13,8 +13,10 @@ test_path, unit)` tokenizes them:
 file is never served from an old cache; it reads the files on every load, so it is also where a
 file with NUL bytes (a binary file?) gets its one warning line.
 
-Errors name the file: an empty file (or folder of empty files) and its size, and, for words,
-bytes that are not UTF-8 with the file and the offset.
+Tokenizing words of a LARGE text says how far it has got (a line at every tenth of each pass,
+and at least every 30 s off a terminal). Errors name the file: an empty file (or folder of
+empty files) and its size, and, for words, bytes that are not UTF-8 with the file and the
+offset.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Dict, List, Tuple
 
 from absl import logging
 
+from srupp_jax import phases
 from srupp_jax.data import corpus
 from srupp_jax.data.vocab import ByteVocab, WordVocab
 
@@ -125,8 +128,22 @@ def _split_lines(text: str):
     return list(tr), list(va), list(te)
 
 
+LARGE = 1_000_000      # characters (bytes) from which tokenizing says what it does
+
+
+def _shown(lines: List[str], what: str):
+    """`lines`, with progress lines (srupp_jax.phases.progress) in millions of characters when
+    they are LARGE."""
+    total = sum(len(line) + 1 for line in lines)
+    if total < LARGE:
+        return lines
+    return phases.progress(lines, what, total=total / 1e6, unit="M chars",
+                           phase="data.tokenize", size=lambda line: (len(line) + 1) / 1e6)
+
+
 def build(path: str, valid_path: str = "", test_path: str = "", unit: str = "byte"):
-    """({train, valid, test: [N] int32 ids}, vocab) of the text (see the module docstring)."""
+    """({train, valid, test: [N] int32 ids}, vocab) of the text (see the module docstring).
+    Words show how far counting and encoding have got (progress lines)."""
     _check(path, valid_path, test_path, unit)
     if unit == "byte":
         vocab = ByteVocab()
@@ -142,5 +159,7 @@ def build(path: str, valid_path: str = "", test_path: str = "", unit: str = "byt
             (path, "data.path"), (valid_path, "data.valid_path"), (test_path, "data.test_path"))]
     else:
         parts = _split_lines(read_text(path))
-    vocab = WordVocab.build(parts[0], add_unk=True)
-    return dict(zip(("train", "valid", "test"), (vocab.encode(p) for p in parts))), vocab
+    vocab = WordVocab.build(_shown(parts[0], f"words of {path}: counting"), add_unk=True)
+    encoded = [vocab.encode(_shown(p, f"words of {path}: encoding {split}"))
+               for p, split in zip(parts, ("train", "valid", "test"))]
+    return dict(zip(("train", "valid", "test"), encoded)), vocab

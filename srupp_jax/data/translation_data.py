@@ -25,14 +25,14 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+from absl import logging
 
+from srupp_jax import files, phases
 from srupp_jax.data import numbers, parallel
-from srupp_jax.data.datasets import default_cache_dir, default_data_dir, publish_dir
+from srupp_jax.data.datasets import default_cache_dir, default_data_dir
 from srupp_jax.data.subwords import Subwords, TextRecipe, train_bpe, vocab_size_for_merges
 
 NAMES = ("numbers_de_en", "iwslt14_de_en", "parallel")
@@ -128,15 +128,12 @@ def _iwslt_fingerprint(data_dir: str, recipe: str) -> dict:
             f"iwslt14_de_en/{recipe} is not prepared: {info_path} does not exist. Prepare it "
             f"once with:\n  python -m srupp_jax.data.prepare --dataset=iwslt14_de_en "
             f"--recipe={recipe} --manual_dir=DIR_WITH_de-en.tgz --data_dir={data_dir}")
-    with open(info_path, encoding="utf-8") as f:
-        info = json.load(f)
+    fix = iwslt_tfds.prepare_again(data_dir, recipe)
+    info = files.read_json(info_path, fix)
     splits = sorted((s.get("name"), s.get("numBytes"), s.get("shardLengths"))
                     for s in info.get("splits", []))
     source_path = os.path.join(path, "srupp_source.json")
-    source = None
-    if os.path.exists(source_path):
-        with open(source_path, encoding="utf-8") as f:
-            source = json.load(f)
+    source = files.read_json(source_path, fix) if os.path.exists(source_path) else None
     return dict(splits=splits, version=info.get("version"), source=source)
 
 
@@ -189,21 +186,20 @@ def _vocab_size(name, recipe, vocab_size, train_lines) -> int:
     return PARALLEL_VOCAB
 
 
-def _write(path: str, texts, model: bytes, subwords: Subwords, meta: dict) -> None:
-    """The cache directory (datasets.publish_dir: atomic for readers)."""
-    def fill(tmp):
-        for split, t in texts.items():
-            for side in ("src", "tgt"):
-                ids = Ragged.from_rows(subwords.encode_tokenized(t[side]))
-                np.save(os.path.join(tmp, f"{split}.{side}.npy"), ids.flat)
-                np.save(os.path.join(tmp, f"{split}.{side}_offsets.npy"), ids.offsets)
-                for kind, key in (("tok", side), ("raw", side + "_raw")):
-                    with open(os.path.join(tmp, f"{split}.{side}.{kind}.txt"), "w",
-                              encoding="utf-8", newline="\n") as f:
-                        f.write("\n".join(t[key]))
-        with open(os.path.join(tmp, "spm.model"), "wb") as f:
-            f.write(model)
-    publish_dir(path, fill, meta)
+def _write(tmp: str, texts, model: bytes, subwords: Subwords) -> None:
+    """The files of a cache directory into the folder tmp (files.cached_dir publishes it)."""
+    phases.enter("cache.write")
+    for split, t in texts.items():
+        for side in ("src", "tgt"):
+            ids = Ragged.from_rows(subwords.encode_tokenized(t[side]))
+            np.save(os.path.join(tmp, f"{split}.{side}.npy"), ids.flat)
+            np.save(os.path.join(tmp, f"{split}.{side}_offsets.npy"), ids.offsets)
+            for kind, key in (("tok", side), ("raw", side + "_raw")):
+                with open(os.path.join(tmp, f"{split}.{side}.{kind}.txt"), "w",
+                          encoding="utf-8", newline="\n") as f:
+                    f.write("\n".join(t[key]))
+    with open(os.path.join(tmp, "spm.model"), "wb") as f:
+        f.write(model)
 
 
 def _read_lines(file: str, n: int) -> List[str]:
@@ -215,12 +211,8 @@ def _read_lines(file: str, n: int) -> List[str]:
     return lines
 
 
-def _load(path: str) -> Optional[TranslationData]:
-    meta_path = os.path.join(path, "meta.json")
-    if not os.path.exists(meta_path):
-        return None
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
+def _load(path: str, meta: dict) -> TranslationData:
+    """The dataset of a checked cache directory (files.cached_dir) and its meta.json."""
     with open(os.path.join(path, "spm.model"), "rb") as f:
         model = f.read()
     subwords = Subwords(model, TextRecipe(**meta["recipe"]), *meta["langs"])
@@ -272,8 +264,9 @@ def load_translation(name: str, *, path: str = "", src: str = "", tgt: str = "",
     settings = _settings(*args)
     key = _key([name, settings])
     cache = os.path.join(cache_dir, f"{name}-{key}")
-    data = _load(cache)
-    if data is None:
+
+    def fill(tmp: str) -> dict:
+        logging.info("building the %s cache (BPE, subword ids), once: %s", name, cache)
         texts, text_recipe, langs, info = _texts(name, path, src, tgt, recipe, lowercase,
                                                  tokenizer, numbers_sizes, numbers_seed,
                                                  data_dir)
@@ -285,11 +278,12 @@ def load_translation(name: str, *, path: str = "", src: str = "", tgt: str = "",
         if name == "iwslt14_de_en":
             info = dict(info, source=settings["tfds"]["source"], recipe=recipe)
         info.update(requested_vocab_size=size, user_symbols=list(symbols))
-        meta = dict(name=name, langs=list(langs), recipe=dataclasses.asdict(text_recipe),
+        _write(tmp, texts, model, subwords)
+        return dict(name=name, langs=list(langs), recipe=dataclasses.asdict(text_recipe),
                     key=settings, info=info, pipeline_version=PIPELINE_VERSION,
                     counts={s: len(texts[s]["src"]) for s in SPLITS})
-        _write(cache, texts, model, subwords, meta)
-        data = _load(cache)
+
+    data = _load(cache, files.cached_dir(cache, fill, f"the {name} cache"))
     if name == "iwslt14_de_en":
         source = data.info.get("source")
         data.info["standard_source"] = bool(source is None or source.get("standard", True))
@@ -323,25 +317,24 @@ def prepare(name: str, *, data_dir: Optional[str] = None, manual_dir: Optional[s
         if recipe not in iwslt.RECIPES:
             raise ValueError(f"--recipe={recipe!r}; expected one of {', '.join(iwslt.RECIPES)}")
         prepared = iwslt_tfds.prepared_dir(data_dir, recipe)
-        done = os.path.exists(os.path.join(prepared, "dataset_info.json"))
-        if done and not overwrite:
-            if manual_dir is not None:
-                _check_same_release(prepared, manual_dir)
-        else:
-            if manual_dir is None:
-                raise ValueError("iwslt14_de_en is prepared from the release: pass "
-                                 "--manual_dir=DIR holding de-en.tgz (IWSLT 2014, "
-                                 "https://wit3.fbk.eu/2014-01)")
-            # Built aside, then moved in: a failed rebuild leaves the old build as it was.
-            os.makedirs(data_dir, exist_ok=True)
-            tmp = tempfile.mkdtemp(prefix=".iwslt14_de_en.tmp", dir=data_dir)
-            try:
-                built = iwslt_tfds.build(tmp, manual_dir, recipe)
-                shutil.rmtree(prepared, ignore_errors=True)
-                os.makedirs(os.path.dirname(prepared), exist_ok=True)
-                os.rename(built, prepared)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        # Built aside, then moved in, by one process at a time: a failed or killed rebuild
+        # leaves the old build as it was.
+        with files.building(prepared, f"the prepared iwslt14_de_en/{recipe}") as tmp:
+            done = os.path.exists(os.path.join(prepared, "dataset_info.json"))
+            if done and not overwrite:
+                if manual_dir is not None:
+                    _check_same_release(prepared, manual_dir)
+            else:
+                if manual_dir is None:
+                    raise ValueError("iwslt14_de_en is prepared from the release: pass "
+                                     "--manual_dir=DIR holding de-en.tgz (IWSLT 2014, "
+                                     "https://wit3.fbk.eu/2014-01)")
+                try:
+                    built = iwslt_tfds.build(tmp, manual_dir, recipe)
+                    phases.enter("prepare.record")
+                    files.move_into(built, prepared)
+                except OSError as e:          # a full disk: what was being prepared named
+                    raise files.named(e, prepared) from None
     elif name not in NAMES or name == "parallel":
         raise ValueError(f"--dataset={name!r}: prepare builds iwslt14_de_en or numbers_de_en "
                          "(your own parallel folder needs no preparation)")

@@ -24,7 +24,8 @@ from srupp_jax.training import progress
 def translate_ids(model, sources: Ragged, config, *, desc: str = "") -> List[np.ndarray]:
     """The best hypothesis of every source (Ragged BPE ids without EOS) by `model` (an
     encoder-decoder with its trained parameters): [n_i] int32 id arrays without EOS or
-    padding, in the sources' order. desc: a progress bar of that name (progress.bar)."""
+    padding, in the sources' order. desc: a progress bar of that name (progress.bar; "":
+    lines only when it is slow). Each search is bounded by the length rule (decode)."""
     d = config.decode
     search = (lambda src: decode.greedy(model, src, max_len_a=d.max_len_a,
                                         max_len_b=d.max_len_b)) if d.beam_size == 1 else (
@@ -33,7 +34,8 @@ def translate_ids(model, sources: Ragged, config, *, desc: str = "") -> List[np.
                                        max_len_a=d.max_len_a, max_len_b=d.max_len_b))
     out: List[np.ndarray] = [np.zeros(0, np.int32)] * len(sources)
     batches = eval_batches(sources, None, config.eval.batch_tokens, max_len=config.train.max_len)
-    for batch in progress.bar(batches, desc, unit="batch") if desc else batches:
+    for batch in progress.bar(batches, desc, total=len(batches), unit="batch",
+                              phase="eval.batch"):
         tokens = np.asarray(search(batch.src)[0])
         for row, i in zip(tokens, batch.index):
             if i >= 0:

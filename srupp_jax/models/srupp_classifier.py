@@ -38,8 +38,8 @@ from srupp_jax.models.classifier import (
 )
 from srupp_jax.models.flops import estimate_flops_per_token
 from srupp_jax.nn.adaptive import AdaptiveInput
-from srupp_jax.nn.clusters import check_cutoffs, cluster_dims
 from srupp_jax.nn.attention import attention_layers, check_heads
+from srupp_jax.nn.clusters import check_cutoffs, cluster_dims
 from srupp_jax.nn.linear import linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
 from srupp_jax.nn.remat import check_remat

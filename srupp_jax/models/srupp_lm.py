@@ -29,8 +29,8 @@ from srupp_jax.models.base import check_kernel_options, compute_dtype, config_fr
 from srupp_jax.models.flops import estimate_flops_per_token
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
 from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax
-from srupp_jax.nn.clusters import check_cutoffs, cluster_dims
 from srupp_jax.nn.attention import attention_layers, check_heads
+from srupp_jax.nn.clusters import check_cutoffs, cluster_dims
 from srupp_jax.nn.linear import linear
 from srupp_jax.nn.recurrence import IMPLS, resolve_backend
 from srupp_jax.nn.remat import check_remat

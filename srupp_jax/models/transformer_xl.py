@@ -38,8 +38,8 @@ from srupp_jax.errors import require
 from srupp_jax.models.base import compute_dtype, config_from
 from srupp_jax.models.lm import LanguageModel, LMState, empty_state, roll_memory
 from srupp_jax.nn.adaptive import AdaptiveInput, AdaptiveSoftmax
-from srupp_jax.nn.clusters import check_cutoffs, matrix_weights
 from srupp_jax.nn.attention import memory_attention_mask
+from srupp_jax.nn.clusters import check_cutoffs, matrix_weights
 from srupp_jax.nn.linear import PositionwiseFF, linear, norm
 
 INIT = jax.nn.initializers.normal(stddev=0.02)

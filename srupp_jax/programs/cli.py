@@ -20,7 +20,9 @@ key, a bad value, a missing dataset or file, a workdir that is a file or cannot 
 prints one line `error: ...` to stderr and exits with status 2, before anything is written
 to the workdir; a run that cannot go on (a checkpoint that cannot be saved or restored,
 non-finite losses, a workdir in use by another trainer) prints one line and exits with
-status 1; Ctrl-C outside training exits with 130. `--traceback` shows the full stack instead.
+status 1; Ctrl-C outside training exits with 130, SIGTERM outside training with 75 (each
+naming what it stopped: preparing data, evaluating; rerun the command to finish).
+`--traceback` shows the full stack instead.
 Programming errors raise as usual. A training run ends with a JSON line whose `status` gives
 the exit code: finished or stopped 0, preempted (SIGTERM) 75, interrupted (SIGINT) 130
 (srupp_jax/training/workdir.py); its train_* and dev_* metrics are those of the steps `train_step` and
@@ -264,6 +266,7 @@ def check_task_has(name: str, config, workdir: str) -> None:
 
 def main(argv):
     logs.setup()
+    errors.stop_on_sigterm()        # SIGTERM outside training: one line, exit 75
     with errors.front_door(traceback=FLAGS.traceback):
         check_arguments(argv)
         _run_mode()

@@ -23,6 +23,10 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 OURS = tuple(os.path.join(_ROOT, name) + os.sep for name in ("srupp_jax", "pallas_kernels"))
 NOISE = (
     "tracked_metric`; did not provide metrics",   # Orbax, at every save without dev metrics
+    # Orbax's threads, when a save fails (a full disk): the run's one line says it
+    "_SignalingThread.run() raised an exception", "Failed to write metadata=",
+    "Failed to update metadata=",
+    "Handler Commit operations or the Commit callback", "Save Finalize thread",
 )
 _WARNING = re.compile(r"^.*?:\d+: (\w+): (.*)$")         # warnings.formatwarning's first line
 
@@ -49,7 +53,7 @@ class Quiet(std.Filter):
         self.everything = everything
 
     def filter(self, record: std.LogRecord) -> bool:
-        if record.levelno < std.ERROR and any(n in record.getMessage() for n in NOISE):
+        if any(n in record.getMessage() for n in NOISE):
             return False
         return (self.everything or record.levelno >= std.WARNING
                 or record.pathname.startswith(OURS))

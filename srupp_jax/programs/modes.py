@@ -268,7 +268,7 @@ def check_files(source: str, target: str, what: str = "source sentences") -> Non
 
 
 def _importing():
-    from srupp_jax.programs import importing     # --mode=import (torch only there)
+    from srupp_jax.programs import importing  # --mode=import (torch only there)
     return importing
 
 

@@ -249,6 +249,7 @@ DEFAULT_CONFIG = os.path.join(cli.CONFIG_DIR, "study_enwik8.py")
 
 def main(argv):
     logs.setup()
+    errors.stop_on_sigterm()
     with errors.front_door(traceback=FLAGS.traceback):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}; every argument "

@@ -58,7 +58,8 @@ def make_evaluator(model, config, mesh):
 
     def evaluate(params, rest, tokens: np.ndarray, max_tokens: int = 0,
                  desc: str = "") -> float:
-        """desc: a progress bar of that name over the segments (progress.bar); "" none."""
+        """desc: a progress bar of that name over the segments (progress.bar); "": lines
+        only when it is slow."""
         if max_tokens:
             tokens = tokens[:max_tokens + 1]
         if e.get("whole_windows", False):
@@ -71,9 +72,9 @@ def make_evaluator(model, config, mesh):
             carry = jax.device_put(carry, sharding.batch_shardings(mesh, carry))
         total = 0.0
         segments = -(-streams.stream_length // e.unroll) + bool(streams.dropped_tokens)
-        batches = streams.eval_batches()
-        if desc and jax.process_index() == 0:
-            batches = progress.bar(batches, desc, total=segments, unit="segment")
+        batches = progress.bar(streams.eval_batches(),
+                               desc if jax.process_index() == 0 else "", total=segments,
+                               unit="segment", phase="eval.batch")
         for batch in batches:
             if shard:
                 batch = [sharding.global_batch(a, mesh) for a in batch]

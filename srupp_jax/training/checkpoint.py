@@ -26,12 +26,16 @@ Never lost, never wrong:
   raises CheckpointMismatchError naming the differing sizes (a config mismatch, not corruption).
 - A `metrics` file Orbax cannot parse is moved aside before Orbax reads it (the checkpoint
   itself stays, ranked as having no metrics).
+- A checkpoint saved when a signal stopped its evaluation carries `pending_eval` in its meta
+  and no metrics: `pending_eval(step)` says so after a restore, and `set_metrics` attaches the
+  metrics once the resumed run has evaluated it.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import shutil
 from typing import Any
 
@@ -40,6 +44,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from srupp_jax import errors, files
 from srupp_jax.errors import RunFault
 from srupp_jax.training.leaves import abstract, array_name, describe, flatten, mismatch, unflatten
 
@@ -71,6 +76,7 @@ class Checkpoints:
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode={best_mode!r}; expected 'min' or 'max'")
         self.best_metric = best_metric
+        self.restored_meta: dict = {}     # the meta of the step `restore` returned
         self._set_aside_bad_metrics()
         sign = 1.0 if best_mode == "min" else -1.0       # Orbax ranks by the lowest value
         best_fn = lambda m: sign * float(m[best_metric]) if m and best_metric in m else math.inf
@@ -134,33 +140,69 @@ class Checkpoints:
         described = {name: describe(lv) for name, lv in leaves.items()}
         args[META] = ocp.args.JsonSave(dict(meta or {}, format=FORMAT, leaves=described))
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
-        if not self._mngr.save(int(step), args=ocp.args.Composite(**args), metrics=metrics):
+        try:
+            saved = self._mngr.save(int(step), args=ocp.args.Composite(**args), metrics=metrics)
+        except Exception as e:       # e.g. a full disk while writing its metadata
+            raise self._failed(e) from e
+        if not saved:
             raise CheckpointError(f"checkpoint step {step} was not saved in {self.directory} "
                                   f"(existing steps {self.steps()})")
+
+    def pending_eval(self, step: int) -> bool:
+        """Whether the restored `step` was saved before its evaluation finished (a signal
+        stopped it) and has no metrics yet."""
+        return bool(self.restored_meta.get("pending_eval")) and not self._mngr.metrics(step)
+
+    def set_metrics(self, step: int, metrics: dict) -> None:
+        """Attach `metrics` to the saved `step` (written where Orbax keeps them, atomically)."""
+        folder = os.path.join(self.directory, str(step), "metrics")
+        if jax.process_index() == 0:
+            os.makedirs(folder, exist_ok=True)
+            files.write_atomic(os.path.join(folder, "metrics"),
+                               json.dumps({k: float(v) for k, v in metrics.items()}))
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"metrics {step}")
+        self._mngr.reload()
 
     def check(self) -> None:
         """Raise the error of an asynchronous save that failed (e.g. disk full)."""
         try:
             self._mngr.check_for_errors()
         except Exception as e:
-            raise CheckpointError(f"saving a checkpoint in {self.directory} failed: "
-                                  f"{type(e).__name__}: {e}") from e
+            raise self._failed(e) from e
+
+    def _failed(self, e: Exception) -> CheckpointError:
+        """The error of a save that failed; the file system's cause with what to do (a full
+        disk: also as TensorStore reports it, `os_error_code='28'`)."""
+        code = re.search(r"os_error_code='(\d+)'", str(e))     # TensorStore's form
+        if isinstance(e, OSError):
+            cause = errors.reason(e)
+        elif code:
+            cause = os.strerror(int(code.group(1))) + errors.hint(int(code.group(1)))
+        else:
+            cause = f"{type(e).__name__}: {e}"
+        return CheckpointError(f"saving a checkpoint in {self.directory} failed: {cause}")
 
     def wait(self) -> None:
-        self._mngr.wait_until_finished()
+        try:
+            self._mngr.wait_until_finished()
+        except Exception as e:       # a save that failed in Orbax's threads (a full disk)
+            raise self._failed(e) from e
         self.check()
 
     # -- restore -----------------------------------------------------------------------
     def restore(self, like: dict[str, Any], *, which: str = "latest",
-                config: dict | None = None):
-        """Restore the trees named in `like` into its structure, dtypes and shardings.
+                config: dict | None = None, optional=()):
+        """Restore the trees named in `like` into its structure, dtypes and shardings (those
+        named in `optional` only when the checkpoint has them).
 
         Tries the best step first when which == "best", then the steps newest first; a step
         that fails to load or verify is quarantined and the next one tried. Returns
         (step, items) or None when there is no checkpoint. `config`: the model config of this
         run, compared with the stored one to name the sizes a mismatch differs in.
         """
-        return self._first_readable(which, lambda step: self._restore_step(step, like, config))
+        return self._first_readable(
+            which, lambda step: self._restore_step(step, like, config, optional))
 
     def restore_saved(self, name: str, *, which: str = "best"):
         """(step, {key path: array}) of tree `name` as it was saved (shapes and dtypes from
@@ -211,14 +253,17 @@ class Checkpoints:
         raise CheckpointError(f"no checkpoint in {self.directory} could be restored (steps "
                               f"{tried} moved to {os.path.join(self.directory, QUARANTINE)})")
 
-    def _restore_step(self, step: int, like: dict[str, Any], config: dict | None):
+    def _restore_step(self, step: int, like: dict[str, Any], config: dict | None,
+                      optional=()):
         if os.path.exists(os.path.join(self.directory, str(step), "treedefs_")):
             raise CheckpointMismatchError(
                 f"checkpoint step {step} in {self.directory} was written by an older srupp_jax "
                 "(before checksums); restore it with that version, or train in a new workdir")
         meta = self._mngr.restore(step, args=ocp.args.Composite(
             **{META: ocp.args.JsonRestore()}))[META]
+        self.restored_meta = meta
         stored_config = meta.get("config")
+        like = {k: v for k, v in like.items() if k in meta["leaves"] or k not in optional}
         leaves = {name: flatten(tree) for name, tree in like.items()}
         for name, lv in leaves.items():
             if name not in meta["leaves"]:
@@ -242,11 +287,18 @@ class Checkpoints:
         return out
 
     def close(self) -> None:
-        self.wait()
-        self._mngr.close()
+        """Wait for the pending save (raising its error), then stop Orbax's threads."""
+        try:
+            self.wait()
+        finally:
+            self._mngr.close()
 
     def __enter__(self) -> "Checkpoints":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            self.close()
+        except Exception:
+            if exc_type is None:      # else the error already on its way is the one to tell
+                raise

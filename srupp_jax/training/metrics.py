@@ -11,6 +11,8 @@
   last_metrics(workdir, step)  the latest value of every metric up to `step`.
   MetricWriter.note(step, info)  a "setup" line of text (the recurrence chosen and why, the
                                memory plan, the loss scale): not a metric.
+  check_record(workdir)        DamagedFile naming a line of metrics.jsonl that is not a record
+                               (one cut short by a stopped run, the last, is not damage).
 
 Multi-host: create the MetricWriter on process 0 only (`jax.process_index() == 0`). The
 progress bar: progress.py; FLOPs and MFU: flops.py.
@@ -23,6 +25,8 @@ import os
 import time
 import warnings
 from typing import Any, Callable, Mapping, Optional
+
+from srupp_jax import files
 
 METRICS_FILE = "metrics.jsonl"
 RESERVED_KEYS = ("step", "split", "time", "hours")    # set by the writer, not by scalars
@@ -52,9 +56,47 @@ def _decode(record: dict) -> dict:
 
 
 def _lines(path: str) -> list[str]:
-    """The lines of a text file, the last one possibly unfinished (or "")."""
-    with open(path, "r", encoding="utf-8") as f:
+    """The lines of a text file, the last one possibly unfinished (or ""); bytes that are not
+    UTF-8 become U+FFFD (a garbled line is then not JSON)."""
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
         return f.read().split("\n")
+
+
+def _blank(line: str) -> bool:
+    return not line.strip(" \t\r\0")
+
+
+def _records(path: str) -> list[tuple[str, dict]]:
+    """(line, record) of every record of a metrics.jsonl, in order; its last line left out
+    when it is unfinished (no newline after it, or NUL bytes: a run stopped while writing
+    it). DamagedFile naming the first other line that is not a record."""
+    lines = _lines(path)
+    out = []
+    for i, line in enumerate(lines):
+        if _blank(line):
+            continue
+        try:
+            record = json.loads(line)
+            if not (isinstance(record, dict) and isinstance(record.get("step"), int)
+                    and isinstance(record.get("split"), str)):
+                raise ValueError("not a record with a step and a split")
+        except ValueError as e:
+            if all(_blank(rest) for rest in lines[i + 1:]) and (
+                    i == len(lines) - 1 or "\0" in line):
+                break                                  # unfinished: the run stopped here
+            raise files.DamagedFile(
+                f"{path} is damaged at line {i + 1} ({str(e).splitlines()[0]}): it is the "
+                "record of this run's metrics; restore it from a copy, delete that line, or "
+                f"move it aside (mv {path} {path}.damaged) to start a new one") from None
+        out.append((line, record))
+    return out
+
+
+def check_record(workdir: str) -> None:
+    """DamagedFile when workdir's metrics.jsonl has a line that is not a record (_records)."""
+    path = os.path.join(os.fspath(workdir), METRICS_FILE)
+    if os.path.isfile(path):
+        _records(path)
 
 
 def read_metrics(path: str, *, split: Optional[str] = None, strict: bool = False) -> list[dict]:
@@ -141,23 +183,44 @@ def last_metrics(workdir: str, step: int) -> dict:
     return last
 
 
-def _drop_records_after(path: str, step: int) -> None:
-    """Rewrite a metrics.jsonl without the records of steps after `step` (atomic replace)."""
+def _keep_records(path: str, keep) -> None:
+    """Rewrite a metrics.jsonl (atomically) with the records for which keep(record) holds, an
+    unfinished last line dropped; untouched when that changes nothing."""
     if not os.path.isfile(path):
         return
-    lines = _lines(path)
-    kept = []
-    for line in lines:
-        try:
-            if line.strip() and json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue                                  # a truncated line: dropped as well
-    if len(kept) == sum(bool(line.strip()) for line in lines):
+    records = _records(path)
+    kept = [line for line, record in records if keep(record)]
+    if kept == [line for line in _lines(path) if line.strip()]:
         return
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in kept))
-    os.replace(path + ".tmp", path)
+    files.write_atomic(path, "".join(line + "\n" for line in kept))
+
+
+class Events:
+    """A TensorBoard event file (tensorboardX's EventsWriter) written in the caller's thread:
+    a full disk raises at the write, where tensorboardX's SummaryWriter would lose its writer
+    thread and then wait forever on its full queue (the run hung). purge_step: TensorBoard
+    hides the events of that step and later ones written before (a resumed run)."""
+
+    def __init__(self, logdir: str, purge_step: Optional[int] = None):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        os.makedirs(logdir, exist_ok=True)
+        self._writer = EventsWriter(os.path.join(logdir, "events"))
+        if purge_step is not None:
+            self._writer.write_event(Event(step=purge_step, wall_time=time.time(),
+                                           session_log=SessionLog(status=SessionLog.START)))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+        self._writer.write_event(Event(step=step, wall_time=time.time(),
+                                       summary=scalar(tag, value)))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class MetricWriter:
@@ -171,7 +234,9 @@ class MetricWriter:
         (the plot multiplies `hours` by it to give device hours). None: `jax.device_count()`.
       clock: wall clock for the `time` field (tests); elapsed hours use `time.monotonic`.
       resume_step: a run resumed from this step: records of later steps (written before the
-        restart, and about to be written again) are removed from metrics.jsonl first.
+        restart, and about to be written again) are removed from metrics.jsonl first, as is
+        the setup line of an earlier start from this same step (the new start writes its
+        own), and TensorBoard hides its events after this step (tensorboardX's purge_step).
 
     Each `write` appends one line
       {"step": int, "split": str, "time": unix seconds, "hours": float, "devices": int, **scalars}
@@ -196,8 +261,9 @@ class MetricWriter:
         self.devices = devices
         self._clock = clock
         self.start_hours = last_hours(self.path)   # before dropping rows: hours spent count
-        if resume_step is not None:
-            _drop_records_after(self.path, resume_step)
+        if resume_step is not None:     # and a line cut short by a stopped run, and the setup
+            _keep_records(self.path, lambda r: r["step"] < resume_step or (  # line of a start
+                r["step"] == resume_step and r["split"] != SETUP))       # from the same step
         self._t0 = time.monotonic()
         with open(self.path, "ab+") as f:      # a truncated line must not swallow our record
             f.seek(max(f.seek(0, os.SEEK_END) - 1, 0))
@@ -205,6 +271,7 @@ class MetricWriter:
                 f.write(b"\n")
         self._file = open(self.path, "a", encoding="utf-8")
         self._tensorboard = tensorboard
+        self._purge = None if not resume_step else resume_step + 1
         self._tb: dict[str, Any] = {}
         if tensorboard:
             try:
@@ -220,8 +287,8 @@ class MetricWriter:
 
     def _tb_writer(self, split: str):
         if split not in self._tb:
-            from tensorboardX import SummaryWriter
-            self._tb[split] = SummaryWriter(os.path.join(self.workdir, "tensorboard", split))
+            self._tb[split] = Events(os.path.join(self.workdir, "tensorboard", split),
+                                     self._purge)
         return self._tb[split]
 
     def write(self, step: int, scalars: Mapping[str, Any], *, split: str = "train") -> dict:
@@ -246,14 +313,26 @@ class MetricWriter:
                 record[k] = int(v)
                 continue
             record[k] = _json_value(v)
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")
+            self._file.flush()
+        except OSError as e:                     # a full disk: the error names the file
+            raise files.named(e, self.path) from None
         if self._tensorboard:
-            w = self._tb_writer(split)
-            for k, v in record.items():
-                if k not in RESERVED_KEYS and k != "devices":
-                    w.add_scalar(k, _NONFINITE.get(v, v) if isinstance(v, str) else v, step)
+            try:
+                w = self._tb_writer(split)
+                for k, v in record.items():
+                    if k not in RESERVED_KEYS and k != "devices":
+                        w.add_scalar(k, _NONFINITE.get(v, v) if isinstance(v, str) else v, step)
+            except OSError as e:
+                raise files.named(e, os.path.join(self.workdir, "tensorboard", split)) from None
         return record
+
+    def forget(self, step: int, split: str) -> None:
+        """Remove the record of `split` at `step` (an evaluation about to be redone)."""
+        self._file.close()
+        _keep_records(self.path, lambda r: (r["step"], r["split"]) != (step, split))
+        self._file = open(self.path, "a", encoding="utf-8")
 
     def note(self, step: int, info: Mapping[str, Any], *, split: str = SETUP) -> None:
         """Record `info` (text or numbers, e.g. the recurrence backend a run chose and why) as
@@ -262,25 +341,37 @@ class MetricWriter:
         record = {"step": int(step), "split": split, "time": self._clock(), "hours": self.hours,
                   "devices": self.devices, **{k: v if isinstance(v, str) else _json_value(v)
                                               for k, v in info.items()}}
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")
+            self._file.flush()
+        except OSError as e:                     # a full disk: the error names the file
+            raise files.named(e, self.path) from None
 
     def flush(self) -> None:
+        """Everything written so far onto the disk (an OSError names metrics.jsonl)."""
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        for w in self._tb.values():
-            w.flush()
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as e:
+                raise files.named(e, self.path) from None
+        for split, w in self._tb.items():
+            try:
+                w.flush()
+            except OSError as e:
+                raise files.named(e, os.path.join(self.workdir, "tensorboard", split)) from None
 
     def close(self) -> None:
         if self._file is None:
             return
-        self.flush()
-        self._file.close()
-        self._file = None
-        for w in self._tb.values():
-            w.close()
-        self._tb = {}
+        try:
+            self.flush()
+        finally:
+            f, self._file = self._file, None
+            tb, self._tb = self._tb, {}
+            for w in tb.values():
+                w.close()
+            f.close()
 
     def __enter__(self) -> "MetricWriter":
         return self

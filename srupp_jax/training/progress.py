@@ -11,36 +11,21 @@ train.log_every steps in both cases.
   for batch in bar(batches, "eval dev", total=n, unit="segment"):   # evaluation loops
       ...
 
-`bar` is a tqdm bar on a terminal; elsewhere (CI logs, nohup, SLURM) it shows no bar and logs
-one line when the loop ends ("eval dev: 120 segments in 3.1 s").
+`bar` is srupp_jax.phases.progress: a tqdm bar on a terminal; elsewhere (CI logs, nohup,
+SLURM) a line at every tenth of the loop and at least every 30 s, and one when it ends
+("eval dev: 120 segments in 3.1 s").
 """
 from __future__ import annotations
 
 import collections
 import sys
 import time
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Optional
 
+from srupp_jax import phases
 
-def on_terminal() -> bool:
-    """Whether stderr is a terminal (where progress bars are drawn)."""
-    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-
-
-def bar(items: Iterable, desc: str, *, total: Optional[int] = None,
-        unit: str = "it") -> Iterator:
-    """`items` with a tqdm bar named `desc` on a terminal; elsewhere no bar and one INFO line
-    when the loop ends: "<desc>: N <unit>s in S s"."""
-    from tqdm import tqdm
-    if on_terminal():
-        yield from tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr)
-        return
-    from absl import logging
-    start, count = time.perf_counter(), 0
-    for count, item in enumerate(items, 1):
-        yield item
-    logging.info("%s: %d %s%s in %.1f s", desc, count, unit, "" if count == 1 else "s",
-                 time.perf_counter() - start)
+on_terminal = phases.on_terminal
+bar = phases.progress        # loops of a long phase (evaluation): srupp_jax/phases.py
 
 
 class Progress:

@@ -15,6 +15,7 @@ import time
 import jax
 from absl import logging
 
+from srupp_jax import phases
 from srupp_jax.training.metrics import MetricWriter
 from srupp_jax.training.mfu import mfu, peak_flops_per_device
 from srupp_jax.training.optim import lr_schedule
@@ -28,14 +29,16 @@ class Report:
     the run), the train and dev rows of metrics.jsonl and TensorBoard (process 0), the
     progress bar and its lines, and `last`, the latest metrics of each split."""
 
-    def __init__(self, workdir: str, task, rule, mesh, start: int):
+    def __init__(self, workdir: str, task, rule, mesh, start: int, window=None):
+        """window: the metric window a checkpoint restored (None: empty)."""
         t, main = task.config.train, jax.process_index() == 0
         self.task, self.rule, self.devices = task, rule, mesh.devices.size
         self.writer = MetricWriter(workdir, resume_step=start) if main else None
         self.progress = Progress(rule.total, initial=start, tokens_per_step=task.tokens_per_step,
                                  disable=None if main else True)
         self.say = self.progress.write if main else (lambda _: None)
-        self.window, self.max_bad, self.last = Window.empty(), t.max_bad_steps, {}
+        self.window = Window.empty() if window is None else window
+        self.max_bad, self.last = t.max_bad_steps, {}
         self.schedule = lr_schedule(t.lr, t.warmup_steps, t.steps, kind=t.schedule)
         self.accum = t.grad_accum_steps
         self.flops, self.peak = None, peak_flops_per_device()
@@ -85,6 +88,18 @@ class Report:
             grad_norm=grad_norm, tokens_per_sec=tps, devices=self.devices,
             **({} if util is None else {"mfu": util}),
             **({"loss_scale": self.loss_scale} if self.loss_scale == self.loss_scale else {})))
+        phases.enter("train.log")
+
+    def redo_dev(self, step: int, ckpt, dev) -> bool:
+        """Record `dev`, the evaluation of checkpoint `step` that a signal had stopped, and
+        attach its best metric to the checkpoint; False when it was stopped again (None)."""
+        if dev is None:
+            return False
+        if self.writer:
+            self.writer.forget(step, "dev")
+        self.record(step, "dev", dev)
+        ckpt.set_metrics(step, {self.task.best_metric: dev[self.task.best_metric]})
+        return True
 
     def record(self, done: int, split: str, metrics: dict) -> None:
         metrics = dict(metrics, **self.task.marks,
@@ -98,10 +113,14 @@ class Report:
     def __enter__(self) -> "Report":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.progress.close()
-        if self.writer:
-            self.writer.close()
+        try:
+            if self.writer:
+                self.writer.close()
+        except OSError:
+            if exc_type is None:      # else the error on its way (e.g. a full disk) is told
+                raise
 
 
 class Profile:

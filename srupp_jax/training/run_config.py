@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional
 
 import ml_collections
 
+from srupp_jax import files
 from srupp_jax.configs import base
 from srupp_jax.training.rng import SAVED_BEFORE
 
@@ -90,6 +91,7 @@ def record_changes(workdir: str, config: ml_collections.ConfigDict, *,
     saved = load(workdir)
     if saved is None:
         return []
+    _changes(workdir)                                  # checked before anything is written
     old = flat(saved.to_dict())
     old = dict({k: recorded(old, k) for k in RECORDED_BEFORE}, **old)
     new = flat(config.to_dict())
@@ -112,30 +114,62 @@ def record_changes(workdir: str, config: ml_collections.ConfigDict, *,
     return changes
 
 
+def _changes(workdir: str) -> list:
+    """The records of config_changes.jsonl ([] without one); DamagedFile naming a line that
+    is not one."""
+    path = os.path.join(workdir, CHANGES_FILE)
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+            if not isinstance(record, dict) or not {"step", "key"} <= set(record):
+                raise ValueError("not a record of a change")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise files.DamagedFile(
+                f"{path} is damaged at line {i} ({str(e).splitlines()[0]}); it records the "
+                "config changes of this run: restore it from a copy, or delete that line"
+            ) from None
+        out.append(record)
+    return out
+
+
 def save(config: ml_collections.ConfigDict, workdir: str, changes=(), step: int = 0) -> str:
-    """Write `workdir/config.json` (atomically), and append `changes` (record_changes) made
-    at `step` to config_changes.jsonl; returns the config's path."""
+    """Write `workdir/config.json`, after appending `changes` (record_changes) made at `step`
+    to config_changes.jsonl (a change already recorded is not added twice: a run stopped
+    between the two writes repeats them); both atomic. Returns the config's path."""
     os.makedirs(workdir, exist_ok=True)
     if changes:
-        with open(os.path.join(workdir, CHANGES_FILE), "a", encoding="utf-8") as f:
-            for key, old, new in changes:
-                f.write(json.dumps({"step": step, "key": key, "old": old, "new": new}) + "\n")
+        records = _changes(workdir)
+        new = [{"step": step, "key": key, "old": old, "new": new} for key, old, new in changes]
+        records += [r for r in new if r not in records]
+        files.write_atomic(os.path.join(workdir, CHANGES_FILE),
+                           "".join(json.dumps(r) + "\n" for r in records))
     path = os.path.join(workdir, CONFIG_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(config.to_json(indent=1, sort_keys=True) + "\n")
-    os.replace(path + ".tmp", path)
+    files.write_atomic(path, config.to_json(indent=1, sort_keys=True) + "\n")
     return path
 
 
 def load(workdir: str) -> Optional[ml_collections.ConfigDict]:
     """The config saved in `workdir` with every key configs/base.py has (a key added after the
     run was recorded takes the value such a run trained with, RECORDED_BEFORE, else base.py's
-    default), or None when it has none."""
+    default), or None when it has none; DamagedFile naming the file when it is not a config
+    (truncated, empty, garbled)."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return None
-    with open(path, "r", encoding="utf-8") as f:
-        return complete(_tuples(json.load(f)))
+    fix = ("it records the config this run trained with: restore it from a copy, or delete "
+           "it and give the --config (and overrides) the run was trained with")
+    saved = files.read_json(path, fix)
+    if not isinstance(saved, dict) or not {"model", "train", "data"} <= set(saved):
+        raise files.DamagedFile(f"{path} is damaged (not a config: no model, train and data "
+                                f"sections); {fix}")
+    return complete(_tuples(saved))
 
 
 def complete(saved: Mapping) -> ml_collections.ConfigDict:

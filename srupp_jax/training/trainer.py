@@ -21,14 +21,15 @@ import jax
 from absl import logging
 from flax import nnx
 
+from srupp_jax import phases
 from srupp_jax.errors import require
 from srupp_jax.training import fine_tune, run_config, sharding
 from srupp_jax.training.checkpoint import Checkpoints
-from srupp_jax.training.metrics import last_metrics, train_seconds
+from srupp_jax.training.metrics import check_record, last_metrics, train_seconds
 from srupp_jax.training.optim import SCHEDULES, make_optimizer
 from srupp_jax.training.report import Pace, Profile, Report
 from srupp_jax.training.rng import model_rngs, prng_impl
-from srupp_jax.training.steps import count_params, initial_loss_scale, make_train_step
+from srupp_jax.training.steps import Window, count_params, initial_loss_scale, make_train_step
 from srupp_jax.training.workdir import StopSignals, WorkdirLock, say_end
 
 
@@ -114,7 +115,6 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
                        allow_config_change: bool = False, given=()) -> dict:
     """Train `task` in `workdir`, resuming from its checkpoints; returns the last metrics with
     `status` (finished, stopped, preempted or interrupted: srupp_jax.training.workdir) and `step`.
-
     force: take over the workdir lock of another trainer (a stale lock on another host);
     allow_config_change: go on with a config that differs from the workdir's record (the
     changes are recorded, run_config.record_changes); given: the config keys set on the
@@ -128,6 +128,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
     task.load()                               # the data; task.config gets what they decide
     config, t, main = task.config, task.config.train, jax.process_index() == 0
     changes = run_config.record_changes(workdir, config, allow=allow_config_change)
+    check_record(workdir)                     # metrics.jsonl, before anything is written
     with contextlib.ExitStack() as stack:
         if main:
             stack.enter_context(WorkdirLock(workdir, force=force))
@@ -136,31 +137,28 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
         if main:
             say_plan(task, mesh.devices.size)
         graphdef, tx, state, fresh_carry = initial_state(task, model, mesh)
-        tuned = source is not None and not fine_tune.saved_steps(workdir)
-        if tuned:                      # a source that does not fit is refused before any file
-            state = fine_tune.start_from(task, source, state)
-        ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
-                                               best_metric=task.best_metric,
-                                               best_mode=task.best_mode))
-        meta = {"config": json.loads(config.model.to_json())}   # names sizes on a mismatch
-        start, state = restore(ckpt, state, meta["config"])
-        if start == 0 and source is not None and not tuned:    # every checkpoint unreadable
-            state = fine_tune.start_from(task, source, state)
-        if start >= t.steps * t.grad_accum_steps:
+        ckpt, meta, start, state, window, pending = open_checkpoints(stack, task, workdir,
+                                                                     state, source, mesh)
+        if start >= t.steps * t.grad_accum_steps and not pending:
             return finished_run(workdir, start)
         if main:
             run_config.save(config, workdir, changes, start)     # eval and generate read it
         timed = t.get("time_budget") or t.get("eval_marks")
         rule = StopRule(t, start, train_seconds(workdir, start) if timed else 0.0)
-        report = stack.enter_context(Report(workdir, task, rule, mesh, start))
+        report = stack.enter_context(Report(workdir, task, rule, mesh, start, window))
         report.setup(start, task.setup)
         signals = stack.enter_context(StopSignals())
         profile, pace = Profile(workdir, t.profile_steps, report.say), Pace(config, start, rule.total)
         train_step = make_train_step(graphdef, tx, task.loss,
                                      t.loss_scale_period if t.compute_dtype == "float16" else 0)
         evaluate = task.evaluator(model, mesh)
+        ended = pending and redo_stopped_eval(workdir, start, rule.total, report, ckpt,
+                                              signals, lambda: evaluate(*state[:2], "dev"))
+        if ended:
+            return ended
         put = lambda step: [sharding.global_batch(a, mesh) for a in task.batch(step)]
         status, done, batch = "finished", start, put(start)
+        phases.enter("train.compile")          # the first step compiles
         for step in range(start, rule.total):
             if rule.out_of_time():
                 status = "stopped"
@@ -182,19 +180,25 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             ckpt.check()             # an asynchronous save that failed stops the run here
             if done % t.log_every == 0 or done == rule.total:
                 report.train(done, model)
-            dev = evaluate(state.params, state.rest, "dev") if rule.eval_due(done) else None
+            due = rule.eval_due(done)
+            dev = signals.stoppable(evaluate, state.params, state.rest, "dev") if due else None
+            stopped_eval = due and dev is None          # by a signal: the rerun does it first
             if dev is not None:
                 report.record(done, "dev", dev)
             status = signals.agreed_status() or ("stopped" if rule.stopped(done) else status)
             if done % t.checkpoint_every == 0 or done == rule.total or status != "finished":
                 best = None if dev is None else dev.get(task.best_metric)
-                ckpt.save(done, state.trees(), meta=meta,
+                window = sharding.onto_mesh(report.window, mesh)
+                ckpt.save(done, dict(state.trees(), window=window),
+                          meta=dict(meta, pending_eval=True) if stopped_eval else meta,
                           metrics=None if best is None else {task.best_metric: best})
+                phases.enter("checkpoint.save")
             if status != "finished":
                 report.fetch(done)
-                say_end(status, done, rule.out_of_time())
+                say_end(status, done, rule.out_of_time(), stopped_eval)
                 break
         ckpt.wait()
+        phases.enter("train.record")
         return dict(report.last, status=status, step=done)
 
 
@@ -209,6 +213,7 @@ def say_plan(task, num_devices: int) -> None:
 
 def initial_state(task, model, mesh):
     """(graphdef, optimizer, TrainState on the mesh, a function giving a fresh carry)."""
+    phases.enter("train.start")
     t, fsdp = task.config.train, task.config.mesh.fsdp
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(t.lr, t.warmup_steps, t.steps, weight_decay=t.weight_decay,
@@ -226,13 +231,49 @@ def initial_state(task, model, mesh):
             fresh_carry)
 
 
-def restore(ckpt: Checkpoints, state: TrainState, config: dict):
-    """(step, TrainState) from the newest readable checkpoint, or (0, state) for a new run."""
-    if (restored := ckpt.restore(state.trees(), config=config)) is None:
-        return 0, state
+def open_checkpoints(stack, task, workdir: str, state, source, mesh):
+    """(Checkpoints, meta, step, TrainState, metric window, pending) of `workdir`: restored
+    from its newest readable checkpoint (restore), else started from train.init_from's
+    `source` (fine_tune.py; one that does not fit is refused before any file is written)."""
+    t = task.config.train
+    tuned = source is not None and not fine_tune.saved_steps(workdir)
+    if tuned:
+        state = fine_tune.start_from(task, source, state)
+    ckpt = stack.enter_context(Checkpoints(f"{workdir}/checkpoints", keep=t.keep_checkpoints,
+                                           best_metric=task.best_metric,
+                                           best_mode=task.best_mode))
+    meta = {"config": json.loads(task.config.model.to_json())}  # names sizes on a mismatch
+    start, state, window, pending = restore(ckpt, state, meta["config"], mesh)
+    if start == 0 and source is not None and not tuned:        # every checkpoint unreadable
+        state = fine_tune.start_from(task, source, state)
+    return ckpt, meta, start, state, window, pending
+
+
+def restore(ckpt: Checkpoints, state: TrainState, config: dict, mesh):
+    """(step, TrainState, metric window or None, pending) from the newest readable
+    checkpoint, or (0, state, None, False) for a new run. The window (steps since the last
+    logged one) makes the first row logged after a resume the same as without the restart;
+    pending: the checkpoint's dev evaluation was stopped by a signal (done first)."""
+    like = dict(state.trees(), window=sharding.onto_mesh(Window.empty(), mesh))
+    restored = ckpt.restore(like, config=config, optional=("window",))
+    if restored is None:
+        return 0, state, None, False
     step, items = restored
-    logging.info("resumed from step %d", step)
-    return step, state._replace(**items)
+    pending = ckpt.pending_eval(step)
+    logging.info("resumed from step %d%s", step, "; its dev evaluation, which a signal "
+                 "stopped, comes first" if pending else "")
+    window = items.pop("window", None)
+    return step, state._replace(**items), window, pending
+
+
+def redo_stopped_eval(workdir: str, start: int, total: int, report, ckpt, signals, dev_eval):
+    """Resuming at a checkpoint whose dev evaluation a signal stopped: that evaluation first,
+    recorded and attached to the checkpoint. None to go on; the run's end when a signal stops
+    it again, or when it was the last step's."""
+    if not report.redo_dev(start, ckpt, signals.stoppable(dev_eval)):
+        say_end(signals.status, start, stopped_eval=True)
+        return dict(report.last, status=signals.status, step=start)
+    return finished_run(workdir, start) if start >= total else None
 
 
 def finished_run(workdir: str, step: int) -> dict:

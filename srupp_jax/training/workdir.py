@@ -5,11 +5,16 @@
                          message naming them. A lock left by a process that is gone (same host,
                          pid no longer running, e.g. after kill -9) is taken over with a warning;
                          `force=True` (main.py --force) takes over any lock, for a stale lock on
-                         another host.
+                         another host. The lock appears whole (written aside, then hard-linked
+                         into place), so a lock that cannot be read is damaged: it stops the
+                         run with one line naming it and --force.
   StopSignals()          SIGTERM (preemption) and SIGINT (Ctrl-C) only set a flag; the training
                          loop checks it after every step (all processes agree on it), saves
                          and returns. The signal is acknowledged at once on stderr ("Ctrl-C:
-                         stopping after the current step: saving").
+                         stopping after the current step: saving"). Inside `interrupting()`
+                         (an evaluation, which can take minutes) a signal raises Interrupted
+                         within seconds instead (one process only: several must stop at the
+                         same step).
   check_writable(workdir) / check_readable(workdir)
                          a workdir that is a file, cannot be created or written (read-only,
                          permissions, a pseudo file system), or (to read) does not exist:
@@ -24,6 +29,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -85,9 +91,13 @@ def check_readable(workdir: str) -> None:
                                  "--workdir")
 
 
-def say_end(status: str, step: int, out_of_time: bool = False) -> None:
+def say_end(status: str, step: int, out_of_time: bool = False,
+            stopped_eval: bool = False) -> None:
     """Log how a run that did not finish ended: a time budget used up is done (nothing to
-    rerun); train.stop_at, SIGTERM and Ctrl-C are resumable by the same command."""
+    rerun); train.stop_at, SIGTERM and Ctrl-C are resumable by the same command (which first
+    does the evaluation a signal stopped, `stopped_eval`)."""
+    if stopped_eval:
+        logging.info("step %d: the dev evaluation was stopped; the rerun does it first", step)
     if status == "stopped" and out_of_time:
         logging.info("step %d: train.time_budget used up; checkpoint saved", step)
     elif status == "stopped":
@@ -127,12 +137,23 @@ class WorkdirLock:
             raise _unusable(workdir, f"cannot be written ({e.strerror})", e.errno) from None
 
     def _acquire(self, force: bool) -> None:
+        folder = os.path.dirname(self.path)
+        for name in os.listdir(folder):     # lock.PID.tmp of a trainer killed while locking
+            pid = name[len(LOCK_FILE) + 1:-len(".tmp")]
+            if name.startswith(LOCK_FILE + ".") and name.endswith(".tmp") and pid.isdigit() \
+                    and not _pid_alive(int(pid)):
+                os.remove(os.path.join(folder, name))
         while not self._create():
             holder = self._read()
-            if holder is None:          # removed meanwhile, or half written by a dying owner
-                if os.path.exists(self.path):
-                    self._take_over("an unreadable lock file")
+            if holder is None:          # removed meanwhile
                 continue
+            if isinstance(holder, str):
+                if force:
+                    self._take_over(f"a damaged lock ({holder}; --force)")
+                    continue
+                raise WorkdirLockedError(
+                    f"{self.path} is damaged ({holder}); if no trainer uses this workdir, "
+                    "rerun with --force")
             same_host = holder.get("host") == self.owner["host"]
             if same_host and not _pid_alive(int(holder.get("pid", -1))):
                 self._take_over(f"a stale lock of pid {holder.get('pid')} (no longer running)")
@@ -146,20 +167,45 @@ class WorkdirLock:
                     f"--workdir, or, if that run is dead, rerun with --force")
 
     def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
+        """Create the lock whole: written to a file of our own, then linked to `lock` (fails
+        when it exists). Where hard links are not supported, created exclusively."""
+        tmp = f"{self.path}.{self.owner['pid']}.tmp"
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
         with os.fdopen(fd, "w") as f:
             json.dump(self.owner, f)
-        return True
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:                 # a file system without hard links
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.owner, f)
+            return True
+        finally:
+            os.remove(tmp)
 
     def _read(self):
+        """The holder ({host, pid, start}), None when there is no lock, or why it is
+        damaged (a str)."""
         try:
-            with open(self.path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
             return None
+        try:
+            holder = json.loads(raw.decode("utf-8"))
+            if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+                raise ValueError("no pid")
+            return holder
+        except (ValueError, UnicodeDecodeError) as e:
+            return "empty" if not raw.strip() else f"not a lock: {str(e).splitlines()[0]}"
 
     def _take_over(self, what: str) -> None:
         logging.warning("workdir lock: taking over %s", what)
@@ -187,6 +233,10 @@ class WorkdirLock:
         self.release()
 
 
+class Interrupted(Exception):
+    """A signal stopped what ran inside StopSignals.interrupting()."""
+
+
 class StopSignals:
     """Catch SIGTERM and SIGINT while training: the handler only records the signal (no I/O);
     `status` is then "preempted" (SIGTERM) or "interrupted" (SIGINT), else None.
@@ -205,6 +255,7 @@ class StopSignals:
 
     def __init__(self, stream_fd: int = 2):
         self.signum: int | None = None
+        self._interrupting = False
         self._previous = {}
         self._wakeup = None
         if threading.current_thread() is threading.main_thread():
@@ -240,6 +291,34 @@ class StopSignals:
     def _handler(self, signum, frame) -> None:  # noqa: ARG002
         if self.signum is None:
             self.signum = signum
+        if self._interrupting:
+            self._interrupting = False
+            raise Interrupted(self.status)
+
+    def stoppable(self, evaluate, *args):
+        """evaluate(*args) (an evaluation, srupp_jax.phases "eval.dev"), or None when a signal
+        stopped it (interrupting): within seconds rather than at its end."""
+        from srupp_jax import phases
+        phases.enter("eval.dev")
+        try:
+            with self.interrupting():
+                return evaluate(*args)
+        except Interrupted:
+            return None
+
+    @contextlib.contextmanager
+    def interrupting(self):
+        """Inside, a signal (or one received before) raises Interrupted at once rather than
+        waiting for the end of the step; with several processes, only the flag is set."""
+        import jax
+        alone = jax.process_count() == 1
+        if alone and self.signum is not None:
+            raise Interrupted(self.status)
+        self._interrupting = alone
+        try:
+            yield
+        finally:
+            self._interrupting = False
 
     @property
     def status(self) -> str | None:
