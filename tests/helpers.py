@@ -260,3 +260,13 @@ def step_by_step(model, src, tgt_in):
         logp, st = step(variables, st, tgt_in[:, t], t)
         out.append(logp)
     return jnp.stack(out, axis=1)
+
+
+def first_fast(cases, *, unpack: bool = True) -> list:
+    """Parameter sets of which the first runs in the fast tier and the rest are marked slow
+    (`-m "not slow"`): the reference checked at one size there, at every size in the full
+    suite. unpack: each case is a tuple of several arguments (False: one argument)."""
+    import pytest
+    return [case if i == 0 else pytest.param(*(case if unpack else (case,)),
+                                             marks=pytest.mark.slow)
+            for i, case in enumerate(cases)]

@@ -29,7 +29,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_faults import TINY, TINY_TRANSLATION  # noqa: E402
+from test_faults import TINY, TINY_CLASSIFICATION, TINY_TRANSLATION  # noqa: E402
 
 VOLATILE = {"time", "hours", "tokens_per_sec", "mfu", "train_seconds"}   # clock readings
 # The phases CI kills at, once each: cache building, compile, training steps, an asynchronous
@@ -41,8 +41,10 @@ TIMED = 1                       # moments per task in CI
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A task of the matrix: main.py's arguments without --workdir and the data cache."""
+    """A task of the matrix: main.py's arguments without --workdir and the data cache, and
+    the phases CI kills it at (those its run enters)."""
     args: tuple
+    ci_phases: tuple = CI_PHASES
 
 
 TASKS = {
@@ -52,6 +54,11 @@ TASKS = {
                          "--config.train.log_every=2", "--config.train.eval_every=4",
                          "--config.train.checkpoint_every=2", "--config.eval.best=bleu",
                          "--config.eval.max_sentences=16", "--config.decode.beam_size=2")),
+    # bytes: no token cache to build (its labelled lines are read in memory)
+    "classification": Task((*TINY_CLASSIFICATION, "--config.train.steps=8",
+                            "--config.train.log_every=2", "--config.train.eval_every=4",
+                            "--config.train.checkpoint_every=2"),
+                           tuple(p for p in CI_PHASES if p != "cache.write")),
 }
 
 
@@ -66,7 +73,7 @@ def points(task: str) -> list:
     point of a round robin over every phase), ("time", n, j) at the j-th of n moments."""
     n = scale()
     if not n:
-        return ([("phase", p, 0) for p in CI_PHASES]
+        return ([("phase", p, 0) for p in TASKS[task].ci_phases]
                 + [("time", TIMED, j) for j in range(TIMED)])
     timed = max(1, n // 3)
     phases = [("phase", None, i) for i in range(n - timed)]      # resolved: round robin

@@ -163,6 +163,7 @@ def test_adaptive_input_manual():
     assert_close(z, jnp.zeros((1, 2, D)), 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tied", [False, True])
 def test_gradients_reach_every_cluster(tied):
     graphdef, state, rest = nnx.split(pair(tied), nnx.Param, ...)
@@ -187,6 +188,7 @@ def test_gradients_reach_every_cluster(tied):
             assert_close(c, g, 1e-5, str(path))
 
 
+@pytest.mark.slow
 def test_dropout_only_in_training():
     sm = AdaptiveSoftmax(V, D, CUTOFFS, FACTOR, dropout=0.5, rngs=rngs(0))
     h, t = hidden(), all_targets()

@@ -9,6 +9,7 @@ from helpers import assert_close
 from srupp_jax.nn.attention import SRUppAttention, attention_mask, attention_reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("T,M,heads,same_length", [(5, 0, 1, False), (3, 4, 2, False),
                                                     (4, 4, 1, True), (1, 6, 3, True)])
 def test_fused_attention_matches_reference(T, M, heads, same_length):

@@ -55,6 +55,7 @@ def test_every_backend_failing_leaves_the_scan(on_a_gpu):
     assert backend is Backend.SCAN and times == {} and set(skipped) == {"pallas"}
 
 
+@pytest.mark.slow
 def test_training_falls_back_and_records_why(on_a_gpu, tmp_path, caplog):
     """A run under impl="auto" whose GPU kernel fails to lower: one warning line naming the
     error, training goes on with a backend that works, and metrics.jsonl's first row says

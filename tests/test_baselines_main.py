@@ -36,6 +36,7 @@ def _main(config, workdir, *extra):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config,arch", [("txl_enwik8.py", "transformer_xl"),
                                          ("sharnn_enwik8.py", "sha_rnn")])
 def test_train_resume_eval_generate(tmp_path, config, arch):
@@ -57,8 +58,8 @@ def test_train_resume_eval_generate(tmp_path, config, arch):
     ("sha_rnn", "attention_layers", (5,), r"model.attention_layers=\(5,\)"),
     ("sha_rnn", "d_inner", 0, "model.d_inner=0"),
     ("lstm", None, None, "model.arch='lstm'"),
-    ("transformer_xl", "train.compute_dtype", "float16", "train.compute_dtype='float16'"),
-    ("sha_rnn", "train.compute_dtype", "float16", "train.compute_dtype='float16'"),
+    ("transformer_xl", "train.compute_dtype", "float64", "train.compute_dtype='float64'"),
+    ("sha_rnn", "train.compute_dtype", "float64", "train.compute_dtype='float64'"),
 ])
 def test_bad_baseline_values_are_named(arch, key, value, match):
     config = importlib.import_module("configs.default").get_config()

@@ -30,6 +30,7 @@ def test_recurrence_benchmark_all_variants(tmp_path):
         assert r["rel_err"] < 1e-5 and r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0
 
 
+@pytest.mark.slow
 def test_recurrence_benchmark_stops_on_a_wrong_variant(tmp_path):
     with pytest.raises(SystemExit, match=r"assoc at 2x5x12 float32: relative error .* against "
                                          r"scan, more than --max_err 1e-30"):
@@ -37,6 +38,7 @@ def test_recurrence_benchmark_stops_on_a_wrong_variant(tmp_path):
                                "--max_err", "1e-30", "--out", str(tmp_path / "r.json")])
 
 
+@pytest.mark.slow
 def test_recurrence_benchmark_runs_the_tpu_kernel(tmp_path):
     """--impls pallas_tpu (default options) and pallas_tpu:B:D:T, the command a TPU runs
     (Pallas interprets the kernel here), each checked against scan before it is timed."""
@@ -177,6 +179,7 @@ def test_gpu_summary_checks_the_targets(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["device"] == "H200"
 
 
+@pytest.mark.slow
 def test_step_profile_names_the_source_lines():
     """The step profile maps XLA's ops back to srupp_jax lines: at a toy size the recurrence's
     scan and the attention appear, forward and backward."""
@@ -190,6 +193,7 @@ def test_step_profile_names_the_source_lines():
     assert all(ms >= 0 for ms in total.values())
 
 
+@pytest.mark.slow
 def test_translation_benchmark_at_toy_sizes(tmp_path):
     """Training tokens/s of the three Table 8 models and greedy / beam 5 decoding in one run
     (toy widths here; the same command at Table 8 sizes on a GPU)."""

@@ -271,6 +271,7 @@ def test_the_transformer_baseline_trains_and_evaluates(cache, tmp_path):
     assert 0 <= ev["test_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_every_classification_config_and_variant_is_walked():
     """The classification configs are these files and variants (tests/test_configs.py walks
     the language models', tests/test_translation_main.py translation's); the Transformer

@@ -156,6 +156,7 @@ def run_config(bidirectional=False, unit="byte"):
         vocab_size=V, encoder_bidirectional=bidirectional)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flat", [False, True])
 def test_a_transferred_stack_computes_the_language_models_hidden_states(flat):
     lm, source = lm_and_source()

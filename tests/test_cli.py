@@ -35,6 +35,7 @@ TINY = ["--config.model.d=16", "--config.model.d_proj=4", "--config.model.num_la
     (["--config=configs/text.py"], "data.name='text' needs a file: set --config.data.path="),
     (["--mode=eval"], "--workdir is required for --mode=eval; add --workdir=DIR"),
 ])
+@pytest.mark.slow
 def test_user_errors_are_one_line(args, expected):
     first = [a for a in args if a.startswith("--config=")]   # overrides must follow it
     out = _main(*first, "--mode=smoke", *TINY, *[a for a in args if a not in first])
@@ -82,6 +83,7 @@ def test_programming_errors_still_raise(monkeypatch):
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_config_by_name_from_another_directory(tmp_path):
     """--config=default, --config enwik8.py:k5 (shipped configs by name) from any directory."""
     out = _main("--config=default", "--mode=smoke", *TINY, cwd=tmp_path)

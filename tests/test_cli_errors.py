@@ -196,6 +196,7 @@ def _fill(items, **names):
     return [item.format(**names) for item in items]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_main_mistakes_are_one_line(name, files, tmp_path):
     args, expected, workdir = CASES[name]

@@ -121,6 +121,7 @@ def last_json(out):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config,dataset,overrides", CONFIGS)
 def test_config_trains_evaluates_generates_plots(config, dataset, overrides, prepared,
                                                  jax_cache, tmp_path):

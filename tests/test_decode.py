@@ -50,6 +50,7 @@ def _check_output(tokens, limits):
         assert n <= limit and np.all(row[:n] > EOS) and np.all(row[n + 1:] == PAD), row
 
 
+@pytest.mark.slow
 def test_greedy_is_the_argmax_of_the_teacher_forced_model(model):
     src = _src()
     tokens, scores = decode.greedy(model, src, max_len_a=A, max_len_b=B)
@@ -66,6 +67,7 @@ def test_greedy_is_the_argmax_of_the_teacher_forced_model(model):
     np.testing.assert_allclose(scores, picked.sum(1), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_beam_1_is_greedy(model):
     src = _src(1)
     g_tokens, g_scores = decode.greedy(model, src, max_len_a=A, max_len_b=B)

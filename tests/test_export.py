@@ -74,6 +74,7 @@ def _main(*args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_lm_export_serves_without_the_package(tmp_path):
     w, out = tmp_path / "run", tmp_path / "export"
     _main("--config=configs/default.py", f"--workdir={w}", "--config.model.d=16",

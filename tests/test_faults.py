@@ -85,6 +85,7 @@ def copy_of(trained, tmp_path):
 
 
 # ---------------------------------------------------------------------------------- epochs
+@pytest.mark.slow
 def test_runs_past_epoch_boundaries_on_one_device(tmp_path):
     """2.5 epochs: the carry is rebuilt at every boundary (it used to be a freed buffer)."""
     config = tiny_config(steps=105, log_every=35, eval_every=105, checkpoint_every=105)
@@ -109,6 +110,7 @@ def test_runs_past_epoch_boundaries_on_eight_devices(tmp_path):
 
 
 # ------------------------------------------------------------------------ checkpoint faults
+@pytest.mark.slow
 def test_corrupt_latest_is_quarantined_and_training_saves_again(trained, tmp_path):
     """The latest checkpoint's arrays are corrupt: training falls back to step 3, moves step 6
     to quarantine, retrains 4..6 exactly as before, and saves 6 again (saves used to be
@@ -126,6 +128,7 @@ def test_corrupt_latest_is_quarantined_and_training_saves_again(trained, tmp_pat
     assert len(steps) == len(set(steps)), "rows of redone steps are not duplicated"
 
 
+@pytest.mark.slow
 def test_stray_higher_step_directory_does_not_stop_saving(trained, tmp_path):
     w = copy_of(trained, tmp_path)
     (w / "checkpoints" / "700").mkdir()
@@ -158,6 +161,7 @@ def training_items(config):
             "carry": model.init_state(t.batch_size, t.unroll)}
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_in_any_checkpoint_file_never_restores_wrong_arrays(trained, tmp_path):
     """For every file of step 6 (arrays of params, rest, opt_state and carry, their metadata,
     Orbax's and ours), flip a byte: restoring everything training restores either falls back
@@ -204,6 +208,7 @@ def test_garbage_metrics_file_is_set_aside(trained, tmp_path):
     assert modes.train(tiny_config(steps=7), str(w))["step"] == 7
 
 
+@pytest.mark.slow
 def test_eval_falls_back_past_a_corrupt_best_checkpoint_and_names_a_mismatch(trained,
                                                                              tmp_path):
     w = copy_of(trained, tmp_path)
@@ -283,8 +288,8 @@ def test_non_finite_last_steps_still_evaluate_and_save(tmp_path, monkeypatch):
     checkpoint still happen (the loop used to skip them and exit 0 with stale metrics)."""
     real = trainer.make_train_step
 
-    def make(graphdef, tx, loss):
-        step = real(graphdef, tx, loss)
+    def make(graphdef, tx, loss, *scaling):
+        step = real(graphdef, tx, loss, *scaling)
         calls = []
 
         def maybe_bad(params, rest, opt_state, carry, inputs, targets):
@@ -386,6 +391,7 @@ def test_stale_and_foreign_locks(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_workdir_reports_it(trained, tmp_path):
     w = copy_of(trained, tmp_path)
     out = main_py(w, "--config.train.steps=6", "--config.train.eval_every=3",
@@ -409,8 +415,8 @@ def test_prepare_rejects_bad_sources_with_one_line(tmp_path, capsys):
     cases = {
         "missing": (tmp_path / "nope", "does not exist"),
         "empty": (tmp_path / "empty", "holds no file named enwik8 or enwik8.zip"),
-        "garbage": (tmp_path / "garbage", "is not a valid zip file"),
-        "truncated": (tmp_path / "truncated", "is not a valid zip file"),
+        "garbage": (tmp_path / "garbage", "is not a valid zip or tar file"),
+        "truncated": (tmp_path / "truncated", "is not a valid zip or tar file"),
         "small": (tmp_path / "small", "has 50,000 bytes"),
     }
     (tmp_path / "empty").mkdir()
@@ -431,6 +437,7 @@ def test_prepare_rejects_bad_sources_with_one_line(tmp_path, capsys):
     assert not data.exists() or not any(data.rglob("dataset_info.json"))
 
 
+@pytest.mark.slow
 def test_modified_source_is_marked_and_a_different_source_is_not_reused(tmp_path, capsys):
     data, cache = tmp_path / "tfds", tmp_path / "cache"
     common = (f"--data_dir={data}", f"--cache_dir={cache}")

@@ -61,6 +61,7 @@ def _rows(workdir, split="train"):
             if r["split"] == split]
 
 
+@pytest.mark.slow
 def test_float16_resume_is_bit_exact_with_the_scale_checkpointed(tmp_path):
     """A run stopped and resumed equals a straight one: losses and loss scales (which the
     large initial scale makes move: overflow steps at the start, halving it)."""

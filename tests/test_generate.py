@@ -67,6 +67,7 @@ def test_incremental_equals_full_forward(k, num_layers):
     np.testing.assert_allclose(jnp.concatenate(parts, 1), full, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k,num_layers", [(1, 3), (5, 5)])
 def test_incremental_with_short_memory_is_a_sliding_window(k, num_layers):
     model = tiny(k, num_layers)
@@ -99,6 +100,7 @@ def greedy_reference(model, prompt, num_tokens, mem_len):
     return np.stack(out, axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cutoffs", [None, [10, 20]])
 def test_greedy_and_top1_equal_python_argmax_loop(cutoffs):
     model = tiny(cutoffs=cutoffs)
@@ -119,6 +121,7 @@ def test_prompt_longer_than_memory():
     np.testing.assert_array_equal(generate(model, prompt, 6, chunk=1, **kw), out)
 
 
+@pytest.mark.slow
 def test_same_key_same_sample_and_blocks_equal_one_scan():
     model = tiny()
     model.train()  # generate switches to eval mode itself and restores the mode
@@ -163,6 +166,7 @@ def test_sample_logits_validation(kw, match):
         sample_logits(jax.random.PRNGKey(0), jnp.zeros((1, 5)), **kw)
 
 
+@pytest.mark.slow
 def test_main_generate_end_to_end(tmp_path):
     workdir = str(tmp_path / "wd")
     overrides = ["--config=configs/default.py", f"--workdir={workdir}",

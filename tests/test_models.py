@@ -22,6 +22,7 @@ def _tokens(batch, length, seed=0):
     return jnp.asarray(np.random.default_rng(seed).integers(0, VOCAB, (batch, length)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cutoffs,k", [(None, 1), (None, 2), ([7, 15], 1), ([7, 15], 3)])
 def test_segments_with_carried_state_equal_one_pass(cutoffs, k):
     """Segment by segment with state + memory == the whole sequence at once (eval mode).
@@ -59,6 +60,7 @@ def test_nll_is_the_log_distribution(cutoffs):
     assert nll.dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_memory_gets_no_gradient_and_params_do():
     model = _model(k=1)
     for layer in model.rnn.layers:
@@ -147,6 +149,7 @@ def test_every_bad_model_value_is_named_once(key, value, match):
         SRUppConfig(**dict(good, **{key: value}))
 
 
+@pytest.mark.slow
 def test_backend_resolved_once_and_kernel_options_reach_the_kernel(monkeypatch):
     """impl is resolved when the model is built (logged by the task's build_model), and
     config.model.kernel's options are what the Pallas kernel receives."""

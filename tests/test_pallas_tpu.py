@@ -92,6 +92,7 @@ def test_matches_scan_bf16(case):
     _check(case, jnp.bfloat16, BF16_RTOL)
 
 
+@pytest.mark.slow
 def test_blocks_and_chunks_do_not_change_one_bit():
     """block_b, block_d and chunk decide which program and grid step compute a column's step
     (and how much padding there is), never one bit of h, c or a gradient."""

@@ -18,7 +18,7 @@ else:
 
 import jax.numpy as jnp  # noqa: E402
 
-from helpers import assert_close  # noqa: E402
+from helpers import assert_close, first_fast  # noqa: E402
 from srupp_jax.convert.torch_sru import from_torch_sru, from_torch_srupp, load_torch_srupp  # noqa: E402
 
 pytestmark = pytest.mark.torch_ref
@@ -68,7 +68,7 @@ SRUPP_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SRUPP_CASES))
+@pytest.mark.parametrize("name", first_fast(sorted(SRUPP_CASES), unpack=False))
 def test_srupp_matches_reference(name):
     d_in, d, d_proj, layers, kw = SRUPP_CASES[name]
     torch.manual_seed(len(name))
@@ -83,6 +83,7 @@ def test_srupp_matches_reference(name):
     assert len(saved) == layers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("causal", [False, True])
 def test_srupp_with_memory_padding_and_masks(causal):
     """Memory of the previous segment, padding of current and memory positions, causal mask."""

@@ -53,6 +53,7 @@ def _plan(*args):
     return out.stdout, json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_plan_through_main_says_what_fits_and_the_smallest_change():
     text, numbers = _plan()
     assert "activations      remat none:" in text and "device memory    unknown here" in text

@@ -45,7 +45,7 @@ def test_your_own_model_example_runs_as_written_from_another_directory(tmp_path)
     """The README's "SRU++ in your own model" block, run as a script outside the checkout
     (the quick start installs the package, so `import srupp_jax` works anywhere)."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("### SRU++ in your own model", 1)[1].split("\n## ", 1)[0]
+    section = re.split(r"\n##+ ", readme.split("### SRU++ in your own model", 1)[1])[0]
     blocks = re.findall(r"```python\n(.*?)\n```", section, re.S)
     assert len(blocks) == 1 and "import srupp_jax" in blocks[0]
     script = tmp_path / "own_model.py"

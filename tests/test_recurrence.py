@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from helpers import assert_close, numpy_recurrence, random_recurrence_inputs
+from helpers import assert_close, first_fast, numpy_recurrence, random_recurrence_inputs
 from srupp_jax.nn.recurrence import linear_recurrence, newton_info, sru_recurrence
 
 # (batch, length, k, d, skip, pad, dropout, reverse)
@@ -36,7 +36,7 @@ def _float_keys(kw):
     return [k for k in ("U", "v", "b", "x", "c0") if kw.get(k) is not None]
 
 
-@pytest.mark.parametrize("batch,length,k,d,skip,pad,dropout,reverse", CASES)
+@pytest.mark.parametrize("batch,length,k,d,skip,pad,dropout,reverse", first_fast(CASES))
 def test_assoc_matches_scan(batch, length, k, d, skip, pad, dropout, reverse):
     kw = random_recurrence_inputs(length * 7 + d, batch, length, k, d, skip=skip, pad=pad,
                                   dropout=dropout)
@@ -66,6 +66,7 @@ def test_scan_gradients_are_exact():
                 rtol=2e-2)
 
 
+@pytest.mark.slow
 def test_bfloat16_inputs_compute_in_float32():
     kw = random_recurrence_inputs(5, 2, 40, 4, 12, pad=True, dtype=jnp.bfloat16)
     h, c = sru_recurrence(**kw, impl="assoc")

@@ -31,6 +31,7 @@ def _lm_loss_and_grads(remat):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", ["layer", "attention"])
 def test_lm_losses_and_gradients_are_those_without_remat(remat):
     want, got = _lm_loss_and_grads("none"), _lm_loss_and_grads(remat)

@@ -48,7 +48,7 @@ def test_threefry_is_what_nnx_rngs_of_the_seed_gives():
 def test_a_saved_config_without_the_key_is_threefry(tmp_path):
     """config.json of a run recorded before the key existed, read back (run_config.load
     completes it): threefry, not today's default."""
-    (tmp_path / "config.json").write_text('{"seed": 3, "train": {"steps": 5}}')
+    (tmp_path / "config.json").write_text('{"seed": 3, "model": {}, "data": {}, "train": {"steps": 5}}')
     saved = run_config.load(str(tmp_path))
     assert prng_impl(saved) == "threefry2x32" and saved.train.steps == 5
 

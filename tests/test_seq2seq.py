@@ -73,6 +73,7 @@ def _other(tokens):
     return (tokens - 2) % (V - 3) + 3
 
 
+@pytest.mark.slow
 def test_decoder_sees_every_source_and_targets_up_to_its_own(compiled):
     src, tgt_in, _ = _batch(1, pad=False)
     base = compiled.log_probs(src, tgt_in)
@@ -88,6 +89,7 @@ def test_decoder_sees_every_source_and_targets_up_to_its_own(compiled):
         assert np.all(np.asarray(enc_change) > 1e-5), s
 
 
+@pytest.mark.slow
 def test_padding_never_changes_a_real_position(compiled):
     src, tgt_in, tgt_out = _batch()
     base = compiled.log_probs(src, tgt_in)
@@ -96,6 +98,7 @@ def test_padding_never_changes_a_real_position(compiled):
     assert_close(np.asarray(more[:, :6])[real], np.asarray(base)[real], 1e-5, "appended pads")
 
 
+@pytest.mark.slow
 def test_incremental_decoding_equals_the_full_forward(compiled):
     src, tgt_in, _ = _batch(2, pad=False)
     full = compiled.log_probs(src, tgt_in)

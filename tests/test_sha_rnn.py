@@ -42,6 +42,7 @@ def _ln(x, scale, bias, eps):
         + bias
 
 
+@pytest.mark.slow
 def test_attention_and_boom_equal_numpy():
     model = tiny()
     attn, boom = model.blocks[1].attn, model.blocks[1].boom
@@ -105,10 +106,12 @@ def test_lstm_scan_equals_the_cell_step_by_step(length):
         assert_close(a, b, 1e-6, "grad")
 
 
+@pytest.mark.slow
 def test_segments_with_state_and_memory_equal_one_forward():
     check_segments_with_memory(tiny(), tokens(2, 13), 6, short_mem=2, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_parameter_but_not_through_the_carry():
     seq = tokens(2, 11)
     m, fixed_state = check_second_segment_gradients(tiny(), seq, stop_carry=True, differs=1e-5)
@@ -118,6 +121,7 @@ def test_gradients_reach_every_parameter_but_not_through_the_carry():
     assert all(float(jnp.max(jnp.abs(g))) == 0 for g in jax.tree.leaves(memory_grad))
 
 
+@pytest.mark.slow
 def test_incremental_decoding_and_greedy_generate():
     check_incremental_decoding(tiny(attention_layers=(2, 3)), tokens(2, 9, seed=3))
 

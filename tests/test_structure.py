@@ -153,3 +153,13 @@ def test_every_third_party_import_is_a_declared_dependency():
                 names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                          else [node.module or ""])
                 assert not {n.split(".")[0] for n in names} & OPTIONAL, (path, names)
+
+
+def test_every_module_imports():
+    """Modules a run imports lazily (a task's, a mode's) fail only when that run starts: each
+    is imported here (a name another module no longer has is an ImportError)."""
+    import importlib
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        importlib.import_module(name)

@@ -25,6 +25,7 @@ def test_parse_budget():
     assert study.time_marks(8.0, 4) == (2.0, 4.0, 6.0, 8.0)
 
 
+@pytest.mark.slow
 def test_study_end_to_end_and_resume(tmp_path):
     elsewhere = dict(cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     args = [sys.executable, "-m", "srupp_jax.study", "--config=study_enwik8:cpu",
@@ -64,6 +65,7 @@ def test_unknown_run_is_named():
         study.config_of_run(config, "lstm", 10)
 
 
+@pytest.mark.slow
 def test_training_seconds_continue_across_a_restart(tmp_path):
     """Stopped at step 3 and restarted, a timed run continues its training seconds from the
     checkpointed step; the first step of each session (it compiles) adds nothing."""
@@ -85,6 +87,7 @@ def test_training_seconds_continue_across_a_restart(tmp_path):
     assert 0 < seconds[2] < seconds[3] < seconds[5] < seconds[6]
 
 
+@pytest.mark.slow
 def test_translation_study_on_the_number_task(tmp_path):
     """The Table 8 comparison at toy size: SRU++ and the Transformer, dev BLEU at each mark;
     runs that reach train.steps before the marks show their last evaluation there."""

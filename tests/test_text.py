@@ -35,6 +35,7 @@ def _main(*args):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit", ["byte", "word"])
 def test_text_config_trains_evaluates_generates(unit, tmp_path):
     source = tmp_path / "my.txt"

@@ -54,6 +54,7 @@ def test_train_checkpoint_eval_end_to_end(tmp_path):
     assert 0 < out["dev_bpc"] < 9 and 0 < out["test_bpc"] < 9
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(tmp_path):
     """2N steps straight == N steps, stop, restart, N more (same losses, exactly)."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -66,6 +67,7 @@ def test_resume_is_bit_identical(tmp_path):
     assert a == b, (a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("same_length", [True, False])
 def test_batched_eval_predicts_every_token_once(same_length):
     """Evaluation with 2 streams equals evaluating each stream alone with batch 1, the tail
@@ -161,6 +163,7 @@ def test_paper_config_builds_and_steps_at_toy_size(name):
     assert bool(metrics.applied) and np.isfinite(float(metrics.loss))
 
 
+@pytest.mark.slow
 def test_non_finite_losses_skip_updates_then_stop(tmp_path):
     """An absurd learning rate blows the model up: the bad updates are skipped (the logged
     losses stay those of finite steps) and the run stops with a clear message."""
@@ -171,6 +174,7 @@ def test_non_finite_losses_skip_updates_then_stop(tmp_path):
     assert all(np.isfinite(v) for v in _losses(tmp_path).values())
 
 
+@pytest.mark.slow
 def test_profile_window_writes_a_trace(tmp_path):
     """train.profile_steps=(2, 4) traces steps 3..4 into workdir/profile; training and its
     losses are unchanged by it."""

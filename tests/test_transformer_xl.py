@@ -43,6 +43,7 @@ def test_rel_shift_moves_distances_to_key_positions():
             assert out[1, i, j] == x[1, i, j + L - 1 - i]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("length,mem_len", [(7, 5), (1, 3), (6, 0)])
 def test_relative_attention_equals_explicit_scores(length, mem_len):
     d, H = 12, 3

@@ -37,6 +37,7 @@ def run(cache, *args, timeout=600):
                    timeout=timeout)
 
 
+@pytest.mark.slow
 def test_default_task_trains_resumes_evaluates_and_translates(cache, tmp_path):
     w = tmp_path / "run"
     first = last_json(run(cache, *NUMBERS, *TINY, f"--workdir={w}", "--config.train.steps=8",
@@ -64,6 +65,7 @@ def test_default_task_trains_resumes_evaluates_and_translates(cache, tmp_path):
     assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 1, piped.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_is_bit_identical(cache, tmp_path):
     """6 steps straight == 3 steps, stop, restart, 3 more: the same losses bit for bit (an
     epoch of the 600 pairs is ~30 steps, so the stop is mid-epoch), via the task interface."""
@@ -121,6 +123,7 @@ def _parallel_folder(root):
     (root / "train.en").write_text("\n".join(en) + "\n")
 
 
+@pytest.mark.slow
 def test_your_parallel_folder_trains_evaluates_translates(cache, tmp_path):
     folder = tmp_path / "corpus"
     _parallel_folder(folder)

@@ -20,6 +20,7 @@ def _record(workdir):
     return (workdir / "config.json").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_a_rejected_rerun_leaves_the_record_and_eval_works(tmp_path, task):
     main_py = functools.partial(run_main, task=task)
@@ -39,6 +40,7 @@ def test_a_rejected_rerun_leaves_the_record_and_eval_works(tmp_path, task):
     assert final_json(ev.stdout)["step"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_an_allowed_change_is_recorded_with_its_step(tmp_path, task):
     main_py = functools.partial(run_main, task=task)

@@ -1,4 +1,6 @@
-"""Models trained elsewhere, into srupp_jax: the PyTorch `sru` package's modules.
+"""Models trained elsewhere, into srupp_jax: the PyTorch `sru` package's modules
+(torch_sru.py) and the paper's released language models (released.py: the layout read off
+the tensors, the params; --mode=import).
 
     from srupp_jax.convert import from_torch_srupp, from_torch_sru, load_torch_srupp
 """

@@ -29,8 +29,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from srupp_jax import files
 from srupp_jax.data import labelled, stdlib_lines
-from srupp_jax.data.datasets import default_cache_dir, publish_dir
+from srupp_jax.data.datasets import default_cache_dir
 from srupp_jax.data.subwords import EOS_ID, PAD_ID, Subwords, TextRecipe, train_bpe
 from srupp_jax.data.translation_data import Ragged
 from srupp_jax.data.vocab import WordVocab
@@ -114,16 +115,15 @@ def _bpe(train_texts: List[str], recipe: TextRecipe, lang: str, vocab_size: int,
     for text in train_texts:
         h.update(text.encode("utf-8") + b"\n")
     path = os.path.join(cache_dir, f"classify_bpe-{h.hexdigest()[:16]}")
-    model_path = os.path.join(path, "spm.model")
-    if not os.path.exists(os.path.join(path, "meta.json")):
-        model = train_bpe(recipe.tokenize(train_texts, lang), vocab_size)
 
-        def fill(tmp):
-            with open(os.path.join(tmp, "spm.model"), "wb") as f:
-                f.write(model)
-        publish_dir(path, fill, dict(vocab_size=vocab_size, lang=lang,
-                                     recipe=dataclasses.asdict(recipe)))
-    with open(model_path, "rb") as f:
+    def fill(tmp: str) -> dict:
+        model = train_bpe(recipe.tokenize(train_texts, lang), vocab_size)
+        with open(os.path.join(tmp, "spm.model"), "wb") as f:
+            f.write(model)
+        return dict(vocab_size=vocab_size, lang=lang, recipe=dataclasses.asdict(recipe))
+
+    files.cached_dir(path, fill, "the BPE model of the classification texts")
+    with open(os.path.join(path, "spm.model"), "rb") as f:
         return Subwords(f.read(), recipe, lang, lang)
 
 

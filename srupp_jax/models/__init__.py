@@ -10,5 +10,7 @@
   seq2seq.py              the encoder-decoder base (Seq2SeqModel, the label-smoothed loss)
   srupp_seq2seq.py        the SRU++ encoder-decoder (Table 8)
   transformer_seq2seq.py  the Transformer encoder-decoder baseline
+  classifier.py           the classifier base (pooling, ClassifierModel); srupp_classifier.py
+                          and transformer_classifier.py its encoders
   flops.py                FLOPs per training token of an SRU++ model
 """

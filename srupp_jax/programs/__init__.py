@@ -6,4 +6,5 @@
   study.py        `python -m srupp_jax.study`: the compute-efficiency study
   plot.py         `python -m srupp_jax.plot`: learning curves
   logs.py         short logs
+  importing.py    --mode=import: a released PyTorch model into a workdir
 """

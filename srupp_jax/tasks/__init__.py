@@ -4,8 +4,14 @@
                                     #   "classification"
     task = tasks.prepared(config)   # made, checked and its data loaded
 
-The trainer (srupp_jax/training/trainer.py) runs any `Task` (tasks/base.py); a new task is a subclass
-and one line in TASKS. Entries are import paths, so a run imports only its own task.
+The trainer (srupp_jax/training/trainer.py) runs any `Task` (tasks/base.py); a new task is a
+subclass and one line in TASKS. Entries are import paths, so a run imports only its own task.
+
+  base.py            the Task interface (and the hooks of train.init_from)
+  lm.py              language models; lm_eval.py the evaluation of a split
+  translation.py     translation (beam search, BLEU)
+  classification.py  text classification; transfer.py its start from a language model
+  plan.py            the memory plan of a training step, without compiling
 """
 from __future__ import annotations
 

@@ -142,11 +142,10 @@ class ClassificationTask(Task):
         def evaluate(params, rest, split: str, *, full: bool = False, desc: str = "",
                      out_dir: str | None = None) -> dict:
             part = data.split(SPLITS[split])
-            bar = None
-            if desc and jax.process_index() == 0:
-                from srupp_jax.training import progress
-                bar = lambda batches: progress.bar(batches, desc, total=len(batches),
-                                                   unit="batch")
+            from srupp_jax.training import progress
+            shown = desc if jax.process_index() == 0 else ""
+            bar = lambda batches: progress.bar(batches, shown, total=len(batches),
+                                               unit="batch", phase="eval.batch")
             log_probs = predict(params, rest, part.ids, batch_tokens=config.eval.batch_tokens,
                                 max_len=config.train.max_len, pad_id=data.tokens.pad_id,
                                 eos_id=data.tokens.end_id, bar=bar)

@@ -62,7 +62,7 @@ def make_evaluator(model, config, mesh):
         only when it is slow."""
         if max_tokens:
             tokens = tokens[:max_tokens + 1]
-        if e.get("whole_windows", False):
+        if e.whole_windows:
             tokens = tokens[:(len(tokens) - 1) // (e.unroll * e.batch_size) * e.unroll
                             * e.batch_size + 1]
         streams = Streams(tokens, e.batch_size // procs, e.unroll, num_processes=procs,

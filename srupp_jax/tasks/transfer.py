@@ -32,7 +32,7 @@ def source_unit(source_config) -> str:
     """"byte" or "word": the tokens of a language model's data (its config)."""
     from srupp_jax.data.datasets import unit_of
     d = source_config.data
-    return unit_of(d.name, d.get("unit", "byte"))
+    return unit_of(d.name, d.unit)
 
 
 def load_source_config(path: str) -> ml_collections.ConfigDict:

@@ -75,7 +75,7 @@ class TranslationTask(Task):
             (t.max_len >= 8, f"train.max_len={t.max_len}; expected >= 8 subwords"),
             (e.batch_tokens >= 1, f"eval.batch_tokens={e.batch_tokens}; expected >= 1"),
             (e.best in ("bleu", "loss"),
-             f"eval.best={e.get('best')!r}; expected 'bleu' or 'loss'"),
+             f"eval.best={e.best!r}; expected 'bleu' or 'loss'"),
             (isinstance(dec.beam_size, int) and dec.beam_size >= 1,
              f"decode.beam_size={dec.beam_size!r}; expected an integer >= 1 (1 = greedy)"),
             (dec.length_penalty >= 0,

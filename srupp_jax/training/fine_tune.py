@@ -23,14 +23,14 @@ def prepare(task, workdir: str, given=()):
     """The Source of `task.config.train.init_from` (None when it is ""), with the task's
     config adapted to it (`task.configure_from`; `given`: the keys set on the command line)
     and, on a rerun, train.init_step taken from the workdir's record."""
-    path = task.config.train.get("init_from", "")
+    path = task.config.train.init_from
     if not path:
         return None
     source = task.open_source(path)
     task.configure_from(source, given)
     saved = run_config.load(workdir)
-    if saved is not None and saved.train.get("init_from", "") == path:
-        task.config.train.init_step = saved.train.get("init_step", -1)
+    if saved is not None and saved.train.init_from == path:
+        task.config.train.init_step = saved.train.init_step
     return source
 
 

@@ -49,7 +49,7 @@ class Report:
         if info.get("recurrence_reason"):
             logging.info("recurrence %s: %s", info["recurrence"], info["recurrence_reason"])
         if self.writer and info:
-            self.writer.note(start, info)
+            self.writer.note(start, dict(info, **self.task.marks))   # every row says them
 
     def add(self, step_metrics) -> None:
         self.window = accumulate(self.window, step_metrics)
@@ -146,7 +146,7 @@ class Pace:
     STEPS, LONG = 3, 1800.0
 
     def __init__(self, config, start: int, total: int):
-        self.variant, self.start, self.total = config.get("cpu_variant", ""), start, total
+        self.variant, self.start, self.total = config.cpu_variant, start, total
         self.active = jax.default_backend() == "cpu" and total - start > self.STEPS + 1
         self.t0 = 0.0
 

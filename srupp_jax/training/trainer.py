@@ -69,7 +69,7 @@ def validate(config) -> None:
          f"train.profile_steps={tuple(t.profile_steps)}; expected (first, last) with "
          "0 <= first <= last (steps first+1..last are traced; (0, 0) = off)"),
         (t.time_budget >= 0,
-         f"train.time_budget={t.get('time_budget')}; expected >= 0 seconds (0 = none)"),
+         f"train.time_budget={t.time_budget}; expected >= 0 seconds (0 = none)"),
         (t.schedule in SCHEDULES,
          f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}"),
         (t.loss_scale >= 1 and t.loss_scale_period >= 1,
@@ -143,7 +143,7 @@ def train_and_evaluate(task, workdir: str, *, force: bool = False,
             return finished_run(workdir, start)
         if main:
             run_config.save(config, workdir, changes, start)     # eval and generate read it
-        timed = t.get("time_budget") or t.get("eval_marks")
+        timed = t.time_budget or t.eval_marks
         rule = StopRule(t, start, train_seconds(workdir, start) if timed else 0.0)
         report = stack.enter_context(Report(workdir, task, rule, mesh, start, window))
         report.setup(start, task.setup)
