@@ -211,6 +211,7 @@ def test_translation_benchmark_at_toy_sizes(tmp_path):
                                       if r["kind"] == "decode")
 
 
+@pytest.mark.slow
 def test_classification_benchmark_runs_every_model(tmp_path):
     """Training and prediction examples/s of the SRU++ classifier (both shapes) and the
     Transformer baseline in one run (short texts here; the default task's sizes)."""

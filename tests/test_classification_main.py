@@ -44,6 +44,7 @@ def predict(workdir, text, *args):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_default_task_trains_resumes_evaluates_and_predicts(cache, tmp_path):
     w = tmp_path / "run"
     args = [*TINY, f"--workdir={w}", "--config.train.steps=8", "--config.train.log_every=2",
@@ -119,6 +120,7 @@ def _folder(root):
 
 @pytest.mark.parametrize("unit", ["byte", pytest.param("word", marks=pytest.mark.slow),
                                   pytest.param("bpe", marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_your_tsv_folder_trains_evaluates_and_predicts(unit, cache, tmp_path):
     folder = _folder(tmp_path / "data")
     w = tmp_path / "run"

@@ -76,6 +76,7 @@ def test_beam_1_is_greedy(model):
     np.testing.assert_allclose(b_scores, g_scores, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_beam_search_rows_do_not_depend_on_the_batch(model):
     src = _src(2)
     tokens, scores = decode.beam_search(model, src, beam_size=5, max_len_a=A, max_len_b=B)

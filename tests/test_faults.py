@@ -198,6 +198,7 @@ def test_a_flipped_byte_in_any_checkpoint_file_never_restores_wrong_arrays(train
     assert fell_back >= 8, fell_back
 
 
+@pytest.mark.slow
 def test_garbage_metrics_file_is_set_aside(trained, tmp_path):
     """Orbax reads every step's metrics when it opens a directory: garbage in one used to
     stop resume, eval and generate. It is moved aside; that checkpoint still restores."""
@@ -340,6 +341,7 @@ def test_kill_9_during_saves_then_resume_is_bit_exact(tmp_path):
     pytest.param(signal.SIGINT, "interrupted", TINY_TRANSLATION, id="translation"),
     pytest.param(signal.SIGINT, "interrupted", TINY_CLASSIFICATION, id="classification",
                  marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_signal_saves_reports_exits_with_its_code_and_resumes(tmp_path, signum, status, task):
     w = tmp_path / "run"
     args = ["--config.train.steps=100000", "--config.train.log_every=1",

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -23,6 +25,7 @@ def test_quick_start_has_exactly_two_commands_and_ci_runs_the_second():
     assert ("pip install" + test_cmd) in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow
 def test_main_command_runs(tmp_path):
     """The README's main command, shrunk by --config overrides to a few seconds of training."""
     main_cmd = _quick_start()[0].split("&& python ", 1)[1]
@@ -41,6 +44,7 @@ def test_main_command_runs(tmp_path):
     assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_your_own_model_example_runs_as_written_from_another_directory(tmp_path):
     """The README's "SRU++ in your own model" block, run as a script outside the checkout
     (the quick start installs the package, so `import srupp_jax` works anywhere)."""

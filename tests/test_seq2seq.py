@@ -106,6 +106,7 @@ def test_incremental_decoding_equals_the_full_forward(compiled):
 
 
 # srupp_k2_bi has every kind of SRU++ layer (one gradient compile fewer)
+@pytest.mark.slow
 @pytest.mark.parametrize("compiled", ["srupp_k2_bi", "transformer"], indirect=True)
 def test_loss_sums_and_gradients_reach_every_parameter(compiled):
     """Row 1 is all padding (a filler row): it adds nothing and no NaN."""

@@ -163,6 +163,7 @@ def iwslt(tmp_path_factory):
 @pytest.mark.parametrize("config", [
     "configs/iwslt14.py", pytest.param("configs/iwslt14.py:k2", marks=pytest.mark.slow),
     "configs/iwslt14_transformer.py"])
+@pytest.mark.slow
 def test_iwslt14_configs_train_and_report_test_bleu(config, iwslt, cache, tmp_path):
     sizes = (["--config.model.d=32", "--config.model.num_heads=2", "--config.model.d_inner=64",
               "--config.model.encoder_layers=2", "--config.model.decoder_layers=2"]
