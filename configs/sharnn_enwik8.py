@@ -18,7 +18,6 @@ def get_config(variant: str = ""):
     m, t, e = config.model, config.train, config.eval
     config.data.name = "enwik8"
     m.arch = "sha_rnn"
-    m.vocab_size = 256
     m.d, m.num_layers, m.d_inner = 1024, 4, 4096
     m.attention_layers = (3,)           # 1-based: the penultimate block
     m.d_proj, m.num_heads = m.d, 1      # unused by SHA-RNN

@@ -16,7 +16,6 @@ def get_config():
     m, t, e = config.model, config.train, config.eval
     config.data.name = "enwik8"
     m.arch = "transformer_xl"
-    m.vocab_size = 256
     m.d, m.num_layers, m.num_heads = 512, 12, 8
     m.d_head = 64
     m.d_inner = 2048

@@ -62,4 +62,4 @@ def test_installed_srupp_trains_evaluates_generates_elsewhere(tmp_path):
         out = _run([srupp, f"--config={config}", "--mode=smoke", *TINY,
                     "--config.model.num_layers=5", "--config.model.vocab_size=256"],
                    cwd=elsewhere)
-        assert "5 layers, d=16, d'=4, k=5" in out.stdout
+        assert "d=16, d_proj=4, num_layers=5, k=5" in out.stdout

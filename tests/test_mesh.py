@@ -106,7 +106,7 @@ out["layout"] = dict(
     mesh=dict(mesh.shape), shapes=[list(x.shape) for x in jax.tree.leaves(state.params)],
     params=specs(state.params), batch=specs(batch), carry=specs(state.carry),
     opt=[[list(x.shape), spec(x)] for x in jax.tree.leaves(state.opt_state)])
-params, _, opt_state, carry, _ = step(*state, *batch)     # (state's arrays are donated)
+params, _, opt_state, carry, _ = step(*state.args(), *batch)   # (its arrays are donated)
 out["layout"].update(stepped=specs(params), opt_stepped=specs(opt_state),
                      carry_stepped=specs(carry))
 

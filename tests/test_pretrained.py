@@ -322,7 +322,7 @@ def test_bad_vocabulary_and_the_command_line(sources, tmp_path):
         f"error: {path} has a vocabulary of {V + 3} ids but the prepared enwik8 data have {V}: "
         "prepare the dataset the model was trained on (README: Pretrained models)")
     workdir.mkdir()
-    (workdir / "config.json").write_text("{}")
+    (workdir / "config.json").write_text('{"model": {}, "train": {}, "data": {}}')
     out = main_py("--config=configs/enwik8.py", "--mode=import", f"--torch_checkpoint={path}",
                   f"--workdir={workdir}", *flags)
     assert out.returncode == 2 and "already holds a run" in out.stderr
