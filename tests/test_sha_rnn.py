@@ -131,6 +131,7 @@ def test_article_size_within_five_percent(variant, published):
     from srupp_jax.programs import modes
     from srupp_jax.training.steps import count_params
     config = importlib.import_module("configs.sharnn_enwik8").get_config(variant)
+    config.model.vocab_size = 205                 # enwik8's byte values (from the data)
     modes.validate_config(config, 1)
     model = nnx.eval_shape(lambda: modes.build_model(config, nnx.Rngs(0)))
     n = count_params(model)
