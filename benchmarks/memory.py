@@ -18,28 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
-from flax import nnx  # noqa: E402
 
 from report import save_json  # noqa: E402
 from srupp_jax import tasks  # noqa: E402
-from srupp_jax.tasks.plan import GIB, memory_plan  # noqa: E402
-from srupp_jax.training.optim import make_optimizer  # noqa: E402
-from srupp_jax.training.steps import make_train_step  # noqa: E402
-
-
-def compiled(task, rows):
-    t = task.config.train
-    model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = make_optimizer(t.lr, t.warmup_steps, t.steps)
-    carry, batch = task.plan_inputs(model, rows)
-    step = make_train_step(graphdef, tx, task.loss)
-    ma = step.lower(params, rest, jax.eval_shape(tx.init, params), carry, *batch).compile() \
-        .memory_analysis()
-    return dict(argument=ma.argument_size_in_bytes, output=ma.output_size_in_bytes,
-                alias=ma.alias_size_in_bytes, temp=ma.temp_size_in_bytes,
-                total=ma.argument_size_in_bytes + ma.output_size_in_bytes
-                - ma.alias_size_in_bytes + ma.temp_size_in_bytes)
+from srupp_jax.tasks.plan import GIB, compiled_memory, memory_plan  # noqa: E402
 
 
 def main(argv=None):
@@ -62,7 +44,7 @@ def main(argv=None):
         task = tasks.make(config)
         plan = memory_plan(task, 1)
         start = time.perf_counter()
-        comp = compiled(task, a.batch)
+        comp = compiled_memory(task, a.batch)
         row = dict(remat=remat, d=a.d, layers=a.layers, batch=a.batch, unroll=a.unroll,
                    dtype=a.dtype, plan_gib=plan.total() / GIB,
                    plan_activations_gib=plan.activations[remat] / GIB,

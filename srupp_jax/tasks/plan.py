@@ -28,6 +28,7 @@ from flax import nnx
 
 from srupp_jax.nn.remat import REMAT
 from srupp_jax.training.optim import make_optimizer
+from srupp_jax.training.steps import make_train_step
 
 GIB = 2.0 ** 30
 
@@ -165,3 +166,21 @@ def one_line(plan: Plan, fix: str = "") -> str:
     return (f"memory plan per device: {gib(plan.params + plan.gradients + plan.optimizer)} GiB "
             f"params+grads+optimizer, activations {acts} GiB by remat, total "
             f"{gib(plan.total())} GiB (remat {plan.remat}){verdict}")
+
+
+def compiled_memory(task, rows: int) -> dict:
+    """What XLA's own memory analysis says of the compiled train step at `rows` rows per
+    device (nothing allocated): argument, output, alias (donated) and temp bytes, and their
+    total = argument + output - alias + temp; what the plan is checked against."""
+    t = task.config.train
+    model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = make_optimizer(t.lr, t.warmup_steps, t.steps)
+    carry, batch = task.plan_inputs(model, rows)
+    step = make_train_step(graphdef, tx, task.loss)
+    ma = step.lower(params, rest, jax.eval_shape(tx.init, params), carry, *batch).compile() \
+        .memory_analysis()
+    out = dict(argument=ma.argument_size_in_bytes, output=ma.output_size_in_bytes,
+               alias=ma.alias_size_in_bytes, temp=ma.temp_size_in_bytes)
+    out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
+    return out
