@@ -28,7 +28,7 @@ from srupp_jax.models.classifier import (
     padding,
     shared_checks,
 )
-from srupp_jax.models.transformer_seq2seq import EncoderLayer, sinusoid
+from srupp_jax.models.transformer_seq2seq import EncoderLayer, layer_checks, sinusoid
 from srupp_jax.nn.linear import linear, xavier_uniform
 
 
@@ -48,13 +48,7 @@ class TransformerClassifierConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        require(shared_checks(self) + [
-            (self.d_model >= 2 and self.d_model % 2 == 0,
-             f"model.d={self.d_model}; expected an even number >= 2 (sinusoids)"),
-            (self.num_heads >= 1 and self.d_model % self.num_heads == 0,
-             f"model.d={self.d_model} is not divisible by model.num_heads={self.num_heads}"),
-            (self.d_ff >= 1, f"model.d_inner={self.d_ff}; expected >= 1"),
-        ])
+        require(shared_checks(self) + layer_checks(self))
         compute_dtype(self.dtype)
 
     @classmethod

@@ -132,6 +132,18 @@ class DecoderLayer(nnx.Module):
         return self.ff(x)
 
 
+def layer_checks(c) -> list:
+    """The (ok, message) checks of the Transformer layers' sizes in a config `c` (d_model,
+    num_heads, d_ff), naming their config keys; the encoder-decoder's and the classifier's."""
+    return [
+        (c.d_model >= 2 and c.d_model % 2 == 0,
+         f"model.d={c.d_model}; expected an even number >= 2 (sinusoids)"),
+        (c.num_heads >= 1 and c.d_model % c.num_heads == 0,
+         f"model.d={c.d_model} is not divisible by model.num_heads={c.num_heads}"),
+        (c.d_ff >= 1, f"model.d_inner={c.d_ff}; expected >= 1"),
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerSeq2SeqConfig:
     """Hyperparameters of the Transformer baseline, checked once (defaults: Lin et al.'s).
@@ -154,13 +166,7 @@ class TransformerSeq2SeqConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        require(shared_checks(self) + [
-            (self.d_model >= 2 and self.d_model % 2 == 0,
-             f"model.d={self.d_model}; expected an even number >= 2 (sinusoids)"),
-            (self.num_heads >= 1 and self.d_model % self.num_heads == 0,
-             f"model.d={self.d_model} is not divisible by model.num_heads={self.num_heads}"),
-            (self.d_ff >= 1, f"model.d_inner={self.d_ff}; expected >= 1"),
-        ])
+        require(shared_checks(self) + layer_checks(self))
         check_special_ids(self)
         compute_dtype(self.dtype)
 
